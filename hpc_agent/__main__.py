@@ -1,0 +1,3 @@
+from hpc_agent.cli import main
+
+main()

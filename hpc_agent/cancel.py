@@ -1,0 +1,61 @@
+"""``hpc-agent cancel``: stop a campaign's jobs, and its driver if one is running.
+
+The cancel is journaled first (``cancelled``), so a running driver sees it on its next poll
+and stops without requeueing the trials the cancel interrupts. Trials stopped this way are
+recorded ``cancelled`` by the campaign, and run again when the campaign is resumed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from hpc_agent.campaign import load_state
+from hpc_agent.executors import LocalExecutor
+from hpc_agent.journal import Journal
+from hpc_agent.paths import ResultsPaths
+from hpc_agent.status import driver_info
+
+
+def cancel_campaign(results: Path) -> tuple[int, int]:
+    """Returns (jobs signalled, unfinished trials)."""
+    paths = ResultsPaths(results)
+    state = load_state(results)
+    journal = Journal(paths.journal)
+    journal.append("cancelled", reason="hpc-agent cancel", pid=os.getpid(), host=socket.gethostname())
+    open_trials = [t for t in state.trials.values() if not t.state.is_finished()]
+    by_executor: dict[str, list[str]] = {}
+    tokens: dict[str, list[str]] = {}
+    for sub in state.submissions.values():
+        if sub.state == "failed":
+            continue
+        if not any(not state.trials[t].state.is_finished() for t in sub.trial_ids if t in state.trials):
+            continue
+        by_executor.setdefault(sub.executor, []).extend(sub.job_ids)
+        tokens.setdefault(sub.executor, []).append(sub.token)
+    n_jobs = 0
+    for kind, job_ids in by_executor.items():
+        if kind == "slurm":
+            from hpc_agent.slurm import scancel
+
+            scancel(job_ids, [f"{state.name}" for _ in tokens[kind]], tokens[kind])
+        else:
+            LocalExecutor().cancel(job_ids)
+        n_jobs += len(job_ids)
+    if driver_info(paths) is None and open_trials:
+        # no driver to record the outcome: record it here
+        journal.append_many(
+            (
+                "trial_ended",
+                {
+                    "trial": t.trial_id,
+                    "state": "cancelled",
+                    "objective": None,
+                    "reason": "campaign cancelled (hpc-agent cancel)",
+                    "by_campaign_cancel": True,
+                },
+            )
+            for t in open_trials
+        )
+    return n_jobs, len(open_trials)

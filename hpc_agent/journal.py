@@ -1,0 +1,214 @@
+"""The journal: an append-only JSONL file, the only source of truth of a campaign.
+
+Modelled on Optuna's JournalFileBackend. Each event is one JSON object on one line, written
+with a single ``write`` on an ``O_APPEND`` descriptor and ``fsync``'d before the call returns,
+under a lock that works on NFS (an ``O_EXCL`` lock file: atomic on NFSv3 and later, where
+``flock`` is not reliable). Readers take no lock.
+
+A driver killed in the middle of a write leaves a torn last line. Reading tolerates it with a
+warning (the event it was writing never happened). The next append truncates the torn bytes
+first, so that a new event is never glued onto half of an old one. A broken line anywhere
+*else* is real corruption and raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from hpc_agent.errors import CampaignError
+
+SCHEMA_VERSION = 1
+LOCK_STALE_S = 30.0  # a journal lock is held for milliseconds; older than this, its holder died
+
+
+class TornLineWarning(UserWarning):
+    """The journal's last line was incomplete (its writer was killed mid-write)."""
+
+
+class FileLock:
+    """An exclusive lock file created with ``O_CREAT | O_EXCL``; safe on NFS.
+
+    The file holds ``host pid``. A lock is stale when its holder is a dead process on this
+    host, or when the file is older than ``stale_s`` (its holder on another host died without
+    removing it); a stale lock is broken with a rename, so two breakers cannot both win.
+    """
+
+    def __init__(self, path: Path, stale_s: float = LOCK_STALE_S, timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.stale_s = stale_s
+        self.timeout_s = timeout_s
+        self._held = False
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.001
+        me = f"{socket.gethostname()} {os.getpid()}\n".encode()
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._break_if_stale():
+                    continue
+                if time.monotonic() > deadline:
+                    raise CampaignError(
+                        f"could not take the lock {self.path} within {self.timeout_s:.0f} s",
+                        fix=f"if no hpc-agent process is running on this campaign, remove {self.path}",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            try:
+                os.write(fd, me)
+            finally:
+                os.close(fd)
+            self._held = True
+            return
+
+    def _break_if_stale(self) -> bool:
+        try:
+            st = self.path.stat()
+            holder = self.path.read_text().split()
+        except (FileNotFoundError, OSError):
+            return True  # released meanwhile: try again at once
+        stale = time.time() - st.st_mtime > self.stale_s
+        if len(holder) == 2 and holder[0] == socket.gethostname() and holder[1].isdigit():
+            stale = stale or not _pid_alive(int(holder[1]))
+        if not stale:
+            return False
+        grave = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
+        try:
+            os.rename(self.path, grave)
+            grave.unlink()
+        except OSError:
+            pass
+        return True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Journal:
+    """Append events to, and read events from, one ``journal.jsonl``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = FileLock(self.path.with_name(self.path.name + ".lock"))
+
+    def exists(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Record one event durably; returns the record as written."""
+        return self.append_many([(event, fields)])[0]
+
+    def append_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        """Record several events with one write and one fsync (e.g. 1,000 finished trials)."""
+        now = time.time()
+        records = [{"v": SCHEMA_VERSION, "t": round(now, 3), "event": name, **fields} for name, fields in events]
+        if not records:
+            return []
+        data = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                self._truncate_torn_tail(fd)
+                os.write(fd, data.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return records
+
+    def _truncate_torn_tail(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        if os.pread(fd, 1, size - 1) == b"\n":
+            return
+        # find the end of the last complete line and cut what follows it
+        chunk = 4096
+        pos = size
+        while pos > 0:
+            start = max(0, pos - chunk)
+            buf = os.pread(fd, pos - start, start)
+            nl = buf.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        tail = os.pread(fd, size - keep, keep)
+        try:
+            complete = isinstance(json.loads(tail), dict)
+        except ValueError:
+            complete = False
+        if complete:  # only the newline was lost: keep the event, end its line
+            os.write(fd, b"\n")
+            return
+        warnings.warn(
+            f"{self.path}: dropping a torn last line ({size - keep} bytes) left by a killed writer",
+            TornLineWarning,
+            stacklevel=4,
+        )
+        os.ftruncate(fd, keep)
+
+    def read(self) -> list[dict[str, Any]]:
+        return list(self.iter())
+
+    def iter(self) -> Iterator[dict[str, Any]]:
+        """Every complete event, in order. A torn last line is skipped with a warning."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            lines = f.read().split(b"\n")
+        last = len(lines) - 1  # after the final "\n" comes an empty string, or a torn line
+        for i, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                if not isinstance(record, dict) or "event" not in record:
+                    raise ValueError("not an event object")
+            except ValueError as e:
+                if i == last:
+                    warnings.warn(
+                        f"{self.path}: ignoring a torn last line ({len(raw)} bytes) left by a killed writer",
+                        TornLineWarning,
+                        stacklevel=2,
+                    )
+                    return
+                raise CampaignError(
+                    f"{self.path}: line {i + 1} is corrupt ({e}): {raw[:120]!r}",
+                    fix="restore the journal from a backup, or remove the broken line by hand "
+                    "(everything else in the results folder is rebuilt from the journal)",
+                ) from None
+            yield record

@@ -1,0 +1,300 @@
+"""The metrics schema and the Polars gather.
+
+Every trial appends JSON lines to its ``metrics.jsonl``: ``{"step": 3, "val_loss": 0.41, ...}``.
+The gather reads them all with one lazy ``scan_ndjson`` and an explicit schema: ``step`` plus
+the campaign's metric and its ``report_metrics``, all Float64 (other keys are ignored, so the
+user may log anything else too). Two things a real cluster produces make this harder than it
+looks, and both are handled here, not left to crash the driver:
+
+* a trial killed mid-write leaves a torn last line, which Polars refuses even with
+  ``ignore_errors``: torn files are cut at their last newline, in memory;
+* one bad file (a non-numeric value, ``NaN`` written by ``json.dumps``) fails the whole scan:
+  the file list is bisected until the bad files are isolated, and those are read line by line
+  with the standard json module, which also reports *what* is wrong with them.
+
+The outcome of a trial is decided by :func:`outcome`: a trial that exited 0 but never logged
+its metric is ``failed`` with the reason "metric 'val_loss' never logged".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+TRIAL_COL = "trial_id"
+_PATH_COL = "__path"
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """What one trial's metrics.jsonl says, reduced to what the campaign needs."""
+
+    trial_id: str
+    n_lines: int = 0
+    last_step: int | None = None
+    objective: float | None = None  # last (or best) value of the campaign's metric
+    last: Mapping[str, float | None] | None = None  # last value of every schema metric
+    error: str = ""  # why the file could not be read cleanly (non-numeric value, bad line)
+
+
+def schema(metric: str, report_metrics: Sequence[str] = ()) -> dict[str, pl.DataType]:
+    out: dict[str, pl.DataType] = {"step": pl.Float64()}
+    for m in (metric, *report_metrics):
+        out[m] = pl.Float64()
+    return out
+
+
+def scan(files: Mapping[str, Path], columns: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Read the metrics of many trials: one frame (``trial_id`` + schema columns, in file
+    order) and the errors of the files that could not be read as they are."""
+    clean: list[tuple[str, Path]] = []
+    frames: list[pl.DataFrame] = []
+    errors: dict[str, str] = {}
+    for tid, path in files.items():
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue  # never logged anything
+        if size == 0:
+            continue
+        if _ends_with_newline(path, size):
+            clean.append((tid, path))
+        else:
+            df, err = _read_torn(tid, path, columns)
+            if df is not None:
+                frames.append(df)
+            if err:
+                errors[tid] = err
+    if clean:
+        df, errs = _collect(clean, columns)
+        frames.append(df)
+        errors.update(errs)
+    if not frames:
+        return _empty(columns), errors
+    return pl.concat(frames, how="vertical_relaxed"), errors
+
+
+def _empty(columns: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(schema={TRIAL_COL: pl.String(), **columns})
+
+
+def _ends_with_newline(path: Path, size: int) -> bool:
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1) == b"\n"
+
+
+def _collect(files: list[tuple[str, Path]], columns: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame, dict[str, str]]:
+    """One lazy scan over all files; on failure, bisect to find the files that break it."""
+    try:
+        by_path = {str(p): tid for tid, p in files}
+        lf = pl.scan_ndjson([p for _, p in files], schema=dict(columns), include_file_paths=_PATH_COL)
+        df = lf.collect()
+        ids = df.get_column(_PATH_COL).replace_strict(by_path, return_dtype=pl.String())
+        return df.drop(_PATH_COL).insert_column(0, ids.alias(TRIAL_COL)), {}
+    except pl.exceptions.PolarsError:
+        if len(files) == 1:
+            tid, path = files[0]
+            return _read_slowly(tid, path.read_bytes(), columns)
+        mid = len(files) // 2
+        a, ea = _collect(files[:mid], columns)
+        b, eb = _collect(files[mid:], columns)
+        return pl.concat([a, b], how="vertical_relaxed"), {**ea, **eb}
+
+
+def _read_torn(tid: str, path: Path, columns: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame | None, str]:
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1  # drop the torn tail: that line was never finished
+    if cut == 0:
+        return None, ""
+    try:
+        df = pl.read_ndjson(io.BytesIO(data[:cut]), schema=dict(columns))
+        return df.insert_column(0, pl.lit(tid, dtype=pl.String()).alias(TRIAL_COL)), ""
+    except pl.exceptions.PolarsError:
+        return _read_slowly(tid, data[:cut], columns)
+
+
+def _read_slowly(tid: str, data: bytes, columns: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame, str]:
+    """Line by line with the json module: keeps what is valid, says what is not."""
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    lines = data.split(b"\n")
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            if n == len(lines):
+                continue  # a torn last line
+            problems.append(f"line {n} is not JSON: {raw[:60]!r}")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"line {n} is not a JSON object")
+            continue
+        row: dict[str, Any] = {TRIAL_COL: tid}
+        for key in columns:
+            value = obj.get(key)
+            if value is None:
+                row[key] = None
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[key] = float(value)
+            else:
+                row[key] = None
+                problems.append(f"{key}={value!r} on line {n} is not a number")
+        rows.append(row)
+    df = pl.DataFrame(rows, schema={TRIAL_COL: pl.String(), **columns}) if rows else _empty(columns)
+    return df, "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+
+
+def summarize(
+    files: Mapping[str, Path],
+    metric: str,
+    mode: str,
+    objective: str = "last",
+    report_metrics: Sequence[str] = (),
+) -> dict[str, MetricSummary]:
+    """Per trial: lines logged, last step, objective (``last`` or ``best``), last values."""
+    cols = schema(metric, report_metrics)
+    df, errors = scan(files, cols)
+    out: dict[str, MetricSummary] = {}
+    if df.height:
+        m = pl.col(metric)
+        finite = m.filter(m.is_not_nan())
+        best = finite.min() if mode == "min" else finite.max()
+        aggs = [
+            pl.len().alias("__n"),
+            pl.col("step").drop_nulls().last().alias("__step"),
+            (m.drop_nulls().last() if objective == "last" else best).alias("__objective"),
+            *[pl.col(c).drop_nulls().last().alias(c) for c in cols if c != "step"],
+        ]
+        summary = df.group_by(TRIAL_COL, maintain_order=True).agg(aggs)
+        for row in summary.iter_rows(named=True):
+            tid = row[TRIAL_COL]
+            step = row["__step"]
+            out[tid] = MetricSummary(
+                trial_id=tid,
+                n_lines=int(row["__n"]),
+                last_step=int(step) if step is not None and math.isfinite(step) else None,
+                objective=row["__objective"],
+                last={c: row[c] for c in cols if c != "step"},
+                error=errors.get(tid, ""),
+            )
+    for tid in files:
+        if tid not in out:
+            out[tid] = MetricSummary(trial_id=tid, error=errors.get(tid, ""))
+    return out
+
+
+def outcome(state: str, summary: MetricSummary | None, metric: str) -> tuple[str, float | None, str]:
+    """The final (state, objective, reason) of a trial whose runner reported ``state``.
+
+    Only a completed run is judged on its metric; a failed or timed-out one keeps its
+    objective when it logged one (it is shown, but a planner does not count it as a success).
+    """
+    obj = summary.objective if summary else None
+    err = summary.error if summary else ""
+    if state != "completed":
+        return state, obj if obj is not None and math.isfinite(obj) else None, ""
+    if obj is None:
+        if err:
+            return "failed", None, f"metric {metric!r} unreadable: {err}"
+        return "failed", None, f"metric {metric!r} never logged"
+    if not math.isfinite(obj):
+        return "failed", None, f"metric {metric!r} is {obj} at its last log (the run diverged)"
+    return "completed", float(obj), ""
+
+
+# ------------------------------------------------------------------------------- the table
+
+CORE_COLUMNS = (
+    "trial_id",
+    "generation",
+    "config_id",
+    "seed",
+    "state",
+    "objective",
+    "reason",
+    "source",
+    "parent",
+    "hypothesis",
+    "attempt",
+    "job_id",
+    "exit_code",
+    "duration_s",
+    "steps",
+)
+
+
+def trials_table(
+    records: Iterable[Any],
+    param_names: Sequence[str],
+    summaries: Mapping[str, MetricSummary],
+    metrics: Sequence[str],
+) -> pl.DataFrame:
+    """One row per trial: the journal's record, its parameters and its last metric values."""
+    rows = []
+    for r in records:
+        s = summaries.get(r.trial_id)
+        row: dict[str, Any] = {
+            "trial_id": r.trial_id,
+            "generation": r.generation,
+            "config_id": r.config_id,
+            "seed": r.seed,
+            "state": r.state.value,
+            "objective": r.objective,
+            "reason": r.reason,
+            "source": r.source,
+            "parent": r.parent,
+            "hypothesis": r.hypothesis,
+            "attempt": r.attempt,
+            "job_id": r.job_id,
+            "exit_code": r.exit_code,
+            "duration_s": r.duration_s,
+            "steps": s.n_lines if s else 0,
+        }
+        for p in param_names:
+            row[p] = r.params.get(p)
+        for m in metrics:
+            row[m] = s.last.get(m) if s and s.last else None
+        rows.append(row)
+    col_types: dict[str, pl.DataType] = {
+        "trial_id": pl.String(),
+        "generation": pl.Int64(),
+        "config_id": pl.String(),
+        "seed": pl.Int64(),
+        "state": pl.String(),
+        "objective": pl.Float64(),
+        "reason": pl.String(),
+        "source": pl.String(),
+        "parent": pl.String(),
+        "hypothesis": pl.String(),
+        "attempt": pl.Int64(),
+        "job_id": pl.String(),
+        "exit_code": pl.Int64(),
+        "duration_s": pl.Float64(),
+        "steps": pl.Int64(),
+    }
+    for m in metrics:
+        col_types[m] = pl.Float64()
+    if not rows:
+        return pl.DataFrame(schema={**col_types, **{p: pl.String() for p in param_names}})
+    df = pl.DataFrame(rows, schema_overrides=col_types, infer_schema_length=None, strict=False)
+    ordered = [c for c in CORE_COLUMNS if c in df.columns]
+    ordered += [p for p in param_names if p not in ordered]
+    ordered += [m for m in metrics if m not in ordered]
+    return df.select(ordered)
+
+
+def write_table(df: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.write_parquet(tmp)
+    os.replace(tmp, path)

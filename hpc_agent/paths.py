@@ -1,0 +1,133 @@
+"""Every path of a results folder, in one place.
+
+The layout is a contract (docs/architecture.md, "On disk"): users read these files, tests and
+benchmarks rely on them, and the journal stores trial ids rather than paths so that a results
+folder can be moved (or rsync'ed off the cluster) and still be read.
+
+```
+results/<name>/
+  campaign.toml  journal.jsonl  llm.jsonl  trials.parquet  driver.lock  driver.log
+  gen-0003/plan.json  gen-0003/analysis.md
+  gen-0003/trials/<trial-id>/  params.json patch.diff code/ metrics.jsonl status.json
+                               launch.json stdout.log stderr.log checkpoint/
+  gen-0003/submissions/<token>/  what one submission ran: its queue and its lanes
+  submitit/                      submitit's pickles and logs, a folder per job
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def trial_id(generation: int, index: int) -> str:
+    """``0003-0007``: sortable as text, unique in a campaign, readable in a table."""
+    return f"{generation:04d}-{index:04d}"
+
+
+def generation_of(trial: str) -> int:
+    """The generation a trial id belongs to (inverse of :func:`trial_id`)."""
+    return int(trial.split("-", 1)[0])
+
+
+@dataclass(frozen=True)
+class TrialPaths:
+    """The files of one trial. Only the runner and the experiment write here."""
+
+    root: Path
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.json"
+
+    @property
+    def launch(self) -> Path:
+        """How to run the trial (command, env, budget); written last when preparing."""
+        return self.root / "launch.json"
+
+    @property
+    def patch(self) -> Path:
+        return self.root / "patch.diff"
+
+    @property
+    def code(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def stdout(self) -> Path:
+        return self.root / "stdout.log"
+
+    @property
+    def stderr(self) -> Path:
+        return self.root / "stderr.log"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint"
+
+
+@dataclass(frozen=True)
+class ResultsPaths:
+    """The files of one campaign's results folder."""
+
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "campaign.toml"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal.jsonl"
+
+    @property
+    def llm_log(self) -> Path:
+        return self.root / "llm.jsonl"
+
+    @property
+    def trials_table(self) -> Path:
+        return self.root / "trials.parquet"
+
+    @property
+    def driver_lock(self) -> Path:
+        return self.root / "driver.lock"
+
+    @property
+    def driver_log(self) -> Path:
+        return self.root / "driver.log"
+
+    @property
+    def submitit(self) -> Path:
+        return self.root / "submitit"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def generation(self, generation: int) -> Path:
+        return self.root / f"gen-{generation:04d}"
+
+    def plan(self, generation: int) -> Path:
+        return self.generation(generation) / "plan.json"
+
+    def analysis(self, generation: int) -> Path:
+        return self.generation(generation) / "analysis.md"
+
+    def submission(self, generation: int, token: str) -> Path:
+        return self.generation(generation) / "submissions" / token
+
+    def trial(self, trial: str) -> TrialPaths:
+        return TrialPaths(self.generation(generation_of(trial)) / "trials" / trial)

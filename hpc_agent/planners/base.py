@@ -1,0 +1,141 @@
+"""The planner seam: who decides what to run next.
+
+A planner is asked twice per generation, always in this order:
+
+1. ``propose(ctx)`` -> :class:`Plan`: ``ctx.n`` proposals for generation ``ctx.generation``,
+   each a configuration inside the search space (validated by the campaign with
+   :meth:`Space.validate` whatever the planner), with a hypothesis, and optionally a code
+   change (``patch``) against the champion's editable files. Proposals must not repeat a
+   configuration of the history, nor each other; a planner that cannot fill the batch
+   (a small discrete space) returns fewer and says why in ``Plan.note``.
+2. ``analyze(ctx)`` -> markdown: what the finished generation taught. It is written to
+   ``gen-XXXX/analysis.md`` and shown to the next ``propose``.
+
+Invariants: a planner keeps no state between calls that the journal does not hold. Its input
+is rebuilt from the journal each generation, so a restarted driver plans exactly as the one
+that died would have. Given the same history and ``ctx.seed``, ``random`` and ``tpe`` return
+the same plan.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from hpc_agent.space import Scalar, Space
+from hpc_agent.spec import CampaignSpec
+from hpc_agent.state import CampaignState, ConfigResult
+
+
+@dataclass(frozen=True)
+class Proposal:
+    params: Mapping[str, Scalar]
+    hypothesis: str = ""
+    patch: tuple[Mapping[str, Any], ...] | None = None  # search/replace edits (hpc_agent.patches)
+    parent: str | None = None  # config id whose code the patch edits (the champion)
+    source: str = ""  # baseline, random, tpe, llm, tpe-fill, ...
+
+    def key(self) -> str:
+        """Identity of a proposal: its configuration, and its code change if any."""
+        k = Space.key(self.params)
+        if self.patch:
+            import hashlib
+            import json
+
+            k += "#" + hashlib.sha256(json.dumps(list(self.patch), sort_keys=True).encode()).hexdigest()[:12]
+        return k
+
+
+@dataclass(frozen=True)
+class Plan:
+    proposals: tuple[Proposal, ...]
+    note: str = ""  # what happened while planning (fallbacks, repairs, a batch cut short)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    spec: CampaignSpec
+    generation: int
+    n: int
+    history: tuple[ConfigResult, ...]  # every configuration so far, finished or in flight
+    champion: ConfigResult | None
+    analyses: tuple[tuple[int, str], ...] = ()  # (generation, analysis.md) so far, oldest first
+    generations_left: int = 1  # including this one
+    results_dir: Path | None = None
+    seed: int = 0
+    extra_seen: frozenset[str] = field(default_factory=frozenset)  # keys proposed earlier this batch
+
+    @property
+    def space(self) -> Space:
+        return self.spec.space
+
+    def seen_keys(self) -> set[str]:
+        return {Space.key(c.params) for c in self.history if not c.patch} | set(self.extra_seen)
+
+
+@dataclass(frozen=True)
+class AnalysisContext:
+    spec: CampaignSpec
+    generation: int
+    state: CampaignState
+    table: pl.DataFrame  # the trials table of the whole campaign so far
+    analyses: tuple[tuple[int, str], ...] = ()
+    results_dir: Path | None = None
+
+
+class Planner(ABC):
+    """Proposes the next batch and analyzes the last one. See the module docstring."""
+
+    name: str = ""
+
+    @abstractmethod
+    def propose(self, ctx: PlanContext) -> Plan: ...
+
+    def analyze(self, ctx: AnalysisContext) -> str:
+        from hpc_agent.analysis import deterministic_analysis
+
+        return deterministic_analysis(ctx)
+
+    def describe(self) -> str:
+        return self.name
+
+
+def unique(proposals: Iterable[Proposal], seen: set[str]) -> tuple[list[Proposal], list[Proposal]]:
+    """Split proposals into (new, duplicates), updating ``seen`` with the new ones."""
+    kept, dropped = [], []
+    for p in proposals:
+        k = p.key()
+        if k in seen:
+            dropped.append(p)
+        else:
+            seen.add(k)
+            kept.append(p)
+    return kept, dropped
+
+
+def fill_random(space: Space, n: int, seen: set[str], rng: Any, source: str, tries: int = 2000) -> list[Proposal]:
+    """Up to ``n`` random configurations not in ``seen`` (fewer when the space runs out)."""
+    out: list[Proposal] = []
+    for _ in range(tries):
+        if len(out) >= n:
+            break
+        params = space.sample(rng)
+        k = Space.key(params)
+        if k in seen:
+            continue
+        seen.add(k)
+        out.append(Proposal(params, hypothesis="random exploration of the space", source=source))
+    return out
+
+
+def fits(space: Space, params: Mapping[str, Any]) -> bool:
+    return not space.validate(params)[1]
+
+
+def as_sequence(x: Sequence[Proposal]) -> tuple[Proposal, ...]:
+    return tuple(x)

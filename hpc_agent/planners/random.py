@@ -1,0 +1,20 @@
+"""Uniform random search: the baseline every other planner must beat."""
+
+from __future__ import annotations
+
+import random as _random
+
+from hpc_agent.planners.base import Plan, PlanContext, Planner, fill_random
+
+
+class RandomPlanner(Planner):
+    name = "random"
+
+    def propose(self, ctx: PlanContext) -> Plan:
+        rng = _random.Random(f"{ctx.seed}:{ctx.generation}")
+        seen = ctx.seen_keys()
+        proposals = fill_random(ctx.space, ctx.n, seen, rng, source="random")
+        note = ""
+        if len(proposals) < ctx.n:
+            note = f"the space has no more unseen configurations: proposed {len(proposals)} of {ctx.n}"
+        return Plan(tuple(proposals), note)

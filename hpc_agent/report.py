@@ -1,0 +1,235 @@
+"""Tables for papers, plots and the campaign report.
+
+Analysis is pure and rendering is separate: :func:`results_table` and :func:`grouped` turn
+the trials table into the frame to show (frames in, frames out); the ``render_*`` functions
+only format a frame, and are checked against golden files in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from hpc_agent.errors import UserError
+from hpc_agent.paths import ResultsPaths
+from hpc_agent.spec import CampaignSpec
+from hpc_agent.state import CampaignState
+
+FORMATS = ("csv", "markdown", "latex", "parquet")
+
+
+# ------------------------------------------------------------------------------- the table
+
+
+def build_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) -> pl.DataFrame:
+    """Gather every trial's metrics (one lazy scan) and join them with the journal's records."""
+    from hpc_agent.metrics import summarize, trials_table
+
+    camp = spec.campaign
+    trials = sorted(state.trials.values(), key=lambda t: t.trial_id)
+    files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials}
+    summaries = summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics)
+    return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.report_metrics))
+
+
+def load_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) -> pl.DataFrame:
+    """trials.parquet, rebuilt from the journal when it is missing or older than the journal."""
+    from hpc_agent.metrics import write_table
+
+    table_path = paths.trials_table
+    try:
+        fresh = table_path.stat().st_mtime >= paths.journal.stat().st_mtime
+    except FileNotFoundError:
+        fresh = False
+    if fresh:
+        return pl.read_parquet(table_path)
+    df = build_table(paths, state, spec)
+    try:
+        write_table(df, table_path)
+    except OSError:
+        pass  # a read-only copy of a results folder can still be exported
+    return df
+
+
+def results_table(df: pl.DataFrame, spec: CampaignSpec, states: Sequence[str] | None = None) -> pl.DataFrame:
+    """The per-trial table to publish: best first, the columns a reader needs."""
+    camp = spec.campaign
+    if states:
+        df = df.filter(pl.col("state").is_in(list(states)))
+    cols = ["trial_id", "generation", "state", "objective", *spec.space.names]
+    if len(camp.seeds) > 1:
+        cols.insert(2, "seed")
+    cols += [m for m in (camp.metric, *camp.report_metrics) if m in df.columns and m not in cols]
+    cols += ["duration_s", "source"]
+    out = df.select([c for c in cols if c in df.columns])
+    return out.sort(["objective", "trial_id"], descending=[camp.mode == "max", False], nulls_last=True)
+
+
+def grouped(df: pl.DataFrame, spec: CampaignSpec, by: Sequence[str]) -> pl.DataFrame:
+    """Mean, standard deviation and count of the objective and reported metrics per group
+    (``--group-by config_id`` gives mean ± std over seeds)."""
+    missing = [b for b in by if b not in df.columns]
+    if missing:
+        valid = [c for c in df.columns if c not in ("reason", "hypothesis")]
+        raise UserError(f"--group-by {missing[0]!r}: no such column", fix=f"use one of: {', '.join(valid)}")
+    camp = spec.campaign
+    done = df.filter(pl.col("state") == "completed")
+    metrics = ["objective", *[m for m in (camp.metric, *camp.report_metrics) if m in df.columns]]
+    metrics = list(dict.fromkeys(metrics))
+    aggs: list[pl.Expr] = [pl.len().alias("n")]
+    for m in metrics:
+        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std")]
+    extra = []
+    if "config_id" in by:  # show what the configuration was
+        extra = [pl.col(p).first() for p in spec.space.names if p not in by]
+    out = done.group_by(list(by)).agg(aggs + extra)
+    return out.sort(["objective_mean", *by], descending=[camp.mode == "max"] + [False] * len(by), nulls_last=True)
+
+
+# ------------------------------------------------------------------------------- rendering
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if v == 0 or 1e-3 <= abs(v) < 1e5:
+            return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+        return f"{v:.{digits - 1}e}"
+    return str(v)
+
+
+def _cells(df: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Column names and formatted cells; ``x_mean``/``x_std`` pairs become one ``x`` = mean ± std."""
+    cols = df.columns
+    names: list[str] = []
+    getters: list[Any] = []
+    skip: set[str] = set()
+    for c in cols:
+        if c in skip:
+            continue
+        if c.endswith("_mean") and f"{c[:-5]}_std" in cols:
+            base = c[:-5]
+            skip.add(f"{base}_std")
+            names.append(base)
+            getters.append(lambda r, a=c, b=f"{base}_std": _pm(r[a], r[b]))
+        else:
+            names.append(c)
+            getters.append(lambda r, a=c: _fmt(r[a]))
+    rows = [[g(r) for g in getters] for r in df.iter_rows(named=True)]
+    return names, rows
+
+
+def _pm(mean: Any, std: Any) -> str:
+    if mean is None:
+        return ""
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return _fmt(mean)
+    return f"{_fmt(mean)} ± {_fmt(std, 2)}"
+
+
+def render_markdown(df: pl.DataFrame) -> str:
+    names, rows = _cells(df)
+    numeric = [df.schema[c].is_numeric() if c in df.schema else True for c in names]
+    esc = [[cell.replace("|", "\\|").replace("\n", " ") for cell in row] for row in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in esc]) for i, n in enumerate(names)]
+    head = "| " + " | ".join(n.ljust(w) for n, w in zip(names, widths)) + " |"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    body = [
+        "| " + " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)) + " |"
+        for r in esc
+    ]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def render_latex(df: pl.DataFrame, caption: str = "", label: str = "", bold_best: str | None = None, mode: str = "min") -> str:
+    """A booktabs table; the best value of ``bold_best`` in bold."""
+    names, rows = _cells(df)
+    numeric = [df.schema[c].is_numeric() if c in df.schema else True for c in names]
+    best_row = None
+    if bold_best and bold_best in df.columns and df.height:
+        col = df.get_column(bold_best)
+        if col.null_count() < df.height:
+            best_row = int((col.arg_min() if mode == "min" else col.arg_max()) or 0)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(n) for n in names) + r" \\",
+        r"\midrule",
+    ]
+    bold_names = {bold_best, f"{bold_best}"} if bold_best else set()
+    if bold_best and f"{bold_best}_mean" in df.columns:
+        bold_names.add(bold_best.removesuffix("_mean"))
+    for i, row in enumerate(rows):
+        cells = []
+        for name, cell in zip(names, row):
+            text = latex_escape(cell).replace("±", r"$\pm$")
+            if i == best_row and name in bold_names:
+                text = r"\textbf{" + text + "}"
+            cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def export(
+    df: pl.DataFrame,
+    fmt: str,
+    out: Path | None,
+    *,
+    caption: str = "",
+    label: str = "",
+    bold_best: str | None = "objective",
+    mode: str = "min",
+) -> str | None:
+    """Render ``df`` as ``fmt``; write it to ``out`` (or return the text for stdout)."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "parquet":
+        if out is None:
+            raise UserError("--format parquet writes a binary file", fix="add -o FILE.parquet")
+        df.write_parquet(out)
+        return None
+    if fmt == "csv":
+        text = df.write_csv()
+    elif fmt == "markdown":
+        text = render_markdown(df)
+    else:
+        bold = bold_best if bold_best in df.columns else ("objective_mean" if "objective_mean" in df.columns else None)
+        text = render_latex(df, caption, label, bold, mode)
+    if out is None:
+        return text
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return None

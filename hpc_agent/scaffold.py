@@ -1,0 +1,38 @@
+"""``hpc-agent init``: a new campaign folder from a template (the examples, shipped inside
+the package)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from hpc_agent.errors import UserError
+
+_SKIP = ("results", "__pycache__", "checkpoint", ".ipynb_checkpoints")
+
+
+def examples_root() -> Path:
+    """examples/ of a source checkout, or the copy packed into the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "examples", here / "_examples"):
+        if candidate.is_dir():
+            return candidate
+    raise UserError("the campaign templates are not installed", fix="reinstall hpc-agent")
+
+
+def scaffold(name: str, template: str, where: Path | None = None) -> Path:
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", Path(name).name):
+        raise UserError(f"campaign name {name!r}: expected letters, digits, '.', '_' or '-'")
+    src = examples_root() / template
+    if not (src / "campaign.toml").is_file():
+        raise UserError(f"--template {template!r}: no such template in {examples_root()}")
+    dest = (where or Path.cwd()) / name
+    if dest.exists():
+        raise UserError(f"{dest} already exists", fix="choose another name, or remove it first")
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*_SKIP))
+    spec = dest / "campaign.toml"
+    text = spec.read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^name\s*=\s*".*"$', f'name = "{Path(name).name}"', text, count=1)
+    spec.write_text(text, encoding="utf-8")
+    return dest

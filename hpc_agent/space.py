@@ -1,0 +1,366 @@
+"""The search space: what a planner may choose, and the one place that says what is valid.
+
+Three kinds of parameter, declared under ``[space]`` in campaign.toml::
+
+    lr         = { type = "float", low = 1e-4, high = 1e-1, log = true }
+    hidden     = { type = "int", low = 16, high = 256, step = 16 }
+    activation = { type = "choice", values = ["relu", "tanh", "gelu"] }
+    dropout    = [0.0, 0.1, 0.3]          # shorthand for a choice
+
+Every planner (random, TPE, the LLM) proposes through the same :meth:`Space.validate`, so an
+LLM's out-of-range value is caught by exactly the rule that bounds TPE. Values are normalised
+(``64.0`` for an int becomes ``64``) before anything is written, and :meth:`Space.key` gives
+the canonical form used to refuse duplicate configurations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from hpc_agent.errors import SpecError
+
+Scalar = Union[str, int, float, bool]
+
+_FLOAT_KEYS = ("type", "low", "high", "log", "step", "default")
+_INT_KEYS = ("type", "low", "high", "log", "step", "default")
+_CHOICE_KEYS = ("type", "values", "default")
+_TYPES = ("float", "int", "choice")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    default: float | None = None
+
+    kind = "float"
+
+    def normalize(self, value: object) -> tuple[float | None, str | None]:
+        """``(value, None)`` when valid, else ``(None, reason)``."""
+        if not _is_number(value):
+            return None, f"{self.name}={value!r} is not a number (expected a float in {self.describe()})"
+        x = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(x):
+            return None, f"{self.name}={value!r} is not finite (expected a float in {self.describe()})"
+        # a relative tolerance, so that 1e-4 printed as 0.0001 by an LLM still counts as in range
+        tol = 1e-9 * max(abs(self.low), abs(self.high), 1e-300)
+        if x < self.low - tol or x > self.high + tol:
+            return None, f"{self.name}={value!r} is out of range (expected {self.describe()})"
+        x = min(max(x, self.low), self.high)
+        if self.step is not None:
+            x = self.low + round((x - self.low) / self.step) * self.step
+            x = float(f"{x:.12g}")
+        return x, None
+
+    def sample(self, rng: random.Random) -> float:
+        if self.log:
+            x = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            x = rng.uniform(self.low, self.high)
+        value, _ = self.normalize(min(max(x, self.low), self.high))
+        assert value is not None  # sampled inside the bounds by construction
+        return value
+
+    def describe(self) -> str:
+        scale = ", log scale" if self.log else ""
+        step = f", step {self.step:g}" if self.step is not None else ""
+        return f"float in [{self.low:g}, {self.high:g}]{scale}{step}"
+
+    def cardinality(self) -> float:
+        if self.step is None:
+            return math.inf
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "float", "low": self.low, "high": self.high, "log": self.log}
+        if self.step is not None:
+            out["step"] = self.step
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
+
+@dataclass(frozen=True)
+class IntParam:
+    name: str
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+    default: int | None = None
+
+    kind = "int"
+
+    def normalize(self, value: object) -> tuple[int | None, str | None]:
+        if not _is_number(value) or (isinstance(value, float) and not value.is_integer()):
+            return None, f"{self.name}={value!r} is not an integer (expected {self.describe()})"
+        x = int(value)  # type: ignore[arg-type]
+        if x < self.low or x > self.high:
+            return None, f"{self.name}={value!r} is out of range (expected {self.describe()})"
+        if (x - self.low) % self.step:
+            return None, f"{self.name}={value!r} is not on the grid (expected {self.describe()})"
+        return x, None
+
+    def sample(self, rng: random.Random) -> int:
+        if self.log:
+            x = math.exp(rng.uniform(math.log(self.low), math.log(self.high + 1)))
+            k = int((min(int(x), self.high) - self.low) // self.step)
+        else:
+            k = rng.randrange(int(self.cardinality()))
+        return self.low + k * self.step
+
+    def describe(self) -> str:
+        scale = ", log scale" if self.log else ""
+        step = f", step {self.step}" if self.step != 1 else ""
+        return f"int in [{self.low}, {self.high}]{scale}{step}"
+
+    def cardinality(self) -> float:
+        return (self.high - self.low) // self.step + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "int", "low": self.low, "high": self.high, "log": self.log}
+        if self.step != 1:
+            out["step"] = self.step
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
+
+@dataclass(frozen=True)
+class ChoiceParam:
+    name: str
+    values: tuple[Scalar, ...]
+    default: Scalar | None = None
+
+    kind = "choice"
+
+    def normalize(self, value: object) -> tuple[Scalar | None, str | None]:
+        for v in self.values:
+            # bool is an int in Python: compare types too, so True never matches 1
+            if type(v) is type(value) and v == value:
+                return v, None
+            if _is_number(v) and _is_number(value) and float(v) == float(value):  # type: ignore[arg-type]
+                return v, None
+        return None, f"{self.name}={value!r} is not one of {list(self.values)!r}"
+
+    def sample(self, rng: random.Random) -> Scalar:
+        return rng.choice(self.values)
+
+    def describe(self) -> str:
+        return f"one of {json.dumps(list(self.values))}"
+
+    def cardinality(self) -> float:
+        return len(self.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "choice", "values": list(self.values)}
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
+
+Param = Union[FloatParam, IntParam, ChoiceParam]
+
+
+@dataclass(frozen=True)
+class Space:
+    """An ordered set of parameters; the order is the declaration order in campaign.toml."""
+
+    params: tuple[Param, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def __getitem__(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def validate(self, params: Mapping[str, object]) -> tuple[dict[str, Scalar], list[str]]:
+        """Normalise a proposed configuration; return it with every problem found (none: valid)."""
+        errors: list[str] = []
+        out: dict[str, Scalar] = {}
+        unknown = [k for k in params if k not in self.names]
+        if unknown:
+            errors.append(f"unknown parameter(s) {unknown}; valid parameters are: {list(self.names)}")
+        for p in self.params:
+            if p.name not in params:
+                errors.append(f"missing parameter {p.name!r} ({p.describe()})")
+                continue
+            value, err = p.normalize(params[p.name])
+            if err:
+                errors.append(err)
+            elif value is not None:
+                out[p.name] = value
+        return out, errors
+
+    def contains(self, params: Mapping[str, object]) -> bool:
+        return not self.validate(params)[1]
+
+    def sample(self, rng: random.Random) -> dict[str, Scalar]:
+        return {p.name: p.sample(rng) for p in self.params}
+
+    def defaults(self) -> dict[str, Scalar] | None:
+        """The baseline configuration, when every parameter declares a default."""
+        if not self.params or any(p.default is None for p in self.params):
+            return None
+        return {p.name: p.default for p in self.params}  # type: ignore[misc]
+
+    def cardinality(self) -> float:
+        """How many distinct configurations exist (``inf`` with a continuous parameter)."""
+        n = 1.0
+        for p in self.params:
+            n *= p.cardinality()
+        return n
+
+    def describe(self) -> dict[str, str]:
+        return {p.name: p.describe() for p in self.params}
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {p.name: p.to_dict() for p in self.params}
+
+    @staticmethod
+    def key(params: Mapping[str, object]) -> str:
+        """Canonical text of a configuration: equal configurations give equal keys."""
+
+        def canon(v: object) -> object:
+            if isinstance(v, float):
+                return float(f"{v:.10g}")
+            return v
+
+        return json.dumps({k: canon(params[k]) for k in sorted(params)}, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------- parsing
+
+
+def parse_space(table: Mapping[str, Any], where: str = "[space]") -> Space:
+    """Build a :class:`Space` from the ``[space]`` table of campaign.toml, or raise SpecError."""
+    if not isinstance(table, Mapping):
+        raise SpecError(f"{where} must be a table of parameters", fix=_SPACE_FIX)
+    if not table:
+        raise SpecError(f"{where} is empty: declare at least one parameter to search", fix=_SPACE_FIX)
+    return Space(tuple(_parse_param(name, raw, f"[space.{name}]") for name, raw in table.items()))
+
+
+_SPACE_FIX = (
+    'declare parameters like: lr = { type = "float", low = 1e-4, high = 1e-1, log = true }, '
+    'hidden = { type = "int", low = 16, high = 256 }, act = { type = "choice", values = ["relu", "tanh"] }'
+)
+
+
+def _parse_param(name: str, raw: Any, where: str) -> Param:
+    if not name.isidentifier():
+        raise SpecError(f"{where}: parameter name {name!r} must be a Python identifier", fix=_SPACE_FIX)
+    if isinstance(raw, list):
+        raw = {"type": "choice", "values": raw}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where}: expected a table or a list of choices, got {raw!r}", fix=_SPACE_FIX)
+    kind = raw.get("type")
+    if kind is None:
+        if "values" in raw:
+            kind = "choice"
+        elif isinstance(raw.get("low"), int) and isinstance(raw.get("high"), int) and not raw.get("log"):
+            kind = "int"
+        else:
+            kind = "float"
+    if kind not in _TYPES:
+        raise SpecError(f"{where}: type {kind!r} is not one of {list(_TYPES)}", fix=_SPACE_FIX)
+    valid = {"float": _FLOAT_KEYS, "int": _INT_KEYS, "choice": _CHOICE_KEYS}[kind]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown key(s) {unknown} for a {kind} parameter; valid keys are: {list(valid)}",
+            fix=f"remove or rename {unknown[0]!r}",
+        )
+    if kind == "choice":
+        return _parse_choice(name, raw, where)
+    return _parse_range(name, raw, where, kind)
+
+
+def _parse_choice(name: str, raw: Mapping[str, Any], where: str) -> ChoiceParam:
+    values = raw.get("values")
+    if not isinstance(values, list) or not values:
+        raise SpecError(f"{where}: values must be a non-empty list, got {values!r}", fix=_SPACE_FIX)
+    bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
+    if bad:
+        raise SpecError(f"{where}: values must be strings, numbers or booleans, got {bad[0]!r}")
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise SpecError(f"{where}: values contain duplicates: {values!r}", fix="list each value once")
+    param = ChoiceParam(name, tuple(values))
+    return _with_default(param, raw, where)
+
+
+def _parse_range(name: str, raw: Mapping[str, Any], where: str, kind: str) -> Param:
+    for key in ("low", "high"):
+        if key not in raw:
+            raise SpecError(f"{where}: missing {key!r} for a {kind} parameter", fix=_SPACE_FIX)
+        if not _is_number(raw[key]):
+            raise SpecError(f"{where}: {key} must be a number, got {raw[key]!r}")
+    low, high, log = raw["low"], raw["high"], raw.get("log", False)
+    if not isinstance(log, bool):
+        raise SpecError(f"{where}: log must be true or false, got {log!r}")
+    if low > high:
+        raise SpecError(f"{where}: low ({low}) > high ({high})", fix="swap them, or fix the bound")
+    if low == high:
+        raise SpecError(f"{where}: low == high ({low}): nothing to search", fix="widen the range")
+    if log and low <= 0:
+        raise SpecError(
+            f"{where}: log scale needs low > 0, got low = {low}",
+            fix="use a positive lower bound (e.g. 1e-6), or set log = false",
+        )
+    step = raw.get("step")
+    param: Param
+    if kind == "int":
+        if not (isinstance(low, int) and isinstance(high, int)):
+            raise SpecError(f"{where}: an int parameter needs integer bounds, got [{low}, {high}]")
+        step = 1 if step is None else step
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            raise SpecError(f"{where}: step must be a positive integer, got {step!r}")
+        if log and step != 1:
+            raise SpecError(f"{where}: log scale and step cannot be combined", fix="drop one of them")
+        param = IntParam(name, low, high, log, step)
+    else:
+        if step is not None and (not _is_number(step) or step <= 0):
+            raise SpecError(f"{where}: step must be a positive number, got {step!r}")
+        if log and step is not None:
+            raise SpecError(f"{where}: log scale and step cannot be combined", fix="drop one of them")
+        param = FloatParam(name, float(low), float(high), log, None if step is None else float(step))
+    return _with_default(param, raw, where)
+
+
+def _with_default(param: Any, raw: Mapping[str, Any], where: str) -> Any:
+    if "default" not in raw:
+        return param
+    value, err = param.normalize(raw["default"])
+    if err:
+        raise SpecError(f"{where}: default is invalid: {err}", fix="pick a default inside the space")
+    return type(param)(**{**param.__dict__, "default": value})
+
+
+def space_from_dict(data: Mapping[str, Any]) -> Space:
+    """Inverse of :meth:`Space.to_dict` (used when reading a results folder)."""
+    return parse_space(data)
+
+
+def check_names(space: Space, reserved: Sequence[str]) -> None:
+    clash = [n for n in space.names if n in reserved]
+    if clash:
+        raise SpecError(f"[space]: parameter name(s) {clash} are reserved", fix="rename them")

@@ -1,0 +1,533 @@
+"""campaign.toml -> frozen dataclasses, with every default in one block.
+
+A campaign is a folder holding ``campaign.toml`` (the spec), the training code and, optionally,
+a research brief. Everything here is checked before anything is written: an unknown key fails
+listing the valid ones, a value of the wrong type or range names the key and the fix. Paths
+in the spec are relative to the spec's folder and are resolved here, once.
+
+Two hashes protect a results folder. ``identity_hash`` covers what makes two trials
+comparable (name, metric, objective, seeds, search space, the experiment); a results folder
+whose identity differs from the spec is refused unless ``--force``. Operational values
+(generations, batch size, planner, executor, the goal text) may change between runs: raising
+``generations`` is how a finished campaign is extended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_agent.errors import SpecError
+from hpc_agent.space import Space, check_names, parse_space
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+# ------------------------------------------------------------------------------- defaults
+# Every default of a campaign, in one block. Units are in the names.
+DEFAULT_GENERATIONS = 3
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_TIME_BUDGET_S = 300.0
+DEFAULT_KILL_GRACE_S = 10.0  # SIGTERM at the budget, SIGKILL this much later
+DEFAULT_MAX_RETRIES = 2  # requeues of a preempted or lost trial before it is given up
+DEFAULT_POLL_LOCAL_S = 0.5
+DEFAULT_POLL_SLURM_S = 30.0  # real clusters: one squeue per 30 s is polite
+JOB_OVERHEAD_MIN = 2  # scheduler + interpreter start-up, on top of the budget
+DEFAULT_LLM_TEMPERATURE = 0.7
+DEFAULT_LLM_MAX_REPAIRS = 2  # re-asks with the validation errors before dropping a proposal
+DEFAULT_LLM_MAX_RETRIES = 3  # transport retries (429, 5xx, timeouts) before falling back to TPE
+DEFAULT_LLM_TIMEOUT_S = 300.0
+DEFAULT_LLM_CONTEXT_TOKENS = 24_000  # prompt budget; the history is summarised to fit
+DEFAULT_TPE_STARTUP_TRIALS = 8
+
+PLANNERS = ("auto", "llm", "tpe", "random")
+EXECUTORS = ("auto", "local", "slurm")
+MODES = ("min", "max")
+OBJECTIVES = ("last", "best")
+STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "text")
+RESERVED_PARAMS = ("seed",)  # injected by hpc-agent into every trial's params
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class CampaignSection:
+    name: str
+    metric: str
+    mode: str = "min"
+    objective: str = "last"  # "last": a trial's last logged value; "best": its best one
+    goal: str = ""
+    report_metrics: tuple[str, ...] = ()
+    generations: int = DEFAULT_GENERATIONS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    seeds: tuple[int, ...] = (0,)  # each proposal runs once per seed
+    seed: int = 0  # the planners' seed: same history + same seed = same plan
+    baseline: bool = True  # start with the space's defaults when every parameter has one
+
+
+@dataclass(frozen=True)
+class ExperimentSection:
+    command: tuple[str, ...]
+    workdir: str  # absolute, resolved against the spec's folder
+    editable: tuple[str, ...] = ()
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S
+    timeout_min: int = 0  # the job's limit; 0 = derived from the budget
+    env: tuple[tuple[str, str], ...] = ()
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    @property
+    def job_timeout_min(self) -> int:
+        if self.timeout_min:
+            return self.timeout_min
+        return math.ceil((self.time_budget_s + self.kill_grace_s) / 60) + JOB_OVERHEAD_MIN
+
+
+@dataclass(frozen=True)
+class PlannerSection:
+    kind: str = "auto"
+    model: str = ""  # "" -> $HPC_AGENT_MODEL
+    base_url: str = ""  # "" -> $OPENAI_BASE_URL
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable; the key is never stored
+    temperature: float = DEFAULT_LLM_TEMPERATURE
+    max_repairs: int = DEFAULT_LLM_MAX_REPAIRS
+    max_retries: int = DEFAULT_LLM_MAX_RETRIES
+    request_timeout_s: float = DEFAULT_LLM_TIMEOUT_S
+    context_tokens: int = DEFAULT_LLM_CONTEXT_TOKENS
+    structured_output: str = "auto"
+    brief: str = ""  # path of a research brief (program.md); "" -> the one shipped
+    price_in_per_mtok: float = 0.0  # cost estimate, currency units per million tokens
+    price_out_per_mtok: float = 0.0
+    tpe_startup_trials: int = DEFAULT_TPE_STARTUP_TRIALS
+
+
+@dataclass(frozen=True)
+class ExecutorSection:
+    kind: str = "auto"
+    parallelism: int = 0  # 0 = local: number of cores; slurm: no throttle (or the profile's)
+    profile: str = ""  # a name from slurm_templates/ or a path to a profile .toml
+    poll_interval_s: float = 0.0  # 0 = local 0.5 s, slurm 30 s
+    overrides: tuple[tuple[str, Any], ...] = ()  # single profile values ([executor] partition = ...)
+
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    campaign: CampaignSection
+    experiment: ExperimentSection
+    space: Space
+    planner: PlannerSection = field(default_factory=PlannerSection)
+    executor: ExecutorSection = field(default_factory=ExecutorSection)
+    source: str = ""  # the campaign.toml it was read from (absolute), "" when built in code
+
+    @property
+    def name(self) -> str:
+        return self.campaign.name
+
+    @property
+    def trials_per_generation(self) -> int:
+        return self.campaign.batch_size * len(self.campaign.seeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as plain data (TOML/JSON-safe); inverse of :func:`spec_from_dict`."""
+        camp = asdict(self.campaign)
+        camp["report_metrics"] = list(self.campaign.report_metrics)
+        camp["seeds"] = list(self.campaign.seeds)
+        exp = asdict(self.experiment)
+        exp["command"] = list(self.experiment.command)
+        exp["editable"] = list(self.experiment.editable)
+        exp["env"] = dict(self.experiment.env)
+        exe = {k: v for k, v in asdict(self.executor).items() if k != "overrides"}
+        exe.update(self.executor.overrides_dict())
+        return {
+            "campaign": camp,
+            "experiment": exp,
+            "space": self.space.to_dict(),
+            "planner": asdict(self.planner),
+            "executor": exe,
+        }
+
+    def identity_hash(self) -> str:
+        """What makes trials comparable; a results folder belongs to one identity."""
+        d = self.to_dict()
+        ident = {
+            "name": d["campaign"]["name"],
+            "metric": d["campaign"]["metric"],
+            "mode": d["campaign"]["mode"],
+            "objective": d["campaign"]["objective"],
+            "seeds": d["campaign"]["seeds"],
+            "space": d["space"],
+            "experiment": d["experiment"],
+        }
+        return _hash(ident)
+
+    def spec_hash(self) -> str:
+        return _hash(self.to_dict())
+
+    def with_overrides(self, **values: Any) -> CampaignSpec:
+        """A copy with command-line overrides applied (``generations``, ``batch_size``, ...)."""
+        camp, exe, plan = asdict(self.campaign), asdict(self.executor), asdict(self.planner)
+        for key, value in values.items():
+            if value is None:
+                continue
+            if key in ("generations", "batch_size"):
+                camp[key] = _positive_int(value, f"--{key.replace('_', '-')}")
+            elif key == "executor":
+                exe["kind"] = value
+            elif key in ("parallelism", "profile", "poll_interval_s"):
+                exe[key] = value
+            elif key == "planner":
+                plan["kind"] = value
+            else:  # pragma: no cover - programming error, not user input
+                raise KeyError(key)
+        camp["report_metrics"] = tuple(camp["report_metrics"])
+        camp["seeds"] = tuple(camp["seeds"])
+        exe["overrides"] = tuple(exe["overrides"])
+        return CampaignSpec(
+            CampaignSection(**camp),
+            self.experiment,
+            self.space,
+            PlannerSection(**plan),
+            ExecutorSection(**exe),
+            self.source,
+        )
+
+
+def _hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------- loading
+
+_SECTIONS = ("campaign", "experiment", "space", "planner", "executor")
+_CAMPAIGN_KEYS = (
+    "name", "goal", "goal_file", "metric", "mode", "objective", "report_metrics",
+    "generations", "batch_size", "seeds", "seed", "baseline",
+)  # fmt: skip
+_EXPERIMENT_KEYS = (
+    "command", "workdir", "editable", "time_budget_s", "kill_grace_s", "timeout_min", "env",
+    "max_retries",
+)  # fmt: skip
+_PLANNER_KEYS = tuple(PlannerSection.__dataclass_fields__)
+_EXECUTOR_KEYS = ("kind", "parallelism", "profile", "poll_interval_s")
+
+
+def resolve_spec_path(path: str | os.PathLike[str]) -> Path:
+    """CAMPAIGN may be a folder holding campaign.toml, or the file itself."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "campaign.toml"
+    if not p.exists():
+        raise SpecError(
+            f"campaign spec not found: {p}",
+            fix="pass a folder holding campaign.toml, or the .toml file itself "
+            "(hpc-agent init NAME scaffolds one)",
+        )
+    return p.resolve()
+
+
+def load_spec(path: str | os.PathLike[str]) -> CampaignSpec:
+    """Read and validate a campaign.toml (or a folder holding one)."""
+    p = resolve_spec_path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{p}: malformed TOML: {e}", fix="fix the syntax at that line") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{p}: not UTF-8 text ({e})", fix="save the spec as UTF-8") from None
+    return parse_spec(data, base=p.parent, source=str(p))
+
+
+def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> CampaignSpec:
+    """Validate a parsed TOML document; relative paths resolve against ``base``."""
+    _only(data, _SECTIONS, "top level", "sections")
+    for required in ("campaign", "experiment", "space"):
+        if required not in data:
+            raise SpecError(
+                f"missing section [{required}]",
+                fix="see examples/quickstart/campaign.toml for a complete spec",
+            )
+    for sec in _SECTIONS:
+        if sec in data and not isinstance(data[sec], Mapping):
+            raise SpecError(f"[{sec}] must be a table, got {data[sec]!r}")
+    campaign = _parse_campaign(data["campaign"], base)
+    experiment = _parse_experiment(data["experiment"], base)
+    space = parse_space(data["space"])
+    check_names(space, RESERVED_PARAMS)
+    planner = _parse_planner(data.get("planner", {}), base)
+    executor = _parse_executor(data.get("executor", {}))
+    return CampaignSpec(campaign, experiment, space, planner, executor, source)
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> CampaignSpec:
+    """Rebuild a spec from :meth:`CampaignSpec.to_dict` output (paths already absolute)."""
+    return parse_spec(data, base=Path("/"), source="")
+
+
+def _only(table: Mapping[str, Any], valid: tuple[str, ...], where: str, what: str = "keys") -> None:
+    unknown = [k for k in table if k not in valid]
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown {what[:-1] if len(unknown) == 1 else what} {unknown}; "
+            f"valid {what} are: {list(valid)}",
+            fix=f"remove or rename {unknown[0]!r}",
+        )
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        names = " or ".join(k.__name__ for k in kinds)
+        raise SpecError(f"{where} {key} = {value!r}: expected {names}", fix=f"set {key} to a {names}")
+    return value
+
+
+def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{name} = {value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def _choice(value: Any, options: tuple[str, ...], name: str) -> str:
+    if value not in options:
+        raise SpecError(f"{name} = {value!r}: expected one of {list(options)}")
+    return str(value)
+
+
+def _parse_campaign(t: Mapping[str, Any], base: Path) -> CampaignSection:
+    w = "[campaign]"
+    _only(t, _CAMPAIGN_KEYS, w)
+    name = _get(t, "name", str, w, None)
+    if name is None:
+        raise SpecError(f"{w}: missing name", fix='add name = "my-campaign" (it names the results folder)')
+    if not _NAME_RE.match(name):
+        raise SpecError(
+            f"{w} name = {name!r}: expected letters, digits, '.', '_' or '-' (at most 64)",
+            fix="rename the campaign; the name becomes a folder and a SLURM job name",
+        )
+    metric = _get(t, "metric", str, w, None)
+    if metric is None:
+        raise SpecError(f"{w}: missing metric", fix='add metric = "val_loss" (the key your code logs)')
+    if not _METRIC_RE.match(metric):
+        raise SpecError(f"{w} metric = {metric!r}: expected a JSON key such as 'val_loss'")
+    goal = _get(t, "goal", str, w, "")
+    goal_file = _get(t, "goal_file", str, w, "")
+    if goal and goal_file:
+        raise SpecError(f"{w}: set goal or goal_file, not both")
+    if goal_file:
+        gp = (base / goal_file).resolve()
+        if not gp.is_file():
+            raise SpecError(f"{w} goal_file = {goal_file!r}: no such file ({gp})")
+        goal = gp.read_text(encoding="utf-8")
+    report = _get(t, "report_metrics", list, w, [])
+    bad = [m for m in report if not isinstance(m, str) or not _METRIC_RE.match(m)]
+    if bad:
+        raise SpecError(f"{w} report_metrics: {bad[0]!r} is not a metric name")
+    seeds_raw = _get(t, "seeds", (int, list), w, 1)
+    if isinstance(seeds_raw, int):
+        seeds = tuple(range(_positive_int(seeds_raw, f"{w} seeds")))
+    else:
+        if not seeds_raw or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds_raw):
+            raise SpecError(f"{w} seeds = {seeds_raw!r}: expected a count or a non-empty list of integers")
+        if len(set(seeds_raw)) != len(seeds_raw):
+            raise SpecError(f"{w} seeds = {seeds_raw!r}: seeds repeat")
+        seeds = tuple(seeds_raw)
+    return CampaignSection(
+        name=name,
+        metric=metric,
+        mode=_choice(_get(t, "mode", str, w, "min"), MODES, f"{w} mode"),
+        objective=_choice(_get(t, "objective", str, w, "last"), OBJECTIVES, f"{w} objective"),
+        goal=goal.strip(),
+        report_metrics=tuple(m for m in report if m != metric),
+        generations=_positive_int(_get(t, "generations", int, w, DEFAULT_GENERATIONS), f"{w} generations"),
+        batch_size=_positive_int(_get(t, "batch_size", int, w, DEFAULT_BATCH_SIZE), f"{w} batch_size"),
+        seeds=seeds,
+        seed=_get(t, "seed", int, w, 0),
+        baseline=_get(t, "baseline", bool, w, True),
+    )
+
+
+def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
+    w = "[experiment]"
+    _only(t, _EXPERIMENT_KEYS, w)
+    raw_cmd = _get(t, "command", (str, list), w, None)
+    if raw_cmd is None:
+        raise SpecError(f"{w}: missing command", fix='add command = "python train.py"')
+    if isinstance(raw_cmd, str):
+        try:
+            command = tuple(shlex.split(raw_cmd))
+        except ValueError as e:
+            raise SpecError(f"{w} command = {raw_cmd!r}: cannot be split into words ({e})") from None
+    else:
+        if not all(isinstance(c, str) for c in raw_cmd):
+            raise SpecError(f"{w} command: a list command must hold strings only, got {raw_cmd!r}")
+        command = tuple(raw_cmd)
+    if not command:
+        raise SpecError(f"{w} command is empty", fix='set command = "python train.py"')
+    workdir_raw = _get(t, "workdir", str, w, ".")
+    workdir = (base / workdir_raw).resolve()
+    if not workdir.is_dir():
+        raise SpecError(f"{w} workdir = {workdir_raw!r}: no such folder ({workdir})")
+    editable = _get(t, "editable", list, w, [])
+    for e in editable:
+        if not isinstance(e, str) or not e:
+            raise SpecError(f"{w} editable: {e!r} is not a file name")
+        if Path(e).is_absolute() or ".." in Path(e).parts:
+            raise SpecError(
+                f"{w} editable: {e!r} must be a path inside workdir, without '..'",
+                fix="list files relative to workdir, e.g. editable = [\"train.py\"]",
+            )
+        if not (workdir / e).is_file():
+            raise SpecError(f"{w} editable: {e!r} is not a file in workdir ({workdir / e})")
+    budget = _get(t, "time_budget_s", float, w, DEFAULT_TIME_BUDGET_S)
+    if budget <= 0:
+        raise SpecError(f"{w} time_budget_s = {budget}: expected a positive number of seconds")
+    grace = _get(t, "kill_grace_s", float, w, DEFAULT_KILL_GRACE_S)
+    if grace < 0:
+        raise SpecError(f"{w} kill_grace_s = {grace}: expected >= 0")
+    timeout_min = _get(t, "timeout_min", int, w, 0)
+    if timeout_min < 0:
+        raise SpecError(f"{w} timeout_min = {timeout_min}: expected a positive number of minutes")
+    if timeout_min and timeout_min * 60 < budget:
+        raise SpecError(
+            f"{w} timeout_min = {timeout_min} is shorter than time_budget_s = {budget:g}",
+            fix="raise timeout_min (the job's limit) above the budget, or leave it out to derive it",
+        )
+    env = _get(t, "env", dict, w, {})
+    for k, v in env.items():
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise SpecError(f"{w} env.{k} = {v!r}: expected a string or a number")
+        if k.startswith("HPC_AGENT_"):
+            raise SpecError(f"{w} env.{k}: HPC_AGENT_* variables are set by hpc-agent itself")
+    retries = _get(t, "max_retries", int, w, DEFAULT_MAX_RETRIES)
+    if retries < 0:
+        raise SpecError(f"{w} max_retries = {retries}: expected >= 0")
+    return ExperimentSection(
+        command=command,
+        workdir=str(workdir),
+        editable=tuple(str(Path(e)) for e in editable),
+        time_budget_s=budget,
+        kill_grace_s=grace,
+        timeout_min=timeout_min,
+        env=tuple((str(k), str(v)) for k, v in env.items()),
+        max_retries=retries,
+    )
+
+
+def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:
+    w = "[planner]"
+    _only(t, _PLANNER_KEYS, w)
+    d = PlannerSection()
+    kind = _choice(_get(t, "kind", str, w, d.kind), PLANNERS, f"{w} kind")
+    so = _choice(
+        _get(t, "structured_output", str, w, d.structured_output), STRUCTURED_OUTPUT, f"{w} structured_output"
+    )
+    brief = _get(t, "brief", str, w, "")
+    if brief:
+        bp = (base / brief).resolve()
+        if not bp.is_file():
+            raise SpecError(f"{w} brief = {brief!r}: no such file ({bp})")
+        brief = str(bp)
+    base_url = _get(t, "base_url", str, w, "")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise SpecError(f"{w} base_url = {base_url!r}: expected an http(s) URL such as http://host:8000/v1")
+    temperature = _get(t, "temperature", float, w, d.temperature)
+    if not 0 <= temperature <= 2:
+        raise SpecError(f"{w} temperature = {temperature}: expected a number in [0, 2]")
+    out = PlannerSection(
+        kind=kind,
+        model=_get(t, "model", str, w, ""),
+        base_url=base_url,
+        api_key_env=_get(t, "api_key_env", str, w, d.api_key_env),
+        temperature=temperature,
+        max_repairs=_positive_int(_get(t, "max_repairs", int, w, d.max_repairs), f"{w} max_repairs", 0),
+        max_retries=_positive_int(_get(t, "max_retries", int, w, d.max_retries), f"{w} max_retries", 0),
+        request_timeout_s=_get(t, "request_timeout_s", float, w, d.request_timeout_s),
+        context_tokens=_positive_int(
+            _get(t, "context_tokens", int, w, d.context_tokens), f"{w} context_tokens", 2000
+        ),
+        structured_output=so,
+        brief=brief,
+        price_in_per_mtok=_get(t, "price_in_per_mtok", float, w, 0.0),
+        price_out_per_mtok=_get(t, "price_out_per_mtok", float, w, 0.0),
+        tpe_startup_trials=_positive_int(
+            _get(t, "tpe_startup_trials", int, w, d.tpe_startup_trials), f"{w} tpe_startup_trials"
+        ),
+    )
+    if out.request_timeout_s <= 0:
+        raise SpecError(f"{w} request_timeout_s = {out.request_timeout_s}: expected > 0")
+    return out
+
+
+def _parse_executor(t: Mapping[str, Any]) -> ExecutorSection:
+    from hpc_agent.profiles import PROFILE_KEYS  # the profile's keys may be overridden one by one
+
+    w = "[executor]"
+    _only(t, _EXECUTOR_KEYS + tuple(PROFILE_KEYS), w)
+    kind = _choice(_get(t, "kind", str, w, "auto"), EXECUTORS, f"{w} kind")
+    parallelism = _positive_int(_get(t, "parallelism", int, w, 0), f"{w} parallelism", 0)
+    poll = _get(t, "poll_interval_s", float, w, 0.0)
+    if poll < 0:
+        raise SpecError(f"{w} poll_interval_s = {poll}: expected >= 0")
+    overrides = tuple((k, v) for k, v in t.items() if k not in _EXECUTOR_KEYS)
+    return ExecutorSection(kind, parallelism, _get(t, "profile", str, w, ""), poll, overrides)
+
+
+# ------------------------------------------------------------------------------- writing
+
+
+def to_toml(data: Mapping[str, Any]) -> str:
+    """A small TOML writer for resolved specs (tables of scalars, lists and inline tables)."""
+    lines: list[str] = []
+    for section, table in data.items():
+        lines.append(f"[{section}]")
+        sub: list[tuple[str, Mapping[str, Any]]] = []
+        for key, value in table.items():
+            if isinstance(value, Mapping) and section != "space":
+                sub.append((key, value))
+                continue
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        for key, value in sub:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if value is None:
+        return '""'
+    raise TypeError(f"cannot write {value!r} as TOML")

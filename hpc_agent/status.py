@@ -1,0 +1,174 @@
+"""``hpc-agent status``: what a campaign is doing, read from its journal and its trials' files.
+
+Read-only and cheap: it replays the journal, reads the status.json of unfinished trials, and
+(when asked for, on SLURM) makes one ``squeue`` call for the jobs still queued.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_agent._io import read_json
+from hpc_agent.campaign import load_state
+from hpc_agent.paths import ResultsPaths
+from hpc_agent.state import CampaignState, TrialState
+
+
+@dataclass
+class GenerationStatus:
+    generation: int
+    planner: str
+    note: str
+    trials: int
+    counts: dict[str, int]
+    best: float | None
+    analyzed: bool
+    done: bool
+    job_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StatusReport:
+    name: str
+    results: str
+    metric: str
+    mode: str
+    generations_planned: int
+    generations_target: int
+    generations_done: int
+    counts: dict[str, int]
+    driver: dict[str, Any] | None
+    best: dict[str, Any] | None
+    generations: list[GenerationStatus]
+    failures: list[dict[str, Any]]
+    queue: list[dict[str, str]] = field(default_factory=list)
+    cancelled: bool = False
+    last_run_end: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def driver_info(paths: ResultsPaths) -> dict[str, Any] | None:
+    """The driver holding the results folder's lock, if it is alive."""
+    try:
+        text = paths.driver_lock.read_text().split()
+        age = time.time() - paths.driver_lock.stat().st_mtime
+    except OSError:
+        return None
+    if len(text) != 2:
+        return None
+    host, pid = text
+    alive: bool | None = None
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+    if alive is False:
+        return None
+    return {"host": host, "pid": int(pid) if pid.isdigit() else pid, "lock_age_s": round(age, 1), "alive": alive}
+
+
+def live_counts(paths: ResultsPaths, state: CampaignState, generation: int) -> dict[str, int]:
+    """Counts by state, with ``running`` read from the status files of submitted trials."""
+    counts = state.counts(generation)
+    for t in state.trials_of(generation):
+        if t.state is TrialState.SUBMITTED:
+            st = read_json(paths.trial(t.trial_id).status)
+            if isinstance(st, dict) and st.get("state") == "running" and st.get("token") == t.token:
+                counts["submitted"] -= 1
+                counts["running"] += 1
+    return counts
+
+
+def status_report(results: Path, queue: bool = True) -> StatusReport:
+    state = load_state(results)
+    paths = ResultsPaths(results)
+    spec = state.spec
+    camp = spec.get("campaign", {})
+    mode = camp.get("mode", "min")
+    gens = []
+    total: dict[str, int] = {s.value: 0 for s in TrialState}
+    for g, rec in state.generations.items():
+        counts = live_counts(paths, state, g)
+        for k, v in counts.items():
+            total[k] += v
+        done = [t.objective for t in state.trials_of(g) if t.state is TrialState.COMPLETED and t.objective is not None]
+        best = (min(done) if mode == "min" else max(done)) if done else None
+        jobs = sorted(
+            {j for s in state.submissions.values() if s.generation == g and s.state == "submitted" for j in s.job_ids}
+        )
+        gens.append(GenerationStatus(g, rec.planner, rec.note, len(rec.trial_ids), counts, best, rec.analyzed, rec.done, jobs))
+    best_t = state.best(mode)
+    best = None
+    if best_t is not None:
+        best = {
+            "trial_id": best_t.trial_id,
+            "objective": best_t.objective,
+            "params": dict(best_t.params),
+            "generation": best_t.generation,
+        }
+    failures = []
+    for t in sorted(state.trials.values(), key=lambda t: t.trial_id):
+        if t.state.is_finished() and t.state is not TrialState.COMPLETED:
+            tp = paths.trial(t.trial_id)
+            failures.append(
+                {
+                    "trial_id": t.trial_id,
+                    "state": t.state.value,
+                    "reason": t.reason,
+                    "job_id": t.job_id,
+                    "stderr": str(tp.stderr),
+                }
+            )
+    report = StatusReport(
+        name=state.name,
+        results=str(results),
+        metric=camp.get("metric", ""),
+        mode=mode,
+        generations_planned=len(state.generations),
+        generations_target=int(camp.get("generations", 0)),
+        generations_done=state.completed_generations(),
+        counts=total,
+        driver=driver_info(paths),
+        best=best,
+        generations=gens,
+        failures=failures,
+        cancelled=state.cancelled,
+        last_run_end=state.last_run_end,
+    )
+    if queue:
+        report.queue = _queue_info(state)
+    return report
+
+
+def _queue_info(state: CampaignState) -> list[dict[str, str]]:
+    """Pending/running SLURM jobs of this campaign, with squeue's reasons (one squeue call)."""
+    open_jobs = sorted(
+        {
+            j.split("_")[0]
+            for s in state.submissions.values()
+            if s.state == "submitted" and s.executor == "slurm"
+            for j in s.job_ids
+            if any(not state.trials[t].state.is_finished() for t in s.trial_ids if t in state.trials)
+        }
+    )
+    if not open_jobs:
+        return []
+    try:
+        from hpc_agent.slurm import squeue_rows
+    except ImportError:  # pragma: no cover
+        return []
+    try:
+        return squeue_rows(open_jobs)
+    except Exception:
+        return []
