@@ -315,9 +315,11 @@ class Campaign:
             extra_seen=frozenset(seen),
         )
         notes: list[str] = []
+        rationale = ""
         if ctx.n > 0:
             plan = self._propose(ctx)
             notes.append(plan.note)
+            rationale = plan.rationale
             proposals = self._validated(plan.proposals, notes)
         else:
             proposals = []
@@ -350,7 +352,7 @@ class Campaign:
         note = "; ".join(n for n in notes if n)
         atomic_write_json(
             self.paths.plan(g),
-            {"generation": g, "planner": planner_name, "note": note, "trials": trials},
+            {"generation": g, "planner": planner_name, "note": note, "rationale": rationale, "trials": trials},
         )
         self._record("planned", generation=g, planner=planner_name, note=note, trials=trials)
         if note:
@@ -395,7 +397,7 @@ class Campaign:
 
         exp = self.spec.experiment
         workdir = Path(exp.workdir)
-        base = self.paths.root / "base"
+        base = self.paths.base
         if exp.editable and not all((base / n).exists() for n in exp.editable):
             snapshot(workdir, exp.editable, base)
         base_files = read_files(base, exp.editable) if exp.editable else {}

@@ -394,5 +394,45 @@ def init(name: str, template: str) -> None:
     click.echo(f"created {dest}/ (campaign.toml, train.py); run it with: hpc-agent run {dest}")
 
 
+# ------------------------------------------------------------------------------- profiles
+
+
+@cli.command()
+@click.option("--show", "show", metavar="NAME", help="Print one profile's resolved parameters.")
+def profiles(show: str | None) -> None:
+    """List the SLURM cluster profiles (slurm_templates/), or show one.
+
+    \b
+    Examples:
+      hpc-agent profiles
+      hpc-agent profiles --show generic-gpu
+      hpc-agent run my-campaign --profile generic-gpu
+    """
+    from hpc_agent.profiles import describe_profiles, show_profile
+
+    click.echo(show_profile(show) if show else describe_profiles(), nl=False)
+
+
+# ------------------------------------------------------------------------------- logs
+
+
+@cli.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--generation", "-g", type=int, help="Only this generation's exchanges.")
+@click.option("--json", "as_json", is_flag=True, help="The raw records (JSON lines).")
+@click.option("--full", is_flag=True, help="Show the whole prompts and replies.")
+def logs(results: Path, generation: int | None, as_json: bool, full: bool) -> None:
+    """Read the LLM exchange log (llm.jsonl): prompts, replies, errors, tokens, cost.
+
+    \b
+    Examples:
+      hpc-agent logs results/my-campaign
+      hpc-agent logs results/my-campaign --generation 2 --full
+    """
+    from hpc_agent.llm import format_log
+
+    click.echo(format_log(_results_dir(str(results)), generation=generation, as_json=as_json, full=full), nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -106,6 +106,11 @@ class ResultsPaths:
         return self.root / "driver.log"
 
     @property
+    def base(self) -> Path:
+        """The campaign's snapshot of the editable files, taken at its first run."""
+        return self.root / "base"
+
+    @property
     def submitit(self) -> Path:
         return self.root / "submitit"
 

@@ -55,6 +55,7 @@ class Proposal:
 class Plan:
     proposals: tuple[Proposal, ...]
     note: str = ""  # what happened while planning (fallbacks, repairs, a batch cut short)
+    rationale: str = ""  # the planner's own reasoning for this batch (plan.json)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what the tests need, start the local SLURM cluster, run every check.
+#   bash scripts/test.sh            (what .ci/run runs; needs root for the SLURM daemons)
+# Environment: VENV (default .venv), PYTEST_ARGS (extra pytest arguments).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+
+echo "== install (venv: $VENV)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+# torch is pinned here: this exact version is a CPU wheel available offline
+"$VENV/bin/python" -m pip install -q -e '.[dev,examples]' 'torch==2.13.0'
+
+echo "== local SLURM cluster"
+bash scripts/local-slurm.sh start
+trap 'bash scripts/local-slurm.sh stop || true' EXIT
+
+echo "== ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check hpc_agent tests bench examples scripts
+echo "== mypy"
+"$VENV/bin/mypy"
+echo "== pytest"
+export HPC_AGENT_REQUIRE_SLURM=1   # a SLURM test that cannot run fails instead of skipping
+# pytest exit code 5 ("no tests collected") is a failure too: set -e keeps it
+"$VENV/bin/python" -m pytest ${PYTEST_ARGS:-} -p no:cacheprovider
