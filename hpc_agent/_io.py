@@ -55,7 +55,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return None
 
 
-def tail_text(path: str | os.PathLike[str], max_lines: int = 30, max_bytes: int = 4000, start: int = 0) -> str:
+def tail_text(
+    path: str | os.PathLike[str], max_lines: int = 30, max_bytes: int = 4000, start: int = 0
+) -> str:
     """The last lines of a (possibly huge) log file, from byte ``start`` on."""
     try:
         with open(path, "rb") as f:

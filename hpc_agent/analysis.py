@@ -29,7 +29,8 @@ def deterministic_analysis(ctx: AnalysisContext) -> str:
     lines = [f"# Generation {g}: analysis", ""]
     counts = gen.group_by("state").len().sort("state")
     states = ", ".join(f"{r['len']} {r['state']}" for r in counts.iter_rows(named=True)) or "no trials"
-    lines.append(f"{gen.height} trials: {states}. Objective: {metric} ({better} is better, {spec.campaign.objective} value).")
+    kind = spec.campaign.objective
+    lines.append(f"{gen.height} trials: {states}. Objective: {metric} ({better} is better, {kind} value).")
     lines.append("")
 
     def best_of(frame: pl.DataFrame) -> dict[str, Any] | None:
@@ -42,14 +43,14 @@ def deterministic_analysis(ctx: AnalysisContext) -> str:
     if b_now is None:
         lines.append("No trial of this generation completed with a valid objective.")
     else:
-        lines.append(f"Best of this generation: **{b_now['objective']:.6g}** ({b_now['trial_id']}, {_params(b_now, spec)}).")
+        where = f"{b_now['trial_id']}, {_params(b_now, spec)}"
+        lines.append(f"Best of this generation: **{b_now['objective']:.6g}** ({where}).")
         if b_before is not None:
             delta = b_now["objective"] - b_before["objective"]
             improved = delta < 0 if mode == "min" else delta > 0
             verdict = "improved on" if improved else "did not beat"
-            lines.append(
-                f"It {verdict} the previous best {b_before['objective']:.6g} ({b_before['trial_id']}) by {abs(delta):.4g}."
-            )
+            prev = f"{b_before['objective']:.6g} ({b_before['trial_id']})"
+            lines.append(f"It {verdict} the previous best {prev} by {abs(delta):.4g}.")
     champion = best_of(done_all)
     if champion is not None:
         lines.append(f"Best so far: **{champion['objective']:.6g}** ({champion['trial_id']}).")

@@ -108,11 +108,15 @@ def open_results(spec: CampaignSpec, results: Path, force: bool = False) -> tupl
                     "with the new spec (its earlier trials stay in the history)",
                 )
             messages.append(f"--force: continuing {results} with a changed spec ({', '.join(changed[:6])})")
-            journal.append("spec", name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=True)
+            journal.append(
+                "spec", name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=True
+            )
         elif state.spec_hash != full:
             changed = _diff_keys(state.spec, data)
             messages.append(f"spec changed since the last run: {', '.join(changed[:6])}")
-            journal.append("spec", name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=False)
+            journal.append(
+                "spec", name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=False
+            )
     else:
         if results.exists() and any(p.name not in (".DS_Store",) for p in results.iterdir()) and not force:
             raise UserError(
@@ -286,7 +290,9 @@ class Campaign:
             self._gather()
         self._record("run_ended", status=status)
         st = self.state
-        return RunResult(status, self.paths.root, st.completed_generations(), st.best(self.spec.campaign.mode), st.counts())
+        return RunResult(
+            status, self.paths.root, st.completed_generations(), st.best(self.spec.campaign.mode), st.counts()
+        )
 
     # ------------------------------------------------------------------ 1 propose
     def _plan(self, g: int) -> bool:
@@ -298,7 +304,9 @@ class Campaign:
         head: list[Proposal] = []
         baseline = space.defaults()
         if g == 0 and spec.campaign.baseline and baseline is not None and Space.key(baseline) not in seen:
-            head.append(Proposal(baseline, hypothesis="baseline: the defaults declared in [space]", source="baseline"))
+            head.append(
+                Proposal(baseline, hypothesis="baseline: the defaults declared in [space]", source="baseline")
+            )
             seen.add(Space.key(baseline))
         planner_name = self.planner.describe()
         self._record("planning", generation=g, planner=planner_name)
@@ -352,7 +360,13 @@ class Campaign:
         note = "; ".join(n for n in notes if n)
         atomic_write_json(
             self.paths.plan(g),
-            {"generation": g, "planner": planner_name, "note": note, "rationale": rationale, "trials": trials},
+            {
+                "generation": g,
+                "planner": planner_name,
+                "note": note,
+                "rationale": rationale,
+                "trials": trials,
+            },
         )
         self._record("planned", generation=g, planner=planner_name, note=note, trials=trials)
         if note:
@@ -367,9 +381,13 @@ class Campaign:
         except Exception as e:  # a planner bug must not cost a night on the cluster
             if self.fallback_planner is None:
                 raise
-            self.reporter.warn(f"planner {self.planner.describe()} failed ({type(e).__name__}: {e}); using TPE")
+            self.reporter.warn(
+                f"planner {self.planner.describe()} failed ({type(e).__name__}: {e}); using TPE"
+            )
             plan = self.fallback_planner().propose(ctx)
-            return Plan(plan.proposals, f"planner failed ({type(e).__name__}: {e}); TPE planned this generation")
+            return Plan(
+                plan.proposals, f"planner failed ({type(e).__name__}: {e}); TPE planned this generation"
+            )
 
     def _validated(self, proposals: Sequence[Proposal], notes: list[str]) -> list[Proposal]:
         out = []
@@ -475,7 +493,9 @@ class Campaign:
     def _submit(self, g: int, trials: Sequence[TrialRecord]) -> None:
         token = secrets.token_hex(4)
         req = self._request(g, token, [t.trial_id for t in trials])
-        self._record("submitting", generation=g, token=token, trials=list(req.trial_ids), executor=self.executor.name)
+        self._record(
+            "submitting", generation=g, token=token, trials=list(req.trial_ids), executor=self.executor.name
+        )
         try:
             sub = self.executor.submit(req)
         except SubmitError as e:
@@ -484,12 +504,15 @@ class Campaign:
                 self.executor.cancel(e.job_ids)
             raise UserError(
                 f"the scheduler refused generation {g}'s jobs: {e.message}",
-                fix=e.fix or "fix the profile or [executor] values it names, then run again "
+                fix=e.fix
+                or "fix the profile or [executor] values it names, then run again "
                 "(nothing was lost: the trials are still planned)",
                 log=e.script or None,
             ) from None
         self._record("submitted", token=token, job_ids=list(sub.job_ids), trial_jobs=sub.trial_jobs)
-        self.reporter.info(f"generation {g}: submitted {len(trials)} trial(s) as {self._describe_jobs(sub.job_ids)}")
+        self.reporter.info(
+            f"generation {g}: submitted {len(trials)} trial(s) as {self._describe_jobs(sub.job_ids)}"
+        )
 
     @staticmethod
     def _describe_jobs(job_ids: Sequence[str]) -> str:
@@ -521,7 +544,9 @@ class Campaign:
                 self._record("submitted", token=sub.token, job_ids=found, trial_jobs=None, recovered=True)
             else:
                 self._record(
-                    "submit_failed", token=sub.token, error="the driver stopped before the scheduler answered; no job found"
+                    "submit_failed",
+                    token=sub.token,
+                    error="the driver stopped before the scheduler answered; no job found",
                 )
 
     def _resume_after_cancel(self) -> None:
@@ -584,7 +609,9 @@ class Campaign:
             return []
         info = self.executor.poll(list(by_job))
         self._job_info.update(info)
-        alive_trials = {t.trial_id for j, ts in by_job.items() if info.get(j, JobStatus(j, "gone")).alive for t in ts}
+        alive_trials = {
+            t.trial_id for j, ts in by_job.items() if info.get(j, JobStatus(j, "gone")).alive for t in ts
+        }
         out = []
         for t in waiting:
             if t.trial_id in alive_trials:
@@ -605,13 +632,17 @@ class Campaign:
         return out
 
     def _conclude(
-        self, ended: Sequence[tuple[TrialRecord, dict[str, Any]]], lost: Sequence[tuple[TrialRecord, str, str]]
+        self,
+        ended: Sequence[tuple[TrialRecord, dict[str, Any]]],
+        lost: Sequence[tuple[TrialRecord, str, str]],
     ) -> None:
         from hpc_agent.metrics import outcome, summarize
 
         camp = self.spec.campaign
         files = {t.trial_id: self.paths.trial(t.trial_id).metrics for t, _ in ended}
-        summaries = summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics) if files else {}
+        summaries = (
+            summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics) if files else {}
+        )
         max_retries = self.spec.experiment.max_retries
         events: list[tuple[str, Mapping[str, Any]]] = []
         for t, status in ended:
@@ -645,7 +676,9 @@ class Campaign:
                 continue
             if TrialState(state).is_retryable():
                 reason += f" (gave up after {t.retries} requeue(s))"
-            events.append(("trial_ended", {"trial": t.trial_id, "state": state, "objective": None, "reason": reason}))
+            events.append(
+                ("trial_ended", {"trial": t.trial_id, "state": state, "objective": None, "reason": reason})
+            )
         self._record_many(events)
         for name, ev in events:
             if name == "requeued":
@@ -700,7 +733,9 @@ class Campaign:
         except Exception as e:
             from hpc_agent.analysis import deterministic_analysis
 
-            self.reporter.warn(f"analysis by {self.planner.describe()} failed ({e}); writing the deterministic one")
+            self.reporter.warn(
+                f"analysis by {self.planner.describe()} failed ({e}); writing the deterministic one"
+            )
             text = deterministic_analysis(ctx)
         atomic_write_text(self.paths.analysis(g), text.rstrip() + "\n")
         self._record("analyzed", generation=g, author=self.planner.describe())
@@ -742,7 +777,9 @@ def _gone_outcome(job: JobStatus | None, status: Mapping[str, Any] | None) -> tu
 def exit_message(result: RunResult) -> str:
     lines = [f"{result.status}: {result.generations_done} generation(s) in {result.results}"]
     if result.best is not None:
-        lines.append(f"best: {result.best.objective:.6g} (trial {result.best.trial_id}, {dict(result.best.params)})")
+        lines.append(
+            f"best: {result.best.objective:.6g} (trial {result.best.trial_id}, {dict(result.best.params)})"
+        )
     return "\n".join(lines)
 
 

@@ -8,7 +8,6 @@ traceback for a user's mistake).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +65,7 @@ def _results_dir(path: str) -> Path:
     p = Path(path)
     if (p / "journal.jsonl").exists():
         return p
-    if p.is_file() and p.suffix == ".toml" or (p / "campaign.toml").exists():
+    if (p.is_file() and p.suffix == ".toml") or (p / "campaign.toml").exists():
         from hpc_agent.spec import load_spec
 
         spec = load_spec(p)
@@ -74,7 +73,9 @@ def _results_dir(path: str) -> Path:
         if (guess / "journal.jsonl").exists():
             return guess
     if not p.exists():
-        raise UserError(f"results folder not found: {p}", fix="pass the folder `hpc-agent run` wrote, e.g. results/<name>")
+        raise UserError(
+            f"results folder not found: {p}", fix="pass the folder `hpc-agent run` wrote, e.g. results/<name>"
+        )
     return p
 
 
@@ -83,14 +84,26 @@ def _results_dir(path: str) -> Path:
 
 @cli.command(epilog=EPILOG_RUN)
 @click.argument("campaign", type=click.Path(path_type=Path))
-@click.option("--results", type=click.Path(path_type=Path), help="Results folder [default: results/<campaign name>].")
-@click.option("--executor", type=click.Choice(["auto", "local", "slurm"]), help="Where trials run [default: auto].")
+@click.option(
+    "--results", type=click.Path(path_type=Path), help="Results folder [default: results/<campaign name>]."
+)
+@click.option(
+    "--executor", type=click.Choice(["auto", "local", "slurm"]), help="Where trials run [default: auto]."
+)
 @click.option("--profile", help="SLURM cluster profile: a name from `hpc-agent profiles`, or a .toml path.")
-@click.option("--planner", type=click.Choice(["auto", "llm", "tpe", "random"]), help="Who plans [default: auto].")
-@click.option("--generations", type=click.IntRange(min=1), help="Total generations (raise it to extend a campaign).")
+@click.option(
+    "--planner", type=click.Choice(["auto", "llm", "tpe", "random"]), help="Who plans [default: auto]."
+)
+@click.option(
+    "--generations", type=click.IntRange(min=1), help="Total generations (raise it to extend a campaign)."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Proposals per generation.")
-@click.option("--parallelism", type=click.IntRange(min=1), help="Trials at once (local: cores; SLURM: array %N).")
-@click.option("--poll-interval", "poll_interval_s", type=click.FloatRange(min=0.05), help="Seconds between polls.")
+@click.option(
+    "--parallelism", type=click.IntRange(min=1), help="Trials at once (local: cores; SLURM: array %N)."
+)
+@click.option(
+    "--poll-interval", "poll_interval_s", type=click.FloatRange(min=0.05), help="Seconds between polls."
+)
 @click.option("--force", is_flag=True, help="Use a results folder that belongs to a different spec.")
 @click.option("--detach", is_flag=True, help="Run the driver in the background (log: RESULTS/driver.log).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
@@ -129,7 +142,17 @@ def run(
     if detach:
         _check_not_running(results)
         open_results(spec, results, force)  # refuse a foreign folder now, not in the background
-        args = _rebuild_args(campaign, results, executor, profile, planner, generations, batch_size, parallelism, poll_interval_s)
+        args = _rebuild_args(
+            campaign,
+            results,
+            executor,
+            profile,
+            planner,
+            generations,
+            batch_size,
+            parallelism,
+            poll_interval_s,
+        )
         _detach(args, results)
         return
     _run_attached(spec, results, force, setup, quiet)
@@ -209,7 +232,15 @@ def _check_not_running(results: Path) -> None:
 
 
 def _rebuild_args(campaign: Path, results: Path, *values: Any) -> list[str]:
-    names = ["--executor", "--profile", "--planner", "--generations", "--batch-size", "--parallelism", "--poll-interval"]
+    names = [
+        "--executor",
+        "--profile",
+        "--planner",
+        "--generations",
+        "--batch-size",
+        "--parallelism",
+        "--poll-interval",
+    ]
     args = ["run", str(campaign.resolve()), "--results", str(results.resolve()), "--quiet"]
     for name, v in zip(names, values):
         if v is not None:
@@ -228,7 +259,6 @@ def _detach(args: list[str], results: Path) -> None:
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            cwd=os.getcwd(),
         )
     click.echo(f"detached: driver pid {proc.pid}, log {log}")
     click.echo(f"follow it with `hpc-agent status {results}`; stop it with `hpc-agent cancel {results}`")
@@ -292,8 +322,13 @@ def _print_status(report: Any, max_failures: int) -> None:
     console.print(table)
     if report.best:
         b = report.best
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items())
-        console.print(f"best so far: [bold green]{b['objective']:.6g}[/] (trial {b['trial_id']}: {params})", highlight=False)
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items()
+        )
+        console.print(
+            f"best so far: [bold green]{b['objective']:.6g}[/] (trial {b['trial_id']}: {params})",
+            highlight=False,
+        )
     if report.queue:
         console.print("queue:")
         for row in report.queue[:20]:
@@ -302,7 +337,10 @@ def _print_status(report: Any, max_failures: int) -> None:
     if report.failures and max_failures:
         console.print(f"not completed ({len(report.failures)}):")
         for f in report.failures[:max_failures]:
-            console.print(f"  {f['trial_id']} [red]{f['state']}[/]: {f['reason']}  [dim]{f['stderr']}[/]", highlight=False)
+            console.print(
+                f"  {f['trial_id']} [red]{f['state']}[/]: {f['reason']}  [dim]{f['stderr']}[/]",
+                highlight=False,
+            )
 
 
 # ------------------------------------------------------------------------------- export
@@ -310,10 +348,20 @@ def _print_status(report: Any, max_failures: int) -> None:
 
 @cli.command()
 @click.argument("results", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "markdown", "latex", "parquet"]), default="markdown", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "markdown", "latex", "parquet"]),
+    default="markdown",
+    show_default=True,
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to FILE instead of stdout.")
-@click.option("--group-by", multiple=True, help="Aggregate mean ± std per group (e.g. config_id, or a parameter).")
-@click.option("--state", "states", multiple=True, help="Only trials in this state (repeatable), e.g. completed.")
+@click.option(
+    "--group-by", multiple=True, help="Aggregate mean ± std per group (e.g. config_id, or a parameter)."
+)
+@click.option(
+    "--state", "states", multiple=True, help="Only trials in this state (repeatable), e.g. completed."
+)
 @click.option("--top", type=click.IntRange(min=1), help="Only the best N rows.")
 @click.option("--caption", default="", help="LaTeX caption.")
 @click.option("--label", default="", help="LaTeX label.")
@@ -431,7 +479,9 @@ def logs(results: Path, generation: int | None, as_json: bool, full: bool) -> No
     """
     from hpc_agent.llm import format_log
 
-    click.echo(format_log(_results_dir(str(results)), generation=generation, as_json=as_json, full=full), nl=False)
+    click.echo(
+        format_log(_results_dir(str(results)), generation=generation, as_json=as_json, full=full), nl=False
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

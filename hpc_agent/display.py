@@ -9,12 +9,29 @@ from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from hpc_agent.state import TrialState
 
 _FINISHED = tuple(s.value for s in TrialState if s.is_finished())
-_SHOWN = ("running", "submitted", "planned", "completed", "failed", "timeout", "preempted", "lost", "cancelled")
+_SHOWN = (
+    "running",
+    "submitted",
+    "planned",
+    "completed",
+    "failed",
+    "timeout",
+    "preempted",
+    "lost",
+    "cancelled",
+)
 _COLORS = {"running": "cyan", "completed": "green", "failed": "red", "timeout": "yellow", "lost": "magenta"}
 
 

@@ -252,7 +252,8 @@ def make_executor(
             )
         from hpc_agent.slurm import SlurmExecutor
 
-        return SlurmExecutor.from_profile(
+        slurm: Executor = SlurmExecutor.from_profile(
             profile, overrides or {}, parallelism=parallelism, poll_interval_s=poll_interval_s
         )
+        return slurm
     raise UserError(f"--executor {kind!r}: expected one of auto, local, slurm")

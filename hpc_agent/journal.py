@@ -132,7 +132,9 @@ class Journal:
     def append_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
         """Record several events with one write and one fsync (e.g. 1,000 finished trials)."""
         now = time.time()
-        records = [{"v": SCHEMA_VERSION, "t": round(now, 3), "event": name, **fields} for name, fields in events]
+        records = [
+            {"v": SCHEMA_VERSION, "t": round(now, 3), "event": name, **fields} for name, fields in events
+        ]
         if not records:
             return []
         data = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)

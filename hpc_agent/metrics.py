@@ -52,7 +52,9 @@ def schema(metric: str, report_metrics: Sequence[str] = ()) -> dict[str, pl.Data
     return out
 
 
-def scan(files: Mapping[str, Path], columns: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame, dict[str, str]]:
+def scan(
+    files: Mapping[str, Path], columns: Mapping[str, pl.DataType]
+) -> tuple[pl.DataFrame, dict[str, str]]:
     """Read the metrics of many trials: one frame (``trial_id`` + schema columns, in file
     order) and the errors of the files that could not be read as they are."""
     clean: list[tuple[str, Path]] = []
@@ -92,7 +94,9 @@ def _ends_with_newline(path: Path, size: int) -> bool:
         return f.read(1) == b"\n"
 
 
-def _collect(files: list[tuple[str, Path]], columns: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame, dict[str, str]]:
+def _collect(
+    files: list[tuple[str, Path]], columns: Mapping[str, pl.DataType]
+) -> tuple[pl.DataFrame, dict[str, str]]:
     """One lazy scan over all files; on failure, bisect to find the files that break it."""
     try:
         by_path = {str(p): tid for tid, p in files}
@@ -103,7 +107,8 @@ def _collect(files: list[tuple[str, Path]], columns: Mapping[str, pl.DataType]) 
     except pl.exceptions.PolarsError:
         if len(files) == 1:
             tid, path = files[0]
-            return _read_slowly(tid, path.read_bytes(), columns)
+            df, problem = _read_slowly(tid, path.read_bytes(), columns)
+            return df, ({tid: problem} if problem else {})
         mid = len(files) // 2
         a, ea = _collect(files[:mid], columns)
         b, eb = _collect(files[mid:], columns)

@@ -100,7 +100,7 @@ def _closest_line(text: str, search: str) -> str:
 
 
 def unified_diff(before: Mapping[str, str], after: Mapping[str, str]) -> str:
-    chunks = []
+    chunks: list[str] = []
     for name in sorted(after):
         old, new = before.get(name, ""), after[name]
         if old == new:

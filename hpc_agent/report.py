@@ -87,7 +87,9 @@ def grouped(df: pl.DataFrame, spec: CampaignSpec, by: Sequence[str]) -> pl.DataF
     if "config_id" in by:  # show what the configuration was
         extra = [pl.col(p).first() for p in spec.space.names if p not in by]
     out = done.group_by(list(by)).agg(aggs + extra)
-    return out.sort(["objective_mean", *by], descending=[camp.mode == "max"] + [False] * len(by), nulls_last=True)
+    return out.sort(
+        ["objective_mean", *by], descending=[camp.mode == "max"] + [False] * len(by), nulls_last=True
+    )
 
 
 # ------------------------------------------------------------------------------- rendering
@@ -140,7 +142,11 @@ def render_markdown(df: pl.DataFrame) -> str:
     esc = [[cell.replace("|", "\\|").replace("\n", " ") for cell in row] for row in rows]
     widths = [max([len(n)] + [len(r[i]) for r in esc]) for i, n in enumerate(names)]
     head = "| " + " | ".join(n.ljust(w) for n, w in zip(names, widths)) + " |"
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric))
+        + "|"
+    )
     body = [
         "| " + " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)) + " |"
         for r in esc
@@ -166,7 +172,9 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
-def render_latex(df: pl.DataFrame, caption: str = "", label: str = "", bold_best: str | None = None, mode: str = "min") -> str:
+def render_latex(
+    df: pl.DataFrame, caption: str = "", label: str = "", bold_best: str | None = None, mode: str = "min"
+) -> str:
     """A booktabs table; the best value of ``bold_best`` in bold."""
     names, rows = _cells(df)
     numeric = [df.schema[c].is_numeric() if c in df.schema else True for c in names]
@@ -226,7 +234,11 @@ def export(
     elif fmt == "markdown":
         text = render_markdown(df)
     else:
-        bold = bold_best if bold_best in df.columns else ("objective_mean" if "objective_mean" in df.columns else None)
+        bold = (
+            bold_best
+            if bold_best in df.columns
+            else ("objective_mean" if "objective_mean" in df.columns else None)
+        )
         text = render_latex(df, caption, label, bold, mode)
     if out is None:
         return text

@@ -149,10 +149,15 @@ class _Trial:
                     )
                 except PermissionError:
                     return self._finish_unstartable(
-                        f"command not executable: {command[0]!r}; check its permissions", 126, err_path, err_start
+                        f"command not executable: {command[0]!r}; check its permissions",
+                        126,
+                        err_path,
+                        err_start,
                     )
                 except OSError as e:
-                    return self._finish_unstartable(f"cannot start {command[0]!r}: {e}", 126, err_path, err_start)
+                    return self._finish_unstartable(
+                        f"cannot start {command[0]!r}: {e}", 126, err_path, err_start
+                    )
                 self._status("running", child_pid=proc.pid, command=command, cwd=cwd, budget_s=budget)
                 if self.interrupted.signal:  # a signal raced the start
                     _signal_group(proc, signal.SIGTERM)
@@ -223,12 +228,21 @@ class _Trial:
             return rc, timed_out, killed
 
     def _finish(
-        self, rc: int, timed_out: bool, killed: bool, budget: float, grace: float, err_path: Path, err_start: int
+        self,
+        rc: int,
+        timed_out: bool,
+        killed: bool,
+        budget: float,
+        grace: float,
+        err_path: Path,
+        err_start: int,
     ) -> str:
         tail = tail_text(err_path, STDERR_TAIL_LINES, start=err_start)
         fields: dict[str, Any] = {"exit_code": rc, "stderr_tail": tail}
         if rc < 0:
-            fields["signal"] = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+            fields["signal"] = (
+                signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+            )
         if self.interrupted.signal:
             state = "preempted"
             fields["interrupted_by"] = self.interrupted.signal

@@ -15,16 +15,17 @@ the canonical form used to refuse duplicate configurations.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from hpc_agent.errors import SpecError
 
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 
 _FLOAT_KEYS = ("type", "low", "high", "log", "step", "default")
 _INT_KEYS = ("type", "low", "high", "log", "step", "default")
@@ -106,7 +107,7 @@ class IntParam:
     def normalize(self, value: object) -> tuple[int | None, str | None]:
         if not _is_number(value) or (isinstance(value, float) and not value.is_integer()):
             return None, f"{self.name}={value!r} is not an integer (expected {self.describe()})"
-        x = int(value)  # type: ignore[arg-type]
+        x = int(value)  # type: ignore[call-overload]
         if x < self.low or x > self.high:
             return None, f"{self.name}={value!r} is out of range (expected {self.describe()})"
         if (x - self.low) % self.step:
@@ -171,7 +172,7 @@ class ChoiceParam:
         return out
 
 
-Param = Union[FloatParam, IntParam, ChoiceParam]
+Param = FloatParam | IntParam | ChoiceParam
 
 
 @dataclass(frozen=True)
@@ -304,8 +305,8 @@ def _parse_choice(name: str, raw: Mapping[str, Any], where: str) -> ChoiceParam:
         raise SpecError(f"{where}: values must be strings, numbers or booleans, got {bad[0]!r}")
     if len({json.dumps(v) for v in values}) != len(values):
         raise SpecError(f"{where}: values contain duplicates: {values!r}", fix="list each value once")
-    param = ChoiceParam(name, tuple(values))
-    return _with_default(param, raw, where)
+    param: ChoiceParam = _with_default(ChoiceParam(name, tuple(values)), raw, where)
+    return param
 
 
 def _parse_range(name: str, raw: Mapping[str, Any], where: str, kind: str) -> Param:
@@ -343,7 +344,8 @@ def _parse_range(name: str, raw: Mapping[str, Any], where: str, kind: str) -> Pa
         if log and step is not None:
             raise SpecError(f"{where}: log scale and step cannot be combined", fix="drop one of them")
         param = FloatParam(name, float(low), float(high), log, None if step is None else float(step))
-    return _with_default(param, raw, where)
+    out: Param = _with_default(param, raw, where)
+    return out
 
 
 def _with_default(param: Any, raw: Mapping[str, Any], where: str) -> Any:
@@ -352,7 +354,7 @@ def _with_default(param: Any, raw: Mapping[str, Any], where: str) -> Any:
     value, err = param.normalize(raw["default"])
     if err:
         raise SpecError(f"{where}: default is invalid: {err}", fix="pick a default inside the space")
-    return type(param)(**{**param.__dict__, "default": value})
+    return dataclasses.replace(param, default=value)
 
 
 def space_from_dict(data: Mapping[str, Any]) -> Space:

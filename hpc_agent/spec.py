@@ -247,8 +247,8 @@ def load_spec(path: str | os.PathLike[str]) -> CampaignSpec:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{p}: malformed TOML: {e}", fix="fix the syntax at that line") from None
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{p}: not UTF-8 text ({e})", fix="save the spec as UTF-8") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{p}: not UTF-8 text ({err})", fix="save the spec as UTF-8") from None
     return parse_spec(data, base=p.parent, source=str(p))
 
 
@@ -389,16 +389,16 @@ def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
     if not workdir.is_dir():
         raise SpecError(f"{w} workdir = {workdir_raw!r}: no such folder ({workdir})")
     editable = _get(t, "editable", list, w, [])
-    for e in editable:
-        if not isinstance(e, str) or not e:
-            raise SpecError(f"{w} editable: {e!r} is not a file name")
-        if Path(e).is_absolute() or ".." in Path(e).parts:
+    for name in editable:
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"{w} editable: {name!r} is not a file name")
+        if Path(name).is_absolute() or ".." in Path(name).parts:
             raise SpecError(
-                f"{w} editable: {e!r} must be a path inside workdir, without '..'",
-                fix="list files relative to workdir, e.g. editable = [\"train.py\"]",
+                f"{w} editable: {name!r} must be a path inside workdir, without '..'",
+                fix='list files relative to workdir, e.g. editable = ["train.py"]',
             )
-        if not (workdir / e).is_file():
-            raise SpecError(f"{w} editable: {e!r} is not a file in workdir ({workdir / e})")
+        if not (workdir / name).is_file():
+            raise SpecError(f"{w} editable: {name!r} is not a file in workdir ({workdir / name})")
     budget = _get(t, "time_budget_s", float, w, DEFAULT_TIME_BUDGET_S)
     if budget <= 0:
         raise SpecError(f"{w} time_budget_s = {budget}: expected a positive number of seconds")

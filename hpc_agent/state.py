@@ -169,7 +169,7 @@ class CampaignState:
         if not done:
             return None
         sign = 1.0 if mode == "min" else -1.0
-        return min(done, key=lambda t: (sign * float(t.objective), t.trial_id))  # type: ignore[arg-type]
+        return min(done, key=lambda t: (sign * (t.objective or 0.0), t.trial_id))
 
     def configs(self) -> list[ConfigResult]:
         """Trials grouped by proposal: the unit the planners learn from (mean over seeds)."""
@@ -179,7 +179,11 @@ class CampaignState:
         out = []
         for cid, trials in sorted(groups.items()):
             trials.sort(key=lambda t: t.trial_id)
-            values = [float(t.objective) for t in trials if t.state is TrialState.COMPLETED and _finite(t.objective)]
+            values = [
+                t.objective
+                for t in trials
+                if t.state is TrialState.COMPLETED and t.objective is not None and math.isfinite(t.objective)
+            ]
             first = trials[0]
             pending = any(not t.state.is_finished() for t in trials)
             failed = [t for t in trials if t.state.is_finished() and t.state is not TrialState.COMPLETED]
@@ -207,7 +211,7 @@ class CampaignState:
         if not scored:
             return None
         sign = 1.0 if mode == "min" else -1.0
-        return min(scored, key=lambda c: (sign * float(c.objective), c.config_id))  # type: ignore[arg-type]
+        return min(scored, key=lambda c: (sign * (c.objective or 0.0), c.config_id))
 
 
 @dataclass(frozen=True)
@@ -276,7 +280,7 @@ def replay(events: Iterable[Mapping[str, Any]]) -> CampaignState:
             gens[g] = replace(gens.get(g, GenerationRecord(g)), planning=True, planner=ev.get("planner", ""))
         elif kind == "planned":
             g = int(ev["generation"])
-            ids = []
+            planned_ids: list[str] = []
             for t in ev["trials"]:
                 rec = TrialRecord(
                     trial_id=t["id"],
@@ -291,22 +295,22 @@ def replay(events: Iterable[Mapping[str, Any]]) -> CampaignState:
                     patch=tuple(t["patch"]) if t.get("patch") else None,
                 )
                 trials[rec.trial_id] = rec
-                ids.append(rec.trial_id)
+                planned_ids.append(rec.trial_id)
             gens[g] = replace(
                 gens.get(g, GenerationRecord(g)),
                 planned=True,
                 planner=ev.get("planner", ""),
                 note=ev.get("note", ""),
-                trial_ids=tuple(ids),
+                trial_ids=tuple(planned_ids),
                 planned_at=ev.get("t", 0.0),
             )
         elif kind == "submitting":
             token = ev["token"]
-            ids = tuple(ev["trials"])
+            sub_ids = tuple(ev["trials"])
             subs[token] = SubmissionRecord(
-                token, int(ev["generation"]), ids, ev.get("executor", ""), at=ev.get("t", 0.0)
+                token, int(ev["generation"]), sub_ids, ev.get("executor", ""), at=ev.get("t", 0.0)
             )
-            for tid in ids:
+            for tid in sub_ids:
                 if tid in trials:
                     trials[tid] = replace(
                         trials[tid], state=TrialState.SUBMITTED, token=token, attempt=trials[tid].attempt + 1

@@ -75,7 +75,12 @@ def driver_info(paths: ResultsPaths) -> dict[str, Any] | None:
             alive = True
     if alive is False:
         return None
-    return {"host": host, "pid": int(pid) if pid.isdigit() else pid, "lock_age_s": round(age, 1), "alive": alive}
+    return {
+        "host": host,
+        "pid": int(pid) if pid.isdigit() else pid,
+        "lock_age_s": round(age, 1),
+        "alive": alive,
+    }
 
 
 def live_counts(paths: ResultsPaths, state: CampaignState, generation: int) -> dict[str, int]:
@@ -102,16 +107,29 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
         counts = live_counts(paths, state, g)
         for k, v in counts.items():
             total[k] += v
-        done = [t.objective for t in state.trials_of(g) if t.state is TrialState.COMPLETED and t.objective is not None]
+        done = [
+            t.objective
+            for t in state.trials_of(g)
+            if t.state is TrialState.COMPLETED and t.objective is not None
+        ]
         best = (min(done) if mode == "min" else max(done)) if done else None
         jobs = sorted(
-            {j for s in state.submissions.values() if s.generation == g and s.state == "submitted" for j in s.job_ids}
+            {
+                j
+                for s in state.submissions.values()
+                if s.generation == g and s.state == "submitted"
+                for j in s.job_ids
+            }
         )
-        gens.append(GenerationStatus(g, rec.planner, rec.note, len(rec.trial_ids), counts, best, rec.analyzed, rec.done, jobs))
+        gens.append(
+            GenerationStatus(
+                g, rec.planner, rec.note, len(rec.trial_ids), counts, best, rec.analyzed, rec.done, jobs
+            )
+        )
     best_t = state.best(mode)
-    best = None
+    best_info: dict[str, Any] | None = None
     if best_t is not None:
-        best = {
+        best_info = {
             "trial_id": best_t.trial_id,
             "objective": best_t.objective,
             "params": dict(best_t.params),
@@ -140,7 +158,7 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
         generations_done=state.completed_generations(),
         counts=total,
         driver=driver_info(paths),
-        best=best,
+        best=best_info,
         generations=gens,
         failures=failures,
         cancelled=state.cancelled,
@@ -169,6 +187,7 @@ def _queue_info(state: CampaignState) -> list[dict[str, str]]:
     except ImportError:  # pragma: no cover
         return []
     try:
-        return squeue_rows(open_jobs)
+        rows: list[dict[str, str]] = squeue_rows(open_jobs)
     except Exception:
         return []
+    return rows

@@ -48,5 +48,6 @@ def make_planner(kind: str, spec: CampaignSpec) -> Planner:
     if kind == "llm":
         from hpc_agent.planners.llm import LLMPlanner
 
-        return LLMPlanner(spec)
+        planner: Planner = LLMPlanner(spec)
+        return planner
     raise UserError(f"--planner {kind!r}: expected one of auto, llm, tpe, random")

@@ -119,7 +119,9 @@ def unique(proposals: Iterable[Proposal], seen: set[str]) -> tuple[list[Proposal
     return kept, dropped
 
 
-def fill_random(space: Space, n: int, seen: set[str], rng: Any, source: str, tries: int = 2000) -> list[Proposal]:
+def fill_random(
+    space: Space, n: int, seen: set[str], rng: Any, source: str, tries: int = 2000
+) -> list[Proposal]:
     """Up to ``n`` random configurations not in ``seen`` (fewer when the space runs out)."""
     out: list[Proposal] = []
     for _ in range(tries):

@@ -14,7 +14,7 @@ unseen random configurations; a space with nothing left unseen gives a shorter b
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import (
@@ -61,7 +61,9 @@ class TPEPlanner(Planner):
             constant_liar=True,
             multivariate=True,
         )
-        direction = "minimize" if ctx.spec.campaign.mode == "min" else "maximize"
+        direction: Literal["minimize", "maximize"] = (
+            "minimize" if ctx.spec.campaign.mode == "min" else "maximize"
+        )
         study = optuna.create_study(direction=direction, sampler=sampler)
         study.add_trials(self._history(ctx, dists))
         seen = ctx.seen_keys()
@@ -86,7 +88,9 @@ class TPEPlanner(Planner):
                     break
                 chosen = extra[0]
                 replaced += 1
-                study.add_trial(create_trial(state=OptunaState.RUNNING, params=dict(chosen.params), distributions=dists))
+                study.add_trial(
+                    create_trial(state=OptunaState.RUNNING, params=dict(chosen.params), distributions=dists)
+                )
             proposals.append(chosen)
         notes = []
         if replaced:
