@@ -81,6 +81,11 @@ class RunResult:
     best: TrialRecord | None
     counts: Mapping[str, int] = field(default_factory=dict)
 
+    @property
+    def failed(self) -> bool:
+        """Trials ran, and not one completed: almost always a broken command or environment."""
+        return self.status != "cancelled" and sum(self.counts.values()) > 0 and not self.counts.get("completed")
+
 
 # ------------------------------------------------------------------------------- opening
 
@@ -776,6 +781,10 @@ def _gone_outcome(job: JobStatus | None, status: Mapping[str, Any] | None) -> tu
 
 def exit_message(result: RunResult) -> str:
     lines = [f"{result.status}: {result.generations_done} generation(s) in {result.results}"]
+    if result.failed:
+        lines.append(
+            "failed: no trial completed; see `hpc-agent status` for the reasons and the trials' stderr.log"
+        )
     if result.best is not None:
         lines.append(
             f"best: {result.best.objective:.6g} (trial {result.best.trial_id}, {dict(result.best.params)})"

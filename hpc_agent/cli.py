@@ -215,7 +215,7 @@ def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], 
         if hasattr(reporter, "close"):
             reporter.close()
     click.echo(exit_message(result))
-    if result.status == "cancelled":
+    if result.status == "cancelled" or result.failed:
         sys.exit(1)
 
 

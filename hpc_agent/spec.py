@@ -249,7 +249,13 @@ def load_spec(path: str | os.PathLike[str]) -> CampaignSpec:
         raise SpecError(f"{p}: malformed TOML: {e}", fix="fix the syntax at that line") from None
     except UnicodeDecodeError as err:
         raise SpecError(f"{p}: not UTF-8 text ({err})", fix="save the spec as UTF-8") from None
-    return parse_spec(data, base=p.parent, source=str(p))
+    try:
+        return parse_spec(data, base=p.parent, source=str(p))
+    except SpecError as e:
+        raise SpecError(f"{p}: {e.message}", fix=e.fix or _GENERIC_FIX) from None
+
+
+_GENERIC_FIX = "edit that value; examples/quickstart/campaign.toml is a complete, commented spec"
 
 
 def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> CampaignSpec:
@@ -304,13 +310,18 @@ def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{name} = {value!r}: expected an integer >= {minimum}")
+        key = name.split()[-1]
+        raise SpecError(
+            f"{name} = {value!r}: expected an integer >= {minimum}",
+            fix=f"set {key} to a whole number such as {max(minimum, 4) if minimum else 2}",
+        )
     return value
 
 
 def _choice(value: Any, options: tuple[str, ...], name: str) -> str:
     if value not in options:
-        raise SpecError(f"{name} = {value!r}: expected one of {list(options)}")
+        key = name.split()[-1]
+        raise SpecError(f"{name} = {value!r}: expected one of {list(options)}", fix=f'set {key} = "{options[0]}"')
     return str(value)
 
 

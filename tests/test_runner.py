@@ -1,0 +1,228 @@
+"""The runner: what runs inside a job. Real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from hpc_agent.runner import run_trial
+
+
+def prepare(tmp_path: Path, script: str, budget: float = 20, grace: float = 1, command: list[str] | None = None) -> Path:
+    trial = tmp_path / "trial"
+    (trial / "code").mkdir(parents=True)
+    (trial / "code" / "train.py").write_text(textwrap.dedent(script))
+    (trial / "params.json").write_text(json.dumps({"x": 0.5, "seed": 3}))
+    (trial / "launch.json").write_text(
+        json.dumps(
+            {
+                "trial": "0000-0000",
+                "command": command or ["python", "train.py"],
+                "cwd": "code",
+                "env": {"MY_VAR": "hello"},
+                "time_budget_s": budget,
+                "kill_grace_s": grace,
+                "seed": 3,
+                "unset_env": ["SECRET_TOKEN_FOR_TEST"],
+            }
+        )
+    )
+    return trial
+
+
+def status(trial: Path) -> dict:
+    return json.loads((trial / "status.json").read_text())
+
+
+def test_completed_with_env_contract_and_no_hpc_agent_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_TOKEN_FOR_TEST", "sk-do-not-leak")
+    trial = prepare(
+        tmp_path,
+        """
+        import json, os
+        keys = ["HPC_AGENT_TRIAL_DIR", "HPC_AGENT_PARAMS", "HPC_AGENT_METRICS", "HPC_AGENT_CHECKPOINT_DIR",
+                "HPC_AGENT_TIME_BUDGET_S", "HPC_AGENT_SEED", "MY_VAR"]
+        env = {k: os.environ[k] for k in keys}
+        params = json.load(open(os.environ["HPC_AGENT_PARAMS"]))
+        with open(os.environ["HPC_AGENT_METRICS"], "a") as f:
+            f.write(json.dumps({"step": 0, "loss": params["x"]}) + "\\n")
+        print(json.dumps(env))
+        print("secret" if "SECRET_TOKEN_FOR_TEST" in os.environ else "clean")
+        """,
+    )
+    assert run_trial(str(trial), token="tok1") == "completed"
+    st = status(trial)
+    assert st["state"] == "completed" and st["exit_code"] == 0 and st["token"] == "tok1" and st["attempt"] == 1
+    out = (trial / "stdout.log").read_text().splitlines()
+    env = json.loads(out[0])
+    assert env["HPC_AGENT_TRIAL_DIR"] == str(trial)
+    assert env["HPC_AGENT_METRICS"] == str(trial / "metrics.jsonl")
+    assert env["HPC_AGENT_CHECKPOINT_DIR"] == str(trial / "checkpoint")
+    assert env["HPC_AGENT_TIME_BUDGET_S"] == "20" and env["HPC_AGENT_SEED"] == "3" and env["MY_VAR"] == "hello"
+    assert out[1] == "clean"
+    assert (trial / "checkpoint").is_dir()
+    assert json.loads((trial / "metrics.jsonl").read_text())["loss"] == 0.5
+
+
+def test_failure_records_exit_code_and_stderr_tail(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, "import sys\nprint('working', file=sys.stderr)\nraise ValueError('bad learning rate')\n")
+    assert run_trial(str(trial)) == "failed"
+    st = status(trial)
+    assert st["exit_code"] == 1
+    assert "ValueError: bad learning rate" in st["reason"]
+    assert "working" in st["stderr_tail"] and "Traceback" in st["stderr_tail"]
+
+
+def test_command_not_found_is_data(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, "", command=["definitely-not-a-command-xyz", "--flag"])
+    assert run_trial(str(trial)) == "failed"
+    st = status(trial)
+    assert "command not found: 'definitely-not-a-command-xyz'" in st["reason"]
+    assert st["exit_code"] == 127
+    assert "command not found" in (trial / "stderr.log").read_text()
+
+
+def test_budget_is_enforced_sigterm_then_sigkill(tmp_path: Path) -> None:
+    trial = prepare(
+        tmp_path,
+        """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a stubborn experiment
+        time.sleep(60)
+        """,
+        budget=1,
+        grace=1,
+    )
+    t0 = time.monotonic()
+    assert run_trial(str(trial)) == "timeout"
+    assert time.monotonic() - t0 < 6
+    st = status(trial)
+    assert "exceeded time_budget_s=1" in st["reason"] and "SIGKILL" in st["reason"]
+
+
+def test_budget_sigterm_is_enough_for_a_polite_experiment(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, "import time\ntime.sleep(60)\n", budget=1, grace=5)
+    t0 = time.monotonic()
+    assert run_trial(str(trial)) == "timeout"
+    assert time.monotonic() - t0 < 4
+    assert "stopped on SIGTERM" in status(trial)["reason"]
+
+
+def test_finished_trial_is_never_run_twice(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, "print('ran')\n")
+    assert run_trial(str(trial)) == "completed"
+    assert run_trial(str(trial), token="second") == "completed"
+    assert (trial / "stdout.log").read_text().count("ran") == 1
+    assert status(trial)["attempt"] == 1
+
+
+def test_signal_to_the_runner_is_a_preemption_and_reaches_the_child(tmp_path: Path) -> None:
+    trial = prepare(
+        tmp_path,
+        """
+        import signal, sys, time, os
+        def bye(*a):
+            open(os.path.join(os.environ["HPC_AGENT_CHECKPOINT_DIR"], "saved"), "w").write("ok")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, bye)
+        print("started", flush=True)
+        time.sleep(60)
+        """,
+        budget=60,
+        grace=5,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"from hpc_agent.runner import run_trial; print(run_trial({str(trial)!r}, 'tokA'))"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 20
+    while "started" not in (trial / "stdout.log").read_text() if (trial / "stdout.log").exists() else True:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert out.strip() == "preempted"
+    st = status(trial)
+    assert st["state"] == "preempted" and st["interrupted_by"] == "SIGTERM" and st["token"] == "tokA"
+    assert (trial / "checkpoint" / "saved").read_text() == "ok"  # the experiment could checkpoint
+    # requeued: the same trial runs again (attempt 2), in the same folder
+    (trial / "code" / "train.py").write_text("print('second attempt')\n")
+    assert run_trial(str(trial), token="tokB") == "completed"
+    st = status(trial)
+    assert st["attempt"] == 2 and st["token"] == "tokB"
+    assert "attempt 2" in (trial / "stdout.log").read_text()
+
+
+def test_child_dies_with_a_killed_runner(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)\n", budget=60)
+    proc = subprocess.Popen([sys.executable, "-c", f"from hpc_agent.runner import run_trial; run_trial({str(trial)!r})"])
+    deadline = time.time() + 20
+    while not (trial / "stdout.log").exists() or not (trial / "stdout.log").read_text().strip():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    child = int((trial / "stdout.log").read_text().split()[0])
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 5
+    while _alive(child):
+        assert time.time() < deadline, "the experiment outlived its runner"
+        time.sleep(0.05)
+    assert status(trial)["state"] == "running"  # the driver will call it lost and requeue it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def test_python_means_the_runners_interpreter(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, "import sys\nprint(sys.executable)\n")
+    assert run_trial(str(trial)) == "completed"
+    assert (trial / "stdout.log").read_text().strip() == sys.executable
+
+
+def test_track_api_in_a_trial(tmp_path: Path) -> None:
+    trial = prepare(
+        tmp_path,
+        """
+        import hpc_agent
+        cfg = hpc_agent.params({"x": 0.0, "depth": 2})
+        assert cfg == {"x": 0.5, "depth": 2, "seed": 3}, cfg
+        assert hpc_agent.seed() == 3 and hpc_agent.time_budget_s() == 20 and 0 < hpc_agent.time_left() <= 20
+        for step in range(3):
+            hpc_agent.log(step=step, loss=1.0 / (step + 1), acc=float("nan") if step == 2 else 0.5)
+        (hpc_agent.checkpoint_dir() / "w.txt").write_text("w")
+        """,
+    )
+    assert run_trial(str(trial)) == "completed", (trial / "stderr.log").read_text()
+    lines = (trial / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["step"] == 0
+    assert "NaN" in lines[2]  # a non-finite value is kept as data
+    assert (trial / "checkpoint" / "w.txt").exists()
+
+
+def test_track_outside_a_campaign(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hpc_agent
+
+    for k in list(os.environ):
+        if k.startswith("HPC_AGENT_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    assert hpc_agent.params({"lr": 1}) == {"lr": 1}
+    hpc_agent.log(step=1, loss=0.5)
+    assert '"loss": 0.5' in capsys.readouterr().out
+    assert hpc_agent.checkpoint_dir() == Path("checkpoint")
+    with pytest.raises(TypeError, match="is not a number"):
+        hpc_agent.log(loss="high")
