@@ -165,6 +165,9 @@ _LATEX_SPECIAL = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "|": r"\textbar{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
 }
 
 
@@ -191,9 +194,8 @@ def render_latex(
         " & ".join(latex_escape(n) for n in names) + r" \\",
         r"\midrule",
     ]
-    bold_names = {bold_best, f"{bold_best}"} if bold_best else set()
-    if bold_best and f"{bold_best}_mean" in df.columns:
-        bold_names.add(bold_best.removesuffix("_mean"))
+    # a mean shows as one "mean ± std" column named after its metric
+    bold_names = {bold_best, bold_best.removesuffix("_mean")} if bold_best else set()
     for i, row in enumerate(rows):
         cells = []
         for name, cell in zip(names, row):

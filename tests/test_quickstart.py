@@ -1,0 +1,46 @@
+"""The quickstart example, for real: torch training in local processes, planned by TPE."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DRIVER = """
+import sys
+from click.testing import CliRunner
+from hpc_agent.cli import cli
+r = CliRunner().invoke(cli, ["run", sys.argv[1], "--executor", "local", "--generations", "1", "-q"])
+print(r.output)
+print("HEAVY:" + ",".join(m for m in ("torch", "sklearn") if m in sys.modules))
+sys.exit(r.exit_code)
+"""
+
+
+@pytest.mark.slow
+def test_quickstart_one_generation(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(ROOT / "examples" / "quickstart")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "HEAVY:\n" in out.stdout + "\n", "the driver imported torch or scikit-learn"
+    results = tmp_path / "results" / "quickstart"
+    statuses = [json.loads(p.read_text()) for p in results.glob("gen-0000/trials/*/status.json")]
+    assert len(statuses) == 4 and all(s["state"] == "completed" for s in statuses)
+    for p in results.glob("gen-0000/trials/*/metrics.jsonl"):
+        rows = [json.loads(line) for line in p.read_text().splitlines()]
+        assert len(rows) >= 5 and {"val_loss", "val_acc", "step"} <= set(rows[-1])
+        assert 0.0 < rows[-1]["val_loss"] < 3.0 and rows[-1]["val_acc"] > 0.5
+    baseline = json.loads((results / "gen-0000" / "trials" / "0000-0000" / "params.json").read_text())
+    assert baseline == {"lr": 0.001, "hidden": 64, "weight_decay": 0.0001, "activation": "relu", "seed": 0}
