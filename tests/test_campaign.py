@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from hpc_agent.journal import Journal
 from hpc_agent.state import replay
@@ -41,7 +40,12 @@ def hpc(tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess[str]:  
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "HPC_AGENT_"))}
     env.update(kw.pop("env", {}))
     return subprocess.run(
-        [sys.executable, "-m", "hpc_agent", *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=kw.pop("timeout", 120)
+        [sys.executable, "-m", "hpc_agent", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=kw.pop("timeout", 120),
     )
 
 
@@ -66,8 +70,14 @@ def test_two_generations_end_to_end(tmp_path: Path, make_campaign, cli_run) -> N
     assert df.height == 6 and {"x", "mode", "loss", "acc", "objective", "state"} <= set(df.columns)
     # the events a generation writes, in order
     kinds = [e["event"] for e in journal_events(results)]
-    for a, b in [("planning", "planned"), ("planned", "submitting"), ("submitting", "submitted"),
-                 ("submitted", "trial_ended"), ("trial_ended", "analyzed"), ("analyzed", "generation_done")]:
+    for a, b in [
+        ("planning", "planned"),
+        ("planned", "submitting"),
+        ("submitting", "submitted"),
+        ("submitted", "trial_ended"),
+        ("trial_ended", "analyzed"),
+        ("analyzed", "generation_done"),
+    ]:
         assert kinds.index(a) < kinds.index(b), (a, b)
     assert kinds[-1] == "run_ended"
 
@@ -76,7 +86,7 @@ def test_two_generations_end_to_end(tmp_path: Path, make_campaign, cli_run) -> N
     assert status["generations_done"] == 2 and status["counts"]["completed"] == 6
     assert status["best"]["objective"] == min(t.objective for t in st.trials.values())
     text = cli_run("status", str(results)).output
-    assert "best so far" in text and "6 completed" not in text or "completed" in text
+    assert ("best so far" in text and "6 completed" not in text) or "completed" in text
     md = cli_run("export", str(results), "--format", "markdown").output
     assert md.startswith("| trial_id") and md.count("\n") == 8
     csv = cli_run("export", str(results), "--format", "csv").output
@@ -147,12 +157,16 @@ def test_results_folder_of_another_campaign_is_refused(tmp_path: Path, make_camp
     cli_run("run", str(camp), "--executor", "local")
     results = tmp_path / "results" / "tiny"
     before = (results / "journal.jsonl").read_text()
-    other = make_campaign(folder="other", batch_size=1, space='\n[space]\nx = { type = "float", low = 0.0, high = 5.0 }\n')
+    other = make_campaign(
+        folder="other", batch_size=1, space='\n[space]\nx = { type = "float", low = 0.0, high = 5.0 }\n'
+    )
     out = cli_run("run", str(other), "--executor", "local", "--results", str(results), code=2)
     assert "belongs to a different campaign spec" in out.output and "--force" in out.output
     assert "space.x.high: 1.0 -> 5.0" in out.output
     assert (results / "journal.jsonl").read_text() == before  # nothing written
-    cli_run("run", str(other), "--executor", "local", "--results", str(results), "--force", "--generations", "2")
+    cli_run(
+        "run", str(other), "--executor", "local", "--results", str(results), "--force", "--generations", "2"
+    )
     st = state_of(results)
     assert len(st.trials) == 2 and st.trials["0001-0000"].params["x"] <= 5.0
 
@@ -167,7 +181,9 @@ def test_a_non_results_folder_is_refused(tmp_path: Path, make_campaign, cli_run)
 
 
 def test_parallelism_is_respected_and_seeds_expand(tmp_path: Path, make_campaign, cli_run) -> None:  # type: ignore[no-untyped-def]
-    camp = make_campaign(script=SLOW_TRAIN, batch_size=3, campaign="seeds = 2", experiment='env = { SLEEP = "0.6" }')
+    camp = make_campaign(
+        script=SLOW_TRAIN, batch_size=3, campaign="seeds = 2", experiment='env = { SLEEP = "0.6" }'
+    )
     cli_run("run", str(camp), "--executor", "local", "--parallelism", "2")
     results = tmp_path / "results" / "tiny"
     spans = []
@@ -207,7 +223,18 @@ def test_killed_driver_resumes_without_running_anything_twice(tmp_path: Path, ma
     camp = make_campaign(script=SLOW_TRAIN, batch_size=4, generations=2, experiment='env = { SLEEP = "1.0" }')
     results = tmp_path / "results" / "tiny"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "hpc_agent", "run", str(camp), "--executor", "local", "--parallelism", "2", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "hpc_agent",
+            "run",
+            str(camp),
+            "--executor",
+            "local",
+            "--parallelism",
+            "2",
+            "-q",
+        ],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -228,7 +255,18 @@ def test_killed_driver_and_jobs_requeue_lost_trials(tmp_path: Path, make_campaig
     camp = make_campaign(script=SLOW_TRAIN, batch_size=4, experiment='env = { SLEEP = "1.0" }')
     results = tmp_path / "results" / "tiny"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "hpc_agent", "run", str(camp), "--executor", "local", "--parallelism", "2", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "hpc_agent",
+            "run",
+            str(camp),
+            "--executor",
+            "local",
+            "--parallelism",
+            "2",
+            "-q",
+        ],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -253,12 +291,13 @@ def test_cancel_stops_the_driver_and_run_resumes(tmp_path: Path, make_campaign) 
     assert out.returncode == 0 and "detached: driver pid" in out.stdout, out.stderr
     _wait_for(lambda: _running(results) >= 1)
     again = hpc(tmp_path, "run", str(camp), "--executor", "local")
-    assert again.returncode == 2 and "is already running" in again.stderr or "another hpc-agent driver" in again.stderr
+    assert again.returncode == 2 and "another hpc-agent driver" in again.stderr, again.stderr
     cancel = hpc(tmp_path, "cancel", str(results))
     assert cancel.returncode == 0 and "cancelled" in cancel.stdout, cancel.stderr
     _wait_for(lambda: state_of(results).last_run_end == "cancelled", timeout=30)
     st = state_of(results)
-    assert {t.state.value for t in st.trials.values()} == {"cancelled"} or "completed" in {t.state.value for t in st.trials.values()}
+    assert "cancelled" in {t.state.value for t in st.trials.values()}
+    assert all(t.state.value in ("cancelled", "completed") for t in st.trials.values())
     status = json.loads(hpc(tmp_path, "status", str(results), "--json").stdout)
     assert status["cancelled"] and status["driver"] is None
     out = hpc(tmp_path, "run", str(camp), "--executor", "local", "--parallelism", "4", env={"SLEEP": "0.1"})

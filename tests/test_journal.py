@@ -88,7 +88,9 @@ def test_concurrent_writers_never_interleave(tmp_path: Path) -> None:
 
 def test_lock_held_by_a_dead_process_is_broken(tmp_path: Path) -> None:
     lock_path = tmp_path / "x.lock"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     lock_path.write_text(f"{os.uname().nodename} {dead.stdout.strip()}\n")
     t0 = time.monotonic()
     with FileLock(lock_path, timeout_s=5):

@@ -18,9 +18,16 @@ def write(root: Path, tid: str, text: str | bytes) -> Path:
 
 
 def test_last_and_best_objective(tmp_path: Path) -> None:
-    files = {"a": write(tmp_path, "a", '{"step":0,"loss":3}\n{"step":1,"loss":1}\n{"step":2,"loss":2,"acc":0.9}\n')}
+    files = {
+        "a": write(tmp_path, "a", '{"step":0,"loss":3}\n{"step":1,"loss":1}\n{"step":2,"loss":2,"acc":0.9}\n')
+    }
     last = summarize(files, "loss", "min", "last", ["acc"])["a"]
-    assert last.objective == 2 and last.n_lines == 3 and last.last_step == 2 and last.last == {"loss": 2.0, "acc": 0.9}
+    assert (
+        last.objective == 2
+        and last.n_lines == 3
+        and last.last_step == 2
+        and last.last == {"loss": 2.0, "acc": 0.9}
+    )
     assert summarize(files, "loss", "min", "best")["a"].objective == 1
     assert summarize(files, "loss", "max", "best")["a"].objective == 3
 
@@ -57,7 +64,10 @@ def test_a_bad_file_does_not_spoil_the_others(tmp_path: Path) -> None:
     assert "loss='high' on line 1 is not a number" in s["bad"].error
     assert s["bad"].objective == 0.5  # the valid lines are kept
     assert outcome("completed", s["nan"], "loss")[0] == "failed"
-    assert "is nan" in outcome("completed", s["nan"], "loss")[2] and "diverged" in outcome("completed", s["nan"], "loss")[2]
+    assert (
+        "is nan" in outcome("completed", s["nan"], "loss")[2]
+        and "diverged" in outcome("completed", s["nan"], "loss")[2]
+    )
     assert "line 1 is not JSON" in s["junk"].error and s["junk"].objective == 0.25
 
 
@@ -68,7 +78,9 @@ def test_only_non_numeric_values_fail_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_float_steps_and_extra_keys(tmp_path: Path) -> None:
-    s = summarize({"a": write(tmp_path, "a", '{"step":1.0,"loss":2,"note":"x","nested":{"a":1}}\n')}, "loss", "min")
+    s = summarize(
+        {"a": write(tmp_path, "a", '{"step":1.0,"loss":2,"note":"x","nested":{"a":1}}\n')}, "loss", "min"
+    )
     assert s["a"].objective == 2 and s["a"].last_step == 1
 
 
@@ -79,6 +91,11 @@ def test_non_completed_states_keep_their_state(tmp_path: Path, state: str) -> No
 
 
 def test_many_files_in_one_scan(tmp_path: Path) -> None:
-    files = {f"{i:04d}": write(tmp_path, f"{i:04d}", "".join(f'{{"step":{k},"loss":{i + k}}}\n' for k in range(50))) for i in range(300)}
+    files = {
+        f"{i:04d}": write(
+            tmp_path, f"{i:04d}", "".join(f'{{"step":{k},"loss":{i + k}}}\n' for k in range(50))
+        )
+        for i in range(300)
+    }
     s = summarize(files, "loss", "min", "last")
     assert len(s) == 300 and s["0123"].objective == 123 + 49 and s["0123"].n_lines == 50

@@ -62,7 +62,9 @@ def history(space: Space, n: int, pending: int = 0) -> tuple[ConfigResult, ...]:
 
 
 def ctx(spec, n: int, hist: tuple[ConfigResult, ...] = (), generation: int = 1) -> PlanContext:  # type: ignore[no-untyped-def]
-    return PlanContext(spec=spec, generation=generation, n=n, history=hist, champion=None, seed=spec.campaign.seed)
+    return PlanContext(
+        spec=spec, generation=generation, n=n, history=hist, champion=None, seed=spec.campaign.seed
+    )
 
 
 @pytest.mark.parametrize("kind", PLANNERS)
@@ -108,7 +110,20 @@ def test_tpe_exploits_a_clear_optimum(tmp_path: Path) -> None:
     for i in range(30):
         x = (i * 0.6180339) % 1.0
         hist.append(
-            ConfigResult(f"0000-{i:04d}", 0, {"x": x}, "", "r", None, None, (f"0000-{i:04d}",), (x - 0.8) ** 2, 1, False, ())
+            ConfigResult(
+                f"0000-{i:04d}",
+                0,
+                {"x": x},
+                "",
+                "r",
+                None,
+                None,
+                (f"0000-{i:04d}",),
+                (x - 0.8) ** 2,
+                1,
+                False,
+                (),
+            )
         )
     plan = make_planner("tpe", spec).propose(ctx(spec, 8, tuple(hist)))
     xs = [float(p.params["x"]) for p in plan.proposals]  # type: ignore[arg-type]

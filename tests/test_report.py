@@ -1,6 +1,7 @@
 """Exporters only render: a fixed frame in, text checked against golden files.
 
-Regenerate the goldens after an intended change with ``HPC_AGENT_UPDATE_GOLDEN=1 pytest tests/test_report.py``.
+Regenerate the goldens after an intended change:
+``HPC_AGENT_UPDATE_GOLDEN=1 pytest tests/test_report.py``.
 """
 
 from __future__ import annotations
@@ -57,13 +58,18 @@ def test_markdown_grouped_golden() -> None:
 
 
 def test_latex_golden() -> None:
-    check("trials.tex", render_latex(frame(), caption="Best trials (val_loss)", label="tab:trials", bold_best="objective"))
+    check(
+        "trials.tex",
+        render_latex(frame(), caption="Best trials (val_loss)", label="tab:trials", bold_best="objective"),
+    )
 
 
 def test_latex_grouped_golden() -> None:
     check("grouped.tex", render_latex(grouped_frame(), bold_best="objective_mean"))
 
 
-@pytest.mark.parametrize(("raw", "escaped"), [("a_b", r"a\_b"), ("50%", r"50\%"), ("x&y", r"x\&y"), ("~", r"\textasciitilde{}")])
+@pytest.mark.parametrize(
+    ("raw", "escaped"), [("a_b", r"a\_b"), ("50%", r"50\%"), ("x&y", r"x\&y"), ("~", r"\textasciitilde{}")]
+)
 def test_latex_escape(raw: str, escaped: str) -> None:
     assert latex_escape(raw) == escaped

@@ -16,7 +16,9 @@ import pytest
 from hpc_agent.runner import run_trial
 
 
-def prepare(tmp_path: Path, script: str, budget: float = 20, grace: float = 1, command: list[str] | None = None) -> Path:
+def prepare(
+    tmp_path: Path, script: str, budget: float = 20, grace: float = 1, command: list[str] | None = None
+) -> Path:
     trial = tmp_path / "trial"
     (trial / "code").mkdir(parents=True)
     (trial / "code" / "train.py").write_text(textwrap.dedent(script))
@@ -42,7 +44,9 @@ def status(trial: Path) -> dict:
     return json.loads((trial / "status.json").read_text())
 
 
-def test_completed_with_env_contract_and_no_hpc_agent_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_completed_with_env_contract_and_no_hpc_agent_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SECRET_TOKEN_FOR_TEST", "sk-do-not-leak")
     trial = prepare(
         tmp_path,
@@ -60,20 +64,26 @@ def test_completed_with_env_contract_and_no_hpc_agent_import(tmp_path: Path, mon
     )
     assert run_trial(str(trial), token="tok1") == "completed"
     st = status(trial)
-    assert st["state"] == "completed" and st["exit_code"] == 0 and st["token"] == "tok1" and st["attempt"] == 1
+    assert (
+        st["state"] == "completed" and st["exit_code"] == 0 and st["token"] == "tok1" and st["attempt"] == 1
+    )
     out = (trial / "stdout.log").read_text().splitlines()
     env = json.loads(out[0])
     assert env["HPC_AGENT_TRIAL_DIR"] == str(trial)
     assert env["HPC_AGENT_METRICS"] == str(trial / "metrics.jsonl")
     assert env["HPC_AGENT_CHECKPOINT_DIR"] == str(trial / "checkpoint")
-    assert env["HPC_AGENT_TIME_BUDGET_S"] == "20" and env["HPC_AGENT_SEED"] == "3" and env["MY_VAR"] == "hello"
+    assert (
+        env["HPC_AGENT_TIME_BUDGET_S"] == "20" and env["HPC_AGENT_SEED"] == "3" and env["MY_VAR"] == "hello"
+    )
     assert out[1] == "clean"
     assert (trial / "checkpoint").is_dir()
     assert json.loads((trial / "metrics.jsonl").read_text())["loss"] == 0.5
 
 
 def test_failure_records_exit_code_and_stderr_tail(tmp_path: Path) -> None:
-    trial = prepare(tmp_path, "import sys\nprint('working', file=sys.stderr)\nraise ValueError('bad learning rate')\n")
+    trial = prepare(
+        tmp_path, "import sys\nprint('working', file=sys.stderr)\nraise ValueError('bad learning rate')\n"
+    )
     assert run_trial(str(trial)) == "failed"
     st = status(trial)
     assert st["exit_code"] == 1
@@ -140,7 +150,11 @@ def test_signal_to_the_runner_is_a_preemption_and_reaches_the_child(tmp_path: Pa
         grace=5,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", f"from hpc_agent.runner import run_trial; print(run_trial({str(trial)!r}, 'tokA'))"],
+        [
+            sys.executable,
+            "-c",
+            f"from hpc_agent.runner import run_trial; print(run_trial({str(trial)!r}, 'tokA'))",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -164,7 +178,9 @@ def test_signal_to_the_runner_is_a_preemption_and_reaches_the_child(tmp_path: Pa
 
 def test_child_dies_with_a_killed_runner(tmp_path: Path) -> None:
     trial = prepare(tmp_path, "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)\n", budget=60)
-    proc = subprocess.Popen([sys.executable, "-c", f"from hpc_agent.runner import run_trial; run_trial({str(trial)!r})"])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"from hpc_agent.runner import run_trial; run_trial({str(trial)!r})"]
+    )
     deadline = time.time() + 20
     while not (trial / "stdout.log").exists() or not (trial / "stdout.log").read_text().strip():
         assert time.time() < deadline
@@ -213,7 +229,9 @@ def test_track_api_in_a_trial(tmp_path: Path) -> None:
     assert (trial / "checkpoint" / "w.txt").exists()
 
 
-def test_track_outside_a_campaign(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_track_outside_a_campaign(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import hpc_agent
 
     for k in list(os.environ):

@@ -81,7 +81,9 @@ def test_key_is_canonical() -> None:
 
 
 def test_defaults_and_bad_default() -> None:
-    s = parse_space({"x": {"type": "float", "low": 0, "high": 1, "default": 0.5}, "y": {"values": [1, 2], "default": 2}})
+    s = parse_space(
+        {"x": {"type": "float", "low": 0, "high": 1, "default": 0.5}, "y": {"values": [1, 2], "default": 2}}
+    )
     assert s.defaults() == {"x": 0.5, "y": 2}
     with pytest.raises(SpecError, match="default is invalid"):
         parse_space({"x": {"type": "float", "low": 0, "high": 1, "default": 2}})
