@@ -39,6 +39,7 @@ from hpc_agent.state import CampaignState, TrialRecord, TrialState, replay
 
 DRIVER_LOCK_STALE_S = 900.0  # the driver touches its lock every poll; older than this, it died
 GONE_CONFIRMATIONS = 2  # polls that must see a job gone before its trial is declared lost
+STATUS_INTERVAL_S = 2.0  # the slowest the trials' status files are read
 _TERMINAL_SIGNALS = ("SIGINT", "SIGHUP")  # from a terminal, not a scheduler: not counted as retries
 
 
@@ -470,9 +471,13 @@ class Campaign:
     # ------------------------------------------------------------------ 3+4 submit and wait
     def _drive(self, g: int) -> bool:
         """Submit what is planned and reconcile until every trial of g is finished.
-        Returns False when the campaign was cancelled meanwhile."""
+        Returns False when the campaign was cancelled meanwhile.
+
+        Two clocks: the trials' status files are cheap to read and are checked often (from
+        50 ms, backing off to STATUS_INTERVAL_S while nothing changes); the scheduler is
+        asked at most once per ``executor.poll_interval_s``."""
         delay = 0.05
-        last_touch = time.monotonic()
+        last_touch = last_poll = time.monotonic()
         while True:
             self._refresh_if_changed()
             if self.state.cancelled:
@@ -482,17 +487,22 @@ class Campaign:
             planned = [t for t in st.trials_of(g) if t.state is TrialState.PLANNED]
             if planned:
                 self._submit(g, planned)
+                last_poll = time.monotonic()
                 continue
             open_trials = [t for t in st.trials_of(g) if not t.state.is_finished()]
             if not open_trials:
                 self._report_progress(g)
                 return True
-            changed = self._reconcile(open_trials)
+            now = time.monotonic()
+            ask_scheduler = now - last_poll >= self.executor.poll_interval_s
+            if ask_scheduler:
+                last_poll = now
+            changed = self._reconcile(open_trials, ask_scheduler)
             self._report_progress(g)
-            if time.monotonic() - last_touch > 30:
-                os.utime(self.paths.driver_lock)
-                last_touch = time.monotonic()
-            delay = 0.05 if changed else min(delay * 1.5, self.executor.poll_interval_s)
+            if now - last_touch > 30:
+                os.utime(self.paths.driver_lock)  # the driver is alive: keep its lock fresh
+                last_touch = now
+            delay = 0.05 if changed else min(delay * 1.5, STATUS_INTERVAL_S, self.executor.poll_interval_s)
             time.sleep(delay)
 
     def _submit(self, g: int, trials: Sequence[TrialRecord]) -> None:
@@ -567,7 +577,7 @@ class Campaign:
             self.reporter.info(f"resuming {len(again)} trial(s) stopped by `hpc-agent cancel`")
             self._record_many(again)
 
-    def _reconcile(self, open_trials: Sequence[TrialRecord]) -> bool:
+    def _reconcile(self, open_trials: Sequence[TrialRecord], ask_scheduler: bool = True) -> bool:
         """Learn what happened to open trials: status files first, then the scheduler."""
         ended: list[tuple[TrialRecord, dict[str, Any]]] = []
         waiting: list[TrialRecord] = []
@@ -578,7 +588,7 @@ class Campaign:
                 ended.append((t, status))
             else:
                 waiting.append(t)
-        lost = self._check_jobs(waiting) if waiting else []
+        lost = self._check_jobs(waiting) if waiting and ask_scheduler else []
         if not ended and not lost:
             return False
         self._conclude(ended, lost)

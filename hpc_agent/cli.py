@@ -241,7 +241,7 @@ def _rebuild_args(campaign: Path, results: Path, *values: Any) -> list[str]:
         "--parallelism",
         "--poll-interval",
     ]
-    args = ["run", str(campaign.resolve()), "--results", str(results.resolve()), "--quiet"]
+    args = ["run", str(campaign.resolve()), "--results", str(results.resolve())]
     for name, v in zip(names, values):
         if v is not None:
             args += [name, str(v)]

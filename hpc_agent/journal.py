@@ -78,9 +78,10 @@ class FileLock:
             holder = self.path.read_text().split()
         except (FileNotFoundError, OSError):
             return True  # released meanwhile: try again at once
-        stale = time.time() - st.st_mtime > self.stale_s
         if len(holder) == 2 and holder[0] == socket.gethostname() and holder[1].isdigit():
-            stale = stale or not _pid_alive(int(holder[1]))
+            stale = not _pid_alive(int(holder[1]))  # on this host we know for sure
+        else:  # another host (NFS): only the age can tell
+            stale = time.time() - st.st_mtime > self.stale_s
         if not stale:
             return False
         grave = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
