@@ -402,6 +402,29 @@ def export(
         click.echo(f"wrote {output} ({table.height} rows)", err=True)
 
 
+# ------------------------------------------------------------------------------- report
+
+
+@cli.command()
+@click.argument("results", type=click.Path(path_type=Path))
+def report(results: Path) -> None:
+    """Write RESULTS/report.md and plots (progress, parameter effects).
+
+    Plots need matplotlib (pip install 'hpc-agent[plots]'); without it the report has tables only.
+
+    \b
+    Example:
+      hpc-agent report results/quickstart && less results/quickstart/report.md
+    """
+    from hpc_agent.report import write_report
+
+    path, figures = write_report(_results_dir(str(results)))
+    click.echo(
+        f"wrote {path}"
+        + (f" and {len(figures)} plot(s) in {figures[0].parent}" if figures else " (no plots)")
+    )
+
+
 # ------------------------------------------------------------------------------- cancel
 
 

@@ -247,3 +247,197 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return None
+
+
+# ------------------------------------------------------------------------------- the report
+
+
+def progress_table(df: pl.DataFrame, mode: str) -> pl.DataFrame:
+    """Per generation: trials, completed, the generation's best and the best so far."""
+    if df.height == 0:
+        return pl.DataFrame(
+            schema={"generation": pl.Int64(), "trials": pl.UInt32(), "completed": pl.UInt32()}
+        )
+    done = pl.col("state") == "completed"
+    best = pl.col("objective").filter(done)
+    per = (
+        df.group_by("generation")
+        .agg(
+            pl.len().alias("trials"),
+            done.sum().alias("completed"),
+            (best.min() if mode == "min" else best.max()).alias("best_of_generation"),
+        )
+        .sort("generation")
+    )
+    cum = pl.col("best_of_generation").cum_min() if mode == "min" else pl.col("best_of_generation").cum_max()
+    return per.with_columns(cum.forward_fill().alias("best_so_far"))
+
+
+def campaign_report(
+    state: CampaignState,
+    spec: CampaignSpec,
+    df: pl.DataFrame,
+    analyses: dict[int, str],
+    figures: Sequence[str],
+) -> str:
+    """report.md: what was run, what was found, how it evolved, what failed. Pure."""
+    from hpc_agent.analysis import parameter_effects
+
+    camp = spec.campaign
+    better = "lower" if camp.mode == "min" else "higher"
+    lines = [f"# Campaign report: {camp.name}", ""]
+    if camp.goal:
+        lines += [f"> {line}" if line else ">" for line in camp.goal.splitlines()] + [""]
+    counts = df.group_by("state").len().sort("state") if df.height else None
+    states = (
+        ", ".join(f"{r['len']} {r['state']}" for r in counts.iter_rows(named=True))
+        if counts is not None
+        else "none"
+    )
+    planners = sorted({g.planner for g in state.generations.values() if g.planner})
+    lines += [
+        f"- objective: `{camp.metric}` ({better} is better, {camp.objective} logged value)",
+        f"- generations: {state.completed_generations()} done of {camp.generations}; trials: {df.height} ({states})",
+        f"- planner: {', '.join(planners) or '-'}; seeds per proposal: {len(camp.seeds)}",
+        "- search space: " + "; ".join(f"`{k}` {v}" for k, v in spec.space.describe().items()),
+        "",
+    ]
+    lines += ["## Best configurations", ""]
+    if df.filter(pl.col("state") == "completed").height:
+        by = ["config_id"] if len(camp.seeds) > 1 else None
+        table = grouped(df, spec, by).head(5) if by else results_table(df, spec, ["completed"]).head(5)
+        lines += [render_markdown(table)]
+    else:
+        lines += ["No trial completed.", ""]
+    lines += ["## Progress", "", render_markdown(progress_table(df, camp.mode))]
+    for fig in figures:
+        lines += [f"![{Path(fig).stem}]({fig})", ""]
+    done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null())
+    effects = parameter_effects(done, spec.space.names, camp.mode)
+    if effects:
+        lines += ["## Parameter effects", ""] + [f"- {e}" for e in effects] + [""]
+    failed = df.filter(pl.col("state") != "completed")
+    if failed.height:
+        reasons = (
+            failed.with_columns(pl.col("reason").fill_null("").str.slice(0, 120))
+            .group_by("state", "reason")
+            .len()
+            .sort("len", descending=True)
+            .head(10)
+        )
+        lines += ["## What did not complete", "", render_markdown(reasons)]
+    if analyses:
+        lines += ["## Analyses, generation by generation", ""]
+        for g in sorted(analyses):
+            # nest the analysis's headings under this section's
+            body = "\n".join(
+                "#" + ln if ln.startswith("#") else ln for ln in analyses[g].strip().splitlines()
+            )
+            lines += [body, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_progress(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | None:
+    """Objective of every completed trial by trial order, and the best so far."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        return None
+    camp = spec.campaign
+    done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null()).sort("trial_id")
+    if done.height == 0:
+        return None
+    y = done.get_column("objective").to_list()
+    gen = done.get_column("generation").to_list()
+    best, cur = [], None
+    for v in y:
+        cur = v if cur is None else (min(cur, v) if camp.mode == "min" else max(cur, v))
+        best.append(cur)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    sc = ax.scatter(range(len(y)), y, c=gen, cmap="viridis", s=18, label="trial")
+    ax.step(range(len(y)), best, where="post", color="crimson", label="best so far")
+    ax.set_xlabel("completed trial (in trial order)")
+    ax.set_ylabel(f"{camp.metric} ({camp.objective})")
+    ax.set_title(f"{camp.name}: {camp.metric}, {'lower' if camp.mode == 'min' else 'higher'} is better")
+    if len(set(gen)) > 1:
+        bar = fig.colorbar(sc, ax=ax, label="generation")
+        bar.locator = matplotlib.ticker.MaxNLocator(integer=True)
+        bar.update_ticks()
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.legend(loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_params(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | None:
+    """One panel per parameter: its value against the objective."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null())
+    names = [n for n in spec.space.names if n in done.columns]
+    if done.height == 0 or not names:
+        return None
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=110, squeeze=False)
+    y = done.get_column("objective").to_list()
+    for ax, name in zip(axes.flat, names):
+        param = spec.space[name]
+        x = done.get_column(name).to_list()
+        if param.kind == "choice":
+            labels = [str(v) for v in param.values]  # type: ignore[union-attr]
+            ax.scatter([labels.index(str(v)) if str(v) in labels else -1 for v in x], y, s=14)
+            ax.set_xticks(range(len(labels)), labels)
+        else:
+            ax.scatter(x, y, s=14)
+            if getattr(param, "log", False):
+                ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(spec.campaign.metric)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def write_report(results: Path) -> tuple[Path, list[Path]]:
+    """report.md and plots/ in the results folder; returns their paths."""
+    from hpc_agent.campaign import load_state, spec_of
+
+    paths = ResultsPaths(results)
+    state = load_state(results)
+    spec = spec_of(state)
+    df = load_table(paths, state, spec)
+    figures = [
+        p
+        for p in (
+            plot_progress(df, spec, paths.plots / "progress.png"),
+            plot_params(df, spec, paths.plots / "params.png"),
+        )
+        if p is not None
+    ]
+    analyses = {}
+    for g, rec in state.generations.items():
+        if rec.analyzed and paths.analysis(g).exists():
+            analyses[g] = paths.analysis(g).read_text(encoding="utf-8")
+    rel = [str(p.relative_to(paths.root)) for p in figures]
+    text = campaign_report(state, spec, df, analyses, rel)
+    from hpc_agent._io import atomic_write_text
+
+    atomic_write_text(paths.report, text)
+    return paths.report, figures

@@ -73,3 +73,17 @@ def test_latex_grouped_golden() -> None:
 )
 def test_latex_escape(raw: str, escaped: str) -> None:
     assert latex_escape(raw) == escaped
+
+
+def test_report_command_writes_markdown_and_plots(cli_run, make_campaign, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    camp = make_campaign(batch_size=3, generations=2, campaign="seeds = 2")
+    cli_run("run", str(camp), "--executor", "local", "-q")
+    out = cli_run("report", "results/tiny").output
+    assert "wrote" in out
+    text = (tmp_path / "results" / "tiny" / "report.md").read_text()
+    for section in ("# Campaign report: tiny", "## Best configurations", "## Progress", "## Analyses"):
+        assert section in text
+    assert "±" in text  # two seeds: mean ± std per configuration
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "results" / "tiny" / "plots" / "progress.png").stat().st_size > 1000
+    assert "![progress](plots/progress.png)" in text
