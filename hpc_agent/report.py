@@ -297,7 +297,8 @@ def campaign_report(
     planners = sorted({g.planner for g in state.generations.values() if g.planner})
     lines += [
         f"- objective: `{camp.metric}` ({better} is better, {camp.objective} logged value)",
-        f"- generations: {state.completed_generations()} done of {camp.generations}; trials: {df.height} ({states})",
+        f"- generations: {state.completed_generations()} done of {camp.generations}",
+        f"- trials: {df.height} ({states})",
         f"- planner: {', '.join(planners) or '-'}; seeds per proposal: {len(camp.seeds)}",
         "- search space: " + "; ".join(f"`{k}` {v}" for k, v in spec.space.describe().items()),
         "",
