@@ -8,6 +8,7 @@ traceback for a user's mistake).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,10 @@ def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], 
         reporter,
         fallback_planner=lambda: make_planner("tpe", spec),
     )
+    # a login node's reaper (SIGTERM) or a closed terminal (SIGHUP) stops the driver like Ctrl-C:
+    # the journal records the stop, the lock is released, a rerun resumes
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
     try:
         result = camp.run(sys.argv)
     except KeyboardInterrupt:

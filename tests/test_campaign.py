@@ -313,3 +313,25 @@ def test_exhausted_space_ends_the_campaign_early(tmp_path: Path, make_campaign, 
     assert "nothing left to propose" in out.output
     st = state_of(tmp_path / "results" / "tiny")
     assert len(st.trials) == 3 and st.last_run_end == "exhausted"
+
+
+def test_sigterm_stops_the_driver_cleanly(tmp_path: Path, make_campaign) -> None:  # type: ignore[no-untyped-def]
+    camp = make_campaign(script=SLOW_TRAIN, batch_size=2, experiment='env = { SLEEP = "1.0" }')
+    results = tmp_path / "results" / "tiny"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "hpc_agent", "run", str(camp), "--executor", "local", "-q"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: _running(results) >= 1)
+    driver.send_signal(signal.SIGTERM)  # what a login node's process reaper sends
+    _, err = driver.communicate(timeout=30)
+    assert driver.returncode == 130 and "Run the same command to resume" in err
+    assert journal_events(results)[-1]["event"] == "run_ended"
+    assert journal_events(results)[-1]["status"] == "interrupted"
+    assert not (results / "driver.lock").exists()
+    out = hpc(tmp_path, "run", str(camp), "--executor", "local")
+    assert out.returncode == 0, out.stderr
+    assert all(t.state.value == "completed" for t in state_of(results).trials.values())
