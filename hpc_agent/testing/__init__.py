@@ -1,0 +1,13 @@
+"""Test helpers that ship with hpc-agent, so that users can dry-run a campaign offline.
+
+* :mod:`hpc_agent.testing.fake_llm`: a scripted OpenAI-compatible HTTP server on 127.0.0.1
+  (``python -m hpc_agent.testing.fake_llm --script replies.json`` prints its base URL).
+
+Nothing here is imported by the driver.
+"""
+
+from __future__ import annotations
+
+from hpc_agent.testing.fake_llm import FakeLLM, Step
+
+__all__ = ["FakeLLM", "Step"]
