@@ -32,7 +32,7 @@ from hpc_agent.errors import CampaignError, UserError
 from hpc_agent.executors import SECRET_ENV_VARS, Executor, JobStatus, SubmitError, SubmitRequest
 from hpc_agent.journal import FileLock, Journal
 from hpc_agent.paths import ResultsPaths, trial_id
-from hpc_agent.planners.base import AnalysisContext, Plan, PlanContext, Planner, Proposal, unique
+from hpc_agent.planners.base import AnalysisContext, Plan, PlanContext, Planner, Proposal, config_key, unique
 from hpc_agent.space import Space
 from hpc_agent.spec import CampaignSpec, spec_from_dict, to_toml
 from hpc_agent.state import CampaignState, TrialRecord, TrialState, replay
@@ -85,7 +85,9 @@ class RunResult:
     @property
     def failed(self) -> bool:
         """Trials ran, and not one completed: almost always a broken command or environment."""
-        return self.status != "cancelled" and sum(self.counts.values()) > 0 and not self.counts.get("completed")
+        return (
+            self.status != "cancelled" and sum(self.counts.values()) > 0 and not self.counts.get("completed")
+        )
 
 
 # ------------------------------------------------------------------------------- opening
@@ -306,7 +308,7 @@ class Campaign:
         st = self.state
         n = spec.campaign.batch_size
         space = spec.space
-        seen: set[str] = {Space.key(c.params) for c in st.configs() if not c.patch}
+        seen: set[str] = {config_key(c.params, c.patch, c.parent) for c in st.configs()}
         head: list[Proposal] = []
         baseline = space.defaults()
         if g == 0 and spec.campaign.baseline and baseline is not None and Space.key(baseline) not in seen:

@@ -321,7 +321,9 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
 def _choice(value: Any, options: tuple[str, ...], name: str) -> str:
     if value not in options:
         key = name.split()[-1]
-        raise SpecError(f"{name} = {value!r}: expected one of {list(options)}", fix=f'set {key} = "{options[0]}"')
+        raise SpecError(
+            f"{name} = {value!r}: expected one of {list(options)}", fix=f'set {key} = "{options[0]}"'
+        )
     return str(value)
 
 

@@ -19,6 +19,8 @@ the same plan.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,14 +43,22 @@ class Proposal:
     source: str = ""  # baseline, random, tpe, llm, tpe-fill, ...
 
     def key(self) -> str:
-        """Identity of a proposal: its configuration, and its code change if any."""
-        k = Space.key(self.params)
-        if self.patch:
-            import hashlib
-            import json
+        return config_key(self.params, self.patch, self.parent)
 
-            k += "#" + hashlib.sha256(json.dumps(list(self.patch), sort_keys=True).encode()).hexdigest()[:12]
-        return k
+
+def config_key(
+    params: Mapping[str, Any], patch: Sequence[Mapping[str, Any]] | None, parent: str | None
+) -> str:
+    """Identity of an experiment: its configuration, the code it runs on (the parent whose
+    code it inherits) and its own edits. Equal keys are duplicates; the same parameters on
+    another parent's code are a new experiment."""
+    key = Space.key(params)
+    if parent:
+        key += "@" + parent
+    if patch:
+        text = json.dumps([dict(e) for e in patch], sort_keys=True)
+        key += "#" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return key
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,8 @@ class PlanContext:
         return self.spec.space
 
     def seen_keys(self) -> set[str]:
-        return {Space.key(c.params) for c in self.history if not c.patch} | set(self.extra_seen)
+        """Every experiment of the history (and of this batch so far), as config keys."""
+        return {config_key(c.params, c.patch, c.parent) for c in self.history} | set(self.extra_seen)
 
 
 @dataclass(frozen=True)
