@@ -338,16 +338,25 @@ def campaign_report(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def plot_progress(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | None:
-    """Objective of every completed trial by trial order, and the best so far."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on a file-only backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import matplotlib.ticker
     except ImportError:
         return None
+    return plt
+
+
+def plot_progress(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | None:
+    """Objective of every completed trial by trial order, and the best so far."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
     camp = spec.campaign
     done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null()).sort("trial_id")
     if done.height == 0:
@@ -366,9 +375,9 @@ def plot_progress(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | Non
     ax.set_title(f"{camp.name}: {camp.metric}, {'lower' if camp.mode == 'min' else 'higher'} is better")
     if len(set(gen)) > 1:
         bar = fig.colorbar(sc, ax=ax, label="generation")
-        bar.locator = matplotlib.ticker.MaxNLocator(integer=True)
+        bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="best")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -379,12 +388,8 @@ def plot_progress(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | Non
 
 def plot_params(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | None:
     """One panel per parameter: its value against the objective."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null())
     names = [n for n in spec.space.names if n in done.columns]

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -202,6 +203,14 @@ def test_parallelism_is_respected_and_seeds_expand(tmp_path: Path, make_campaign
     assert all(r.split(",")[1] == "2" for r in rows[1:])
 
 
+def start_driver(tmp_path: Path, camp: Path, **popen: Any) -> subprocess.Popen[Any]:
+    """`hpc-agent run CAMP --executor local --parallelism 2 -q` in the background."""
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    args = ["run", str(camp), "--executor", "local", "--parallelism", "2", "-q"]
+    return subprocess.Popen([sys.executable, "-m", "hpc_agent", *args], cwd=tmp_path, **popen)
+
+
 def _wait_for(cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.time() + timeout
     while not cond():
@@ -222,23 +231,7 @@ def _running(results: Path) -> int:
 def test_killed_driver_resumes_without_running_anything_twice(tmp_path: Path, make_campaign) -> None:  # type: ignore[no-untyped-def]
     camp = make_campaign(script=SLOW_TRAIN, batch_size=4, generations=2, experiment='env = { SLEEP = "1.0" }')
     results = tmp_path / "results" / "tiny"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hpc_agent",
-            "run",
-            str(camp),
-            "--executor",
-            "local",
-            "--parallelism",
-            "2",
-            "-q",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    driver = start_driver(tmp_path, camp)
     _wait_for(lambda: _running(results) >= 1)
     driver.kill()  # SIGKILL: no chance to clean up; the local lanes go on
     driver.wait()
@@ -254,24 +247,7 @@ def test_killed_driver_resumes_without_running_anything_twice(tmp_path: Path, ma
 def test_killed_driver_and_jobs_requeue_lost_trials(tmp_path: Path, make_campaign) -> None:  # type: ignore[no-untyped-def]
     camp = make_campaign(script=SLOW_TRAIN, batch_size=4, experiment='env = { SLEEP = "1.0" }')
     results = tmp_path / "results" / "tiny"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hpc_agent",
-            "run",
-            str(camp),
-            "--executor",
-            "local",
-            "--parallelism",
-            "2",
-            "-q",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_driver(tmp_path, camp, start_new_session=True)
     _wait_for(lambda: _running(results) >= 2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and every lane and trial with it
     driver.wait()
@@ -318,13 +294,7 @@ def test_exhausted_space_ends_the_campaign_early(tmp_path: Path, make_campaign, 
 def test_sigterm_stops_the_driver_cleanly(tmp_path: Path, make_campaign) -> None:  # type: ignore[no-untyped-def]
     camp = make_campaign(script=SLOW_TRAIN, batch_size=2, experiment='env = { SLEEP = "1.0" }')
     results = tmp_path / "results" / "tiny"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "hpc_agent", "run", str(camp), "--executor", "local", "-q"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    driver = start_driver(tmp_path, camp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: _running(results) >= 1)
     driver.send_signal(signal.SIGTERM)  # what a login node's process reaper sends
     _, err = driver.communicate(timeout=30)
