@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -166,9 +167,12 @@ class LocalExecutor(Executor):
         queue_dir = Path(request.queue_dir)
         queue_dir.mkdir(parents=True, exist_ok=True)
         queue_file = queue_dir / "queue.json"
-        atomic_write_json(queue_file, {"token": request.token, "trials": list(request.trial_dirs)})
         lanes = max(1, min(self.parallelism, len(request.trial_dirs)))
         per_lane = -(-len(request.trial_dirs) // lanes)
+        gpus = split_gpus(visible_gpus(), lanes)
+        atomic_write_json(
+            queue_file, {"token": request.token, "trials": list(request.trial_dirs), "lane_gpus": gpus}
+        )
         executor = submitit.LocalExecutor(folder=str(Path(request.submitit_dir) / "%j"))
         executor._throttling = 0.0  # submitit waits 0.2 s between local jobs; lanes need no pause
         # the lane's limit is a safety net: each trial's budget is enforced by the runner
@@ -208,6 +212,40 @@ class LocalExecutor(Executor):
             if jid.isdigit() and _local_job_alive(jid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(jid), signal.SIGTERM)  # the controller forwards it to its lane
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this machine offers the driver: $CUDA_VISIBLE_DEVICES if set, else
+    ``nvidia-smi``'s list (without importing torch), else none."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return (
+        [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()]
+        if out.returncode == 0
+        else []
+    )
+
+
+def split_gpus(gpus: Sequence[str], lanes: int) -> list[str]:
+    """CUDA_VISIBLE_DEVICES for each lane: the GPUs shared out evenly (4 GPUs, 2 lanes: "0,2"
+    and "1,3"); with more lanes than GPUs, lanes share them in turn. "" with no GPU."""
+    if not gpus:
+        return [""] * lanes
+    if lanes <= len(gpus):
+        return [",".join(gpus[i::lanes]) for i in range(lanes)]
+    return [gpus[i % len(gpus)] for i in range(lanes)]
 
 
 def _local_job_alive(job_id: str) -> bool:

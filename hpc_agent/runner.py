@@ -359,6 +359,9 @@ def run_lane(queue_file: str, lane: int) -> int:
     """
     queue_path = Path(queue_file)
     queue = json.loads(queue_path.read_text())
+    gpus = queue.get("lane_gpus") or []
+    if lane < len(gpus):  # submitit's local executor hides every GPU; give this lane its share
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[lane]
     claims = queue_path.parent / "claims"
     claims.mkdir(exist_ok=True)
     # the submitit job id of a local lane is its controller's pid (our parent)

@@ -305,3 +305,29 @@ def test_sigterm_stops_the_driver_cleanly(tmp_path: Path, make_campaign) -> None
     out = hpc(tmp_path, "run", str(camp), "--executor", "local")
     assert out.returncode == 0, out.stderr
     assert all(t.state.value == "completed" for t in state_of(results).trials.values())
+
+
+def test_local_lanes_share_the_visible_gpus(tmp_path: Path, make_campaign) -> None:  # type: ignore[no-untyped-def]
+    """submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES=""): each lane gets its share."""
+    from hpc_agent.executors import split_gpus
+
+    assert split_gpus(["0", "1", "2", "3"], 2) == ["0,2", "1,3"]
+    assert split_gpus(["0"], 3) == ["0", "0", "0"] and split_gpus([], 2) == ["", ""]
+    script = SLOW_TRAIN + "print('GPUS=' + os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))\n"
+    camp = make_campaign(script=script, batch_size=4, experiment='env = { SLEEP = "0.3" }')
+    out = hpc(
+        tmp_path,
+        "run",
+        str(camp),
+        "--executor",
+        "local",
+        "--parallelism",
+        "2",
+        env={"CUDA_VISIBLE_DEVICES": "3,5"},
+    )
+    assert out.returncode == 0, out.stderr
+    seen = {
+        p.read_text().split("GPUS=")[1].strip()
+        for p in (tmp_path / "results" / "tiny").glob("gen-*/trials/*/stdout.log")
+    }
+    assert seen == {"3", "5"}

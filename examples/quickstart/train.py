@@ -30,13 +30,17 @@ cfg = hpc_agent.params(
     }
 )
 torch.manual_seed(cfg["seed"])
-torch.set_num_threads(1)  # trials run side by side: one core each
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+if device.type == "cpu":
+    torch.set_num_threads(1)  # trials run side by side: one core each
+print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
 # --------------------------------------------------------------------------- data
 digits = load_digits()
 x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
 y = torch.tensor(digits.target, dtype=torch.long)
 x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+x_train, x_val, y_train, y_val = (t.to(device) for t in (x_train, x_val, y_train, y_val))
 
 # --------------------------------------------------------------------------- model
 act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}[cfg["activation"]]
@@ -46,7 +50,7 @@ model = nn.Sequential(
     nn.Linear(cfg["hidden"], cfg["hidden"]),
     act(),
     nn.Linear(cfg["hidden"], 10),
-)
+).to(device)
 opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 loss_fn = nn.CrossEntropyLoss()
 
@@ -54,7 +58,7 @@ loss_fn = nn.CrossEntropyLoss()
 t0 = time.time()
 for epoch in range(cfg["max_epochs"]):
     model.train()
-    perm = torch.randperm(len(x_train))
+    perm = torch.randperm(len(x_train), device=device)
     for i in range(0, len(x_train), cfg["batch_size"]):
         idx = perm[i : i + cfg["batch_size"]]
         opt.zero_grad()
