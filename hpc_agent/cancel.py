@@ -11,7 +11,7 @@ import os
 import socket
 from pathlib import Path
 
-from hpc_agent.campaign import load_state
+from hpc_agent.campaign import cancelled_by_campaign, load_state
 from hpc_agent.executors import LocalExecutor
 from hpc_agent.journal import Journal
 from hpc_agent.paths import ResultsPaths
@@ -39,23 +39,11 @@ def cancel_campaign(results: Path) -> tuple[int, int]:
         if kind == "slurm":
             from hpc_agent.slurm import scancel
 
-            scancel(job_ids, [f"{state.name}" for _ in tokens[kind]], tokens[kind])
+            scancel(job_ids, tokens[kind])
         else:
             LocalExecutor().cancel(job_ids)
         n_jobs += len(job_ids)
     if driver_info(paths) is None and open_trials:
         # no driver to record the outcome: record it here
-        journal.append_many(
-            (
-                "trial_ended",
-                {
-                    "trial": t.trial_id,
-                    "state": "cancelled",
-                    "objective": None,
-                    "reason": "campaign cancelled (hpc-agent cancel)",
-                    "by_campaign_cancel": True,
-                },
-            )
-            for t in open_trials
-        )
+        journal.append_many(("trial_ended", cancelled_by_campaign(t.trial_id)) for t in open_trials)
     return n_jobs, len(open_trials)

@@ -1,0 +1,19 @@
+#!/bin/bash
+
+# Parameters
+#SBATCH --array=0-49%50
+#SBATCH --cpus-per-task=8
+#SBATCH --error=/RESULTS/submitit/g0003.abcd1234/%A_%a_0_log.err
+#SBATCH --gpus-per-node=1
+#SBATCH --job-name=hpca.demo.g0003.abcd1234
+#SBATCH --mem=32G
+#SBATCH --no-requeue
+#SBATCH --nodes=1
+#SBATCH --open-mode=append
+#SBATCH --output=/RESULTS/submitit/g0003.abcd1234/%A_%a_0_log.out
+#SBATCH --signal=B:USR2@120
+#SBATCH --time=12
+
+# command
+export SUBMITIT_EXECUTOR=slurm
+exec /VENV/bin/python -u -m hpc_agent.slurm_task /RESULTS/submitit/g0003.abcd1234/array.tasks.json

@@ -1,0 +1,28 @@
+#!/bin/bash
+
+# Parameters
+#SBATCH --account=my-lab
+#SBATCH --array=0-49%16
+#SBATCH --constraint=a100
+#SBATCH --cpus-per-task=8
+#SBATCH --error=/RESULTS/submitit/g0003.abcd1234/%A_%a_0_log.err
+#SBATCH --gres=gpu:a100:1
+#SBATCH --job-name=hpca.demo.g0003.abcd1234
+#SBATCH --mem=64G
+#SBATCH --no-requeue
+#SBATCH --nodes=1
+#SBATCH --open-mode=append
+#SBATCH --output=/RESULTS/submitit/g0003.abcd1234/%A_%a_0_log.out
+#SBATCH --partition=gpu
+#SBATCH --qos=normal
+#SBATCH --signal=B:USR2@120
+#SBATCH --time=12
+
+# setup
+module purge
+module load cuda/12.1 cudnn/8.9
+export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
+
+# command
+export SUBMITIT_EXECUTOR=slurm
+exec /VENV/bin/python -u -m hpc_agent.slurm_task /RESULTS/submitit/g0003.abcd1234/array.tasks.json
