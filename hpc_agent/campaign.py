@@ -656,6 +656,8 @@ class Campaign:
         from hpc_agent.metrics import outcome, summarize
 
         camp = self.spec.campaign
+        self._refresh_if_changed()
+        stopping = self.state.cancelled  # `hpc-agent cancel` interrupted these: not a requeue
         files = {t.trial_id: self.paths.trial(t.trial_id).metrics for t, _ in ended}
         summaries = (
             summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics) if files else {}
@@ -666,6 +668,9 @@ class Campaign:
             raw_state = str(status["state"])
             state, objective, metric_reason = outcome(raw_state, summaries.get(t.trial_id), camp.metric)
             reason = metric_reason or str(status.get("reason", ""))
+            if stopping and state in ("preempted", "cancelled"):
+                events.append(("trial_ended", cancelled_by_campaign(t.trial_id)))
+                continue
             if state == "preempted":
                 counted = status.get("interrupted_by") not in _TERMINAL_SIGNALS
                 if not counted or t.retries < max_retries:
@@ -703,16 +708,7 @@ class Campaign:
 
     def _stop_cancelled(self, g: int) -> None:
         events = [
-            (
-                "trial_ended",
-                {
-                    "trial": t.trial_id,
-                    "state": "cancelled",
-                    "objective": None,
-                    "reason": "campaign cancelled (hpc-agent cancel)",
-                    "by_campaign_cancel": True,
-                },
-            )
+            ("trial_ended", cancelled_by_campaign(t.trial_id))
             for t in self.state.trials_of(g)
             if not t.state.is_finished()
         ]
@@ -759,21 +755,34 @@ class Campaign:
         self.reporter.generation_done(g, text)
 
 
+def cancelled_by_campaign(trial: str) -> dict[str, Any]:
+    """The trial_ended event of a trial stopped by `hpc-agent cancel` (resumed by `run`)."""
+    return {
+        "trial": trial,
+        "state": "cancelled",
+        "objective": None,
+        "reason": "campaign cancelled (hpc-agent cancel)",
+        "by_campaign_cancel": True,
+    }
+
+
 def _is_final(status: Mapping[str, Any] | None, t: TrialRecord) -> bool:
     """Does this status.json end the trial's current attempt? A verdict (completed, failed,
-    timeout) ends it whenever it was written; an interruption only when it is this
-    submission's (an older one was already requeued)."""
+    timeout) ends it whenever it was written; an interruption (preempted, cancelled) only when
+    it is this submission's (an older one was already requeued)."""
     if not status:
         return False
     state = status.get("state")
     if state in ("completed", "failed", "timeout"):
         return True
-    return state == "preempted" and status.get("token") == t.token
+    return state in ("preempted", "cancelled") and status.get("token") == t.token
 
 
 def _gone_outcome(job: JobStatus | None, status: Mapping[str, Any] | None) -> tuple[str, str]:
     """What became of a trial whose job vanished without a final status.json."""
-    where = "while running" if status and status.get("state") == "running" else "before it started"
+    where = (
+        "while running" if status and status.get("state") in ("running", "cancelled") else "before it started"
+    )
     if job is None or not job.scheduler_state:
         return "lost", f"its job ended {where}, without a final status (killed, or the node failed)"
     s = job.scheduler_state.split()[0].upper()

@@ -12,8 +12,9 @@ running      written when the command starts (host, pid, job id, attempt)
 completed    the command exited 0 (the driver then checks the metric)
 failed       non-zero exit, killed by a signal, or the command not found
 timeout      it outlived ``time_budget_s``: SIGTERM, then SIGKILL after the grace
-preempted    the runner itself got SIGTERM/SIGINT/SIGHUP/SIGUSR2 (preemption,
-             ``scancel``, a stopped local driver): the driver requeues it
+preempted    the runner itself got SIGTERM/SIGINT/SIGHUP/SIGUSR2 (preemption, a
+             stopped local driver): the driver requeues it
+cancelled    ``scancel`` stopped its SLURM job (slurmstepd says so in the job's log)
 ===========  ==============================================================
 
 A finished trial (completed, failed, timeout) is never run again, even if its job is
@@ -32,6 +33,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -252,9 +254,12 @@ class _Trial:
                 signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
             )
         if self.interrupted.signal:
-            state = "preempted"
             fields["interrupted_by"] = self.interrupted.signal
-            reason = f"interrupted by {self.interrupted.signal} (preemption, scancel or a stopped driver)"
+            if self.interrupted.signal == "SIGTERM" and cancelled_by_scancel():
+                state, reason = "cancelled", "job cancelled (scancel) while running"
+            else:
+                state = "preempted"
+                reason = f"interrupted by {self.interrupted.signal} (preemption, a stopped driver, a cancel)"
         elif timed_out:
             state = "timeout"
             how = f"SIGKILL {grace:g} s after SIGTERM" if killed else "stopped on SIGTERM"
@@ -310,6 +315,26 @@ class _ExitWaiter:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def cancelled_by_scancel() -> bool:
+    """Did ``scancel`` (not a preemption, a time limit or a requeue) stop this job?
+
+    slurmstepd writes ``*** JOB 123 ON node CANCELLED AT <time> ***`` to the job's stderr
+    *before* it signals the job, with ``DUE TO PREEMPTION`` / ``DUE TO TIME LIMIT`` / ``DUE TO
+    JOB REQUEUE`` when the scheduler itself stopped it. Reading our own stderr file needs
+    neither a controller call nor accounting."""
+    try:
+        if not stat.S_ISREG(os.fstat(2).st_mode):  # a terminal or a pipe: not a SLURM job log
+            return False
+        with open("/proc/self/fd/2", "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 8192))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    lines = [line for line in tail.splitlines() if "*** JOB" in line and " CANCELLED AT " in line]
+    return bool(lines) and " DUE TO " not in lines[-1]
 
 
 def _resolve_command(command: list[str]) -> list[str]:

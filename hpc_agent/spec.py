@@ -275,7 +275,7 @@ def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> Campaig
     space = parse_space(data["space"])
     check_names(space, RESERVED_PARAMS)
     planner = _parse_planner(data.get("planner", {}), base)
-    executor = _parse_executor(data.get("executor", {}))
+    executor = _parse_executor(data.get("executor", {}), base)
     return CampaignSpec(campaign, experiment, space, planner, executor, source)
 
 
@@ -492,7 +492,7 @@ def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:
     return out
 
 
-def _parse_executor(t: Mapping[str, Any]) -> ExecutorSection:
+def _parse_executor(t: Mapping[str, Any], base: Path) -> ExecutorSection:
     from hpc_agent.profiles import PROFILE_KEYS  # the profile's keys may be overridden one by one
 
     w = "[executor]"
@@ -503,7 +503,10 @@ def _parse_executor(t: Mapping[str, Any]) -> ExecutorSection:
     if poll < 0:
         raise SpecError(f"{w} poll_interval_s = {poll}: expected >= 0")
     overrides = tuple((k, v) for k, v in t.items() if k not in _EXECUTOR_KEYS)
-    return ExecutorSection(kind, parallelism, _get(t, "profile", str, w, ""), poll, overrides)
+    profile = _get(t, "profile", str, w, "")
+    if profile.endswith(".toml") or "/" in profile:  # a path: relative to the spec, like every path
+        profile = str((base / profile).resolve())
+    return ExecutorSection(kind, parallelism, profile, poll, overrides)
 
 
 # ------------------------------------------------------------------------------- writing
