@@ -269,6 +269,22 @@ def slurm_available() -> bool:
     return shutil.which("sbatch") is not None
 
 
+def _check_controller() -> None:
+    """``auto`` found sbatch: make sure a controller answers before choosing SLURM. Quietly
+    falling back to local processes could run a campaign on a shared login node."""
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+        answer = (out.stdout + out.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        answer = str(e)
+    if " is UP" not in answer:
+        raise UserError(
+            f"--executor auto: sbatch is on PATH but no SLURM controller answers ({answer or 'no answer'})",
+            fix="start the cluster (sudo bash scripts/local-slurm.sh start), or run the trials on this "
+            "machine with --executor local",
+        )
+
+
 def make_executor(
     kind: str,
     *,
@@ -280,6 +296,8 @@ def make_executor(
     """``auto`` is SLURM where ``sbatch`` is on PATH, else local processes."""
     if kind == "auto":
         kind = "slurm" if slurm_available() else "local"
+        if kind == "slurm":
+            _check_controller()
     if kind == "local":
         return LocalExecutor(parallelism, poll_interval_s or 0.5)
     if kind == "slurm":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,20 @@ def test_init_scaffolds_a_runnable_campaign(cli_run, tmp_path: Path) -> None:  #
     from hpc_agent.spec import load_spec
 
     assert load_spec(tmp_path / "my-mlp").name == "my-mlp"
+
+
+def test_auto_executor_refuses_a_silent_controller(
+    cli_run, make_campaign, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """sbatch on PATH but the controller down: an error, never a quiet run on a login node."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "scontrol").write_text("#!/bin/sh\necho 'Slurmctld(primary) at head is DOWN'\n")
+    for f in fake_bin.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    camp = make_campaign()
+    result = cli_run("run", str(camp), code=2)
+    assert "no SLURM controller answers" in result.output and "--executor local" in result.output
+    assert not (tmp_path / "results").exists()
