@@ -10,8 +10,9 @@ results/<name>/
   gen-0003/plan.json  gen-0003/analysis.md
   gen-0003/trials/<trial-id>/  params.json patch.diff code/ metrics.jsonl status.json
                                launch.json stdout.log stderr.log checkpoint/
-  gen-0003/submissions/<token>/  what one submission ran: its queue and its lanes
-  submitit/                      submitit's pickles and logs, a folder per job
+  gen-0003/submissions/<token>/  local: what one submission ran (queue.json, lanes, claims)
+  submitit/<lane pid>/           local: submitit's pickles and the lane's logs
+  submitit/g0003.<token>/        SLURM: array.sh, array.tasks.json, <array>_<task>_0_log.out/.err
 ```
 """
 
