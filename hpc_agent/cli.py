@@ -342,9 +342,9 @@ def _print_status(report: Any, max_failures: int) -> None:
     if report.failures and max_failures:
         console.print(f"not completed ({len(report.failures)}):")
         for f in report.failures[:max_failures]:
+            logs = f["stderr"] + (f"  {f['job_log']}" if f.get("job_log") else "")
             console.print(
-                f"  {f['trial_id']} [red]{f['state']}[/]: {f['reason']}  [dim]{f['stderr']}[/]",
-                highlight=False,
+                f"  {f['trial_id']} [red]{f['state']}[/]: {f['reason']}  [dim]{logs}[/]", highlight=False
             )
 
 

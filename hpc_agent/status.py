@@ -146,6 +146,7 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
                     "reason": t.reason,
                     "job_id": t.job_id,
                     "stderr": str(tp.stderr),
+                    "job_log": _job_log(paths, t.generation, t.token, t.job_id),
                 }
             )
     report = StatusReport(
@@ -167,6 +168,14 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
     if queue:
         report.queue = _queue_info(state)
     return report
+
+
+def _job_log(paths: ResultsPaths, generation: int, token: str | None, job_id: str | None) -> str | None:
+    """The SLURM job log of an array task (scheduler messages: OOM kills, cancels), if any."""
+    if not token or not job_id or "_" not in job_id:
+        return None
+    log = paths.submitit / f"g{generation:04d}.{token}" / f"{job_id}_0_log.err"
+    return str(log) if log.exists() else None
 
 
 def _queue_info(state: CampaignState) -> list[dict[str, str]]:

@@ -154,6 +154,16 @@ def test_a_failing_task_is_recorded_failed_with_its_stderr(
     status = json.loads((results / "gen-0000" / "trials" / "0000-0001" / "status.json").read_text())
     assert "loading data..." in status["stderr_tail"] and status["exit_code"] == 1
     assert outcomes["0000-0000"]["state"] == outcomes["0000-0002"]["state"] == "completed"
+    # `hpc-agent status` names the trial's stderr and the SLURM job's own log
+    report = json.loads(cli_run("status", str(results), "--json").output)
+    (failure,) = report["failures"]
+    assert failure["trial_id"] == "0000-0001" and failure["stderr"].endswith("0000-0001/stderr.log")
+    assert (
+        failure["job_log"]
+        and Path(failure["job_log"]).is_file()
+        and failure["job_log"].endswith("_1_0_log.err")
+    )
+    assert failure["job_log"] in cli_run("status", str(results)).output.replace("\n", "")
 
 
 def test_a_task_killed_with_scancel_is_cancelled_and_the_campaign_goes_on(
