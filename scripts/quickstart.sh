@@ -4,7 +4,7 @@
 # What it does, step by step (run these by hand if you prefer):
 #   python3 -m venv .venv
 #   .venv/bin/pip install -e '.[examples]' torch==2.13.0
-#   .venv/bin/hpc-agent run examples/quickstart
+#   .venv/bin/hpc-agent run examples/quickstart --executor local
 #   .venv/bin/hpc-agent status results/quickstart
 #   .venv/bin/hpc-agent export results/quickstart --format markdown --top 5
 set -euo pipefail
@@ -25,6 +25,7 @@ fi
 # torch is pinned: this version's CPU wheel installs quickly (an unpinned torch may pull a CUDA build)
 "$VENV/bin/python" -m pip install -q -e '.[examples]' 'torch==2.13.0'
 
-"$VENV/bin/hpc-agent" run examples/quickstart "$@"
+# local processes, whatever this machine has; on a cluster: bash scripts/quickstart.sh --executor slurm
+"$VENV/bin/hpc-agent" run examples/quickstart --executor local "$@"
 "$VENV/bin/hpc-agent" status results/quickstart
 "$VENV/bin/hpc-agent" export results/quickstart --format markdown --top 5
