@@ -721,8 +721,9 @@ class Campaign:
         for t in self.state.trials_of(g):
             if t.state is TrialState.SUBMITTED:
                 cached = self._status_cache.get(t.trial_id)
-                if cached and cached[1] and cached[1].get("state") == "running":
-                    running += 1
+                status = cached[1] if cached else None
+                if status and status.get("state") == "running" and status.get("token") == t.token:
+                    running += 1  # this attempt's, not an earlier one's that died running
         counts["submitted"] -= running
         counts["running"] = running
         best = self.state.best(self.spec.campaign.mode)
