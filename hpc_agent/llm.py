@@ -304,19 +304,14 @@ class ExchangeLog:
 
 
 def read_log(path: Path) -> Iterator[dict[str, Any]]:
+    """Every record of ``llm.jsonl``; a torn last line (the driver died writing it) is skipped."""
     if not path.exists():
         return
+    import jsonlines
+
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a torn last line: the driver died while writing it
-            if isinstance(rec, dict):
-                yield rec
+        reader = jsonlines.Reader(f)
+        yield from reader.iter(type=dict, skip_empty=True, skip_invalid=True)
 
 
 # ------------------------------------------------------------------------------- the client
