@@ -456,13 +456,16 @@ def cancel(results: Path) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--template", type=click.Choice(["quickstart"]), default="quickstart", show_default=True)
+@click.option(
+    "--template", type=click.Choice(["quickstart", "charlm"]), default="quickstart", show_default=True
+)
 def init(name: str, template: str) -> None:
     """Scaffold a campaign folder NAME from a template.
 
     \b
     Example:
       hpc-agent init my-mlp && hpc-agent run my-mlp
+      hpc-agent init adder --template charlm   # a tiny GPT an LLM agent can edit
     """
     from hpc_agent.scaffold import scaffold
 
