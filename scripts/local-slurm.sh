@@ -215,7 +215,14 @@ start_slurm() {
 
 same_conf() { cmp -s <(grep -v '^FirstJobId=' "$1") <(grep -v '^FirstJobId=' "$2" 2>/dev/null); }
 
-node_idle() { [ "$(sinfo -h -n "$H" -o %T 2>/dev/null)" = idle ]; }
+node_ready() {  # the node answers and takes jobs: idle, or busy with jobs already (mixed/allocated)
+    local states
+    states=$(sinfo -h -N -n "$H" -o %T 2>/dev/null | sort -u | tr '\n' ' ')
+    [ -n "$states" ] || return 1
+    for st in $states; do
+        case "${st%[*~#!%$@^-]}" in idle|mixed|allocated|completing) ;; *) return 1 ;; esac
+    done
+}
 
 all_running() {
     [ -s "$PIDS" ] || return 1
@@ -258,7 +265,7 @@ do_start() {
         if same_conf "$new_conf" "$CONF" && { [ "$ACCT" = 0 ] || cmp -s "$new_dbd" "$DBDCONF"; }; then
             rm -f "$new_conf" "$new_dbd"
             log "already running with the same config"
-            wait_for 60 "node $H idle" node_idle || die "node not idle: $(sinfo -h -N -o '%N %T %E')"
+            wait_for 60 "node $H ready" node_ready || die "node not ready: $(sinfo -h -N -o '%N %T %E')"
             print_info; return 0
         fi
         log "config changed: restarting"
@@ -274,7 +281,7 @@ do_start() {
     start_munge
     if [ "$ACCT" = 1 ]; then start_mariadb; start_slurmdbd; fi
     start_slurm
-    wait_for 60 "node $H idle" node_idle || die "node not idle: $(sinfo -h -N -o '%N %T %E'); see $B/log"
+    wait_for 60 "node $H ready" node_ready || die "node not ready: $(sinfo -h -N -o '%N %T %E'); see $B/log"
     log "cluster up in $(( SECONDS - t0 ))s"
     print_info
 }
