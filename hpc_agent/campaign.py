@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -812,7 +811,3 @@ def exit_message(result: RunResult) -> str:
             f"best: {result.best.objective:.6g} (trial {result.best.trial_id}, {dict(result.best.params)})"
         )
     return "\n".join(lines)
-
-
-def python_executable() -> str:
-    return sys.executable

@@ -357,11 +357,6 @@ def _with_default(param: Any, raw: Mapping[str, Any], where: str) -> Any:
     return dataclasses.replace(param, default=value)
 
 
-def space_from_dict(data: Mapping[str, Any]) -> Space:
-    """Inverse of :meth:`Space.to_dict` (used when reading a results folder)."""
-    return parse_space(data)
-
-
 def check_names(space: Space, reserved: Sequence[str]) -> None:
     clash = [n for n in space.names if n in reserved]
     if clash:

@@ -229,10 +229,6 @@ class ConfigResult:
     pending: bool
     failed_reasons: tuple[str, ...]
 
-    @property
-    def ok(self) -> bool:
-        return self.objective is not None
-
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)

@@ -149,7 +149,3 @@ def fill_random(
 
 def fits(space: Space, params: Mapping[str, Any]) -> bool:
     return not space.validate(params)[1]
-
-
-def as_sequence(x: Sequence[Proposal]) -> tuple[Proposal, ...]:
-    return tuple(x)
