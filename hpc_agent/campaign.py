@@ -29,17 +29,22 @@ from hpc_agent import __version__
 from hpc_agent._io import atomic_write_json, atomic_write_text, read_json
 from hpc_agent.errors import CampaignError, UserError
 from hpc_agent.executors import SECRET_ENV_VARS, Executor, JobStatus, SubmitError, SubmitRequest
-from hpc_agent.journal import FileLock, Journal
+from hpc_agent.journal import FileLock, Journal, lock_holder
 from hpc_agent.paths import ResultsPaths, trial_id
 from hpc_agent.planners.base import AnalysisContext, Plan, PlanContext, Planner, Proposal, config_key, unique
+from hpc_agent.runner import TIME_LIMIT, checkpoint_written_since
 from hpc_agent.space import Space
 from hpc_agent.spec import CampaignSpec, spec_from_dict, to_toml
 from hpc_agent.state import CampaignState, TrialRecord, TrialState, replay
 
 DRIVER_LOCK_STALE_S = 900.0  # the driver touches its lock every poll; older than this, it died
 GONE_CONFIRMATIONS = 2  # polls that must see a job gone before its trial is declared lost
+SUBMIT_TIMEOUT_S = 130.0  # an executor's submit call (sbatch) never outlives this
 STATUS_INTERVAL_S = 2.0  # the slowest the trials' status files are read
 _TERMINAL_SIGNALS = ("SIGINT", "SIGHUP")  # from a terminal, not a scheduler: not counted as retries
+
+
+_Gone = tuple[TrialRecord, str, str, "dict[str, Any] | None"]  # a trial whose job vanished
 
 
 class Reporter(Protocol):
@@ -92,48 +97,76 @@ class RunResult:
 # ------------------------------------------------------------------------------- opening
 
 
-def open_results(spec: CampaignSpec, results: Path, force: bool = False) -> tuple[Journal, list[str]]:
-    """Check that ``results`` is this campaign's folder (or a new one) and record the spec.
-
-    Returns the journal and messages worth showing (spec changes). Raises UserError when the
-    folder belongs to another campaign and ``force`` is not given: nothing is written then.
-    """
-    paths = ResultsPaths(results)
-    journal = Journal(paths.journal)
-    messages: list[str] = []
-    data = spec.to_dict()
-    ident, full = spec.identity_hash(), spec.spec_hash()
-    if journal.exists():
-        state = replay(journal.iter())
-        if state.identity_hash and state.identity_hash != ident:
-            changed = _diff_keys(state.spec, data)
-            if not force:
-                raise UserError(
-                    f"{results} belongs to a different campaign spec "
-                    f"(changed: {', '.join(changed[:6]) or 'the experiment files'})",
-                    fix=f"use another folder (--results DIR), or --force to continue in {results} "
-                    "with the new spec (its earlier trials stay in the history)",
-                )
-            messages.append(f"--force: continuing {results} with a changed spec ({', '.join(changed[:6])})")
-            journal.append(
-                "spec", name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=True
-            )
-        elif state.spec_hash != full:
-            changed = _diff_keys(state.spec, data)
-            messages.append(f"spec changed since the last run: {', '.join(changed[:6])}")
-            journal.append(
-                "spec", name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=False
-            )
-    else:
-        if results.exists() and any(p.name not in (".DS_Store",) for p in results.iterdir()) and not force:
+def check_results(spec: CampaignSpec, results: Path, force: bool = False) -> list[str]:
+    """Is ``results`` this campaign's folder (or a new one)? Reads only. Returns what is worth
+    saying (spec changes); raises UserError when the folder belongs to another campaign (or to
+    none) and ``force`` is not given."""
+    journal = Journal(ResultsPaths(results).journal)
+    if not journal.exists():
+        ours = (".DS_Store", ResultsPaths(results).driver_lock.name, ResultsPaths(results).driver_log.name)
+        if results.exists() and any(p.name not in ours for p in results.iterdir()) and not force:
             raise UserError(
                 f"{results} exists and is not an hpc-agent results folder (no journal.jsonl)",
                 fix="choose an empty or new folder with --results DIR, or --force to use it anyway",
             )
+        return []
+    state = replay(journal.iter())
+    old = _normalized(state.spec)
+    changed = _diff_keys(old, spec.to_dict())
+    if state.identity_hash and _identity(state) != spec.identity_hash():
+        if not force:
+            raise UserError(
+                f"{results} belongs to a different campaign spec "
+                f"(changed: {', '.join(changed[:6]) or 'the experiment files'})",
+                fix=f"use another folder (--results DIR), or --force to continue in {results} "
+                "with the new spec (its earlier trials stay in the history)",
+            )
+        return [f"--force: continuing {results} with a changed spec ({', '.join(changed[:6])})"]
+    if changed:
+        return [f"spec changed since the last run: {', '.join(changed[:6])}"]
+    return []
+
+
+def open_results(spec: CampaignSpec, results: Path, force: bool = False) -> tuple[Journal, list[str]]:
+    """Check that ``results`` is this campaign's folder (:func:`check_results`) and record the
+    spec: a ``campaign`` event in a new folder, a ``spec`` event when it changed. Call it
+    holding the driver lock (:meth:`Campaign.run` does), so that two drivers cannot both
+    write a first event. Returns the journal and the messages worth showing."""
+    paths = ResultsPaths(results)
+    journal = Journal(paths.journal)
+    messages = check_results(spec, results, force)
+    data = spec.to_dict()
+    ident, full = spec.identity_hash(), spec.spec_hash()
+    if not journal.exists():
         results.mkdir(parents=True, exist_ok=True)
         journal.append("campaign", name=spec.name, spec=data, spec_hash=full, identity_hash=ident)
+    else:
+        state = replay(journal.iter())
+        if state.spec_hash != full and _normalized(state.spec) != data:
+            forced = bool(state.identity_hash) and _identity(state) != ident
+            journal.append(
+                "spec", name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=forced
+            )
     atomic_write_text(paths.spec, f"# resolved spec, as run (hpc-agent {__version__})\n" + to_toml(data))
     return journal, messages
+
+
+def _normalized(old: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A journaled spec as this version writes it (keys added since filled with their
+    defaults), so that an upgrade alone is not a change; the raw one if it no longer parses
+    (e.g. its workdir moved)."""
+    try:
+        return spec_from_dict(old).to_dict()
+    except UserError:
+        return old
+
+
+def _identity(state: CampaignState) -> str:
+    """The identity of the folder's spec, computed by this version."""
+    try:
+        return spec_from_dict(state.spec).identity_hash()
+    except UserError:
+        return state.identity_hash
 
 
 def _diff_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -181,6 +214,7 @@ class Campaign:
         reporter: Reporter | None = None,
         *,
         fallback_planner: Callable[[], Planner] | None = None,
+        force: bool = False,
     ) -> None:
         self.spec = spec
         self.paths = ResultsPaths(results.resolve())  # jobs run elsewhere: every path absolute
@@ -189,10 +223,12 @@ class Campaign:
         self.planner = planner
         self.reporter: Reporter = reporter or SilentReporter()
         self.fallback_planner = fallback_planner
-        self._events: list[dict[str, Any]] = list(self.journal.iter())
+        self.force = force
+        self._events: list[dict[str, Any]] = []
         self._state: CampaignState | None = None
-        self._journal_size = self._size()
+        self._journal_size = 0
         self._lock = FileLock(self.paths.driver_lock, stale_s=DRIVER_LOCK_STALE_S, timeout_s=0.0)
+        self._locked_at = time.time()
         self._status_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._gone_seen: dict[str, int] = {}
         self._job_info: dict[str, JobStatus] = {}
@@ -231,7 +267,21 @@ class Campaign:
 
     # ------------------------------------------------------------------ run
     def run(self, argv: Sequence[str] = ()) -> RunResult:
+        """Run or resume the campaign to its end. Takes the driver lock first (UserError if
+        another driver holds it), then records the spec (:func:`open_results`): nothing is
+        written to a folder another driver is running."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
         self._take_driver_lock()
+        self._locked_at = time.time()  # the last driver, if it died, died before this
+        try:
+            _journal, messages = open_results(self.spec, self.paths.root, self.force)
+        except BaseException:
+            self._lock.release()
+            raise
+        for m in messages:
+            self.reporter.info(m)
+        self._events = list(self.journal.iter())
+        self._journal_size = self._size()
         try:
             return self._run(argv)
         except KeyboardInterrupt:
@@ -248,14 +298,9 @@ class Campaign:
         try:
             self._lock.acquire()
         except CampaignError:
-            holder = ""
-            try:
-                holder = self.paths.driver_lock.read_text().strip()
-            except OSError:
-                pass
-            host, _, pid = holder.partition(" ")
+            host, pid = lock_holder(self.paths.driver_lock) or ("?", "?")
             raise UserError(
-                f"another hpc-agent driver (pid {pid or '?'} on {host or '?'}) is running this campaign "
+                f"another hpc-agent driver (pid {pid} on {host}) is running this campaign "
                 f"({self.paths.root})",
                 fix="watch it with `hpc-agent status`, or stop it first; if it is dead, remove "
                 f"{self.paths.driver_lock}",
@@ -512,9 +557,11 @@ class Campaign:
         self._record(
             "submitting", generation=g, token=token, trials=list(req.trial_ids), executor=self.executor.name
         )
+        self._assign(req.trial_ids, token)
         try:
             sub = self.executor.submit(req)
         except SubmitError as e:
+            self._assign(req.trial_ids, None)  # a chunk that did go through must not run them
             self._record("submit_failed", token=token, error=e.message[:2000], job_ids=e.job_ids)
             if e.job_ids:
                 self.executor.cancel(e.job_ids)
@@ -550,11 +597,29 @@ class Campaign:
             scrub_env=self._secret_env,
         )
 
+    def _assign(self, trial_ids: Sequence[str], token: str | None) -> None:
+        """Write which submission may run each trial (``None``: none may). A job of any other
+        submission leaves the trial alone (:func:`hpc_agent.runner.assigned_to`)."""
+        for tid in trial_ids:
+            atomic_write_json(self.paths.trial(tid).assignment, {"token": token})
+
     def _resolve_pending_submissions(self) -> None:
-        """The driver died between 'submitting' and 'submitted': find what was submitted."""
+        """The driver died between 'submitting' and 'submitted': find what was submitted.
+
+        "No job found" is believed only once no request of that submission can still reach
+        the scheduler: the dead driver's sbatch died with it (it is started with
+        PR_SET_PDEATHSIG), and a request it had sent is acted on within ``executor.settle_s``
+        of that death (at the latest when this driver took the lock). Then the trials are
+        unassigned *before* a last look, so that a job that appears even later cannot run
+        them, and a job that got in before the last look is adopted."""
         for sub in self.state.pending_submissions():
             req = self._request(sub.generation, sub.token, sub.trial_ids)
-            found = self.executor.find(req)
+            found = self._find_settled(req, sub.at)
+            if not found:
+                self._assign(sub.trial_ids, None)
+                found = self.executor.find(req)
+                if found:
+                    self._assign(sub.trial_ids, sub.token)
             if found:
                 self.reporter.info(f"re-attached to {len(found)} job(s) of an interrupted submission")
                 self._record("submitted", token=sub.token, job_ids=found, trial_jobs=None, recovered=True)
@@ -564,6 +629,25 @@ class Campaign:
                     token=sub.token,
                     error="the driver stopped before the scheduler answered; no job found",
                 )
+
+    def _find_settled(self, req: SubmitRequest, submitting_at: float) -> list[str]:
+        """``executor.find`` until it finds the jobs or the submission has settled: the driver
+        that submitted died before the next driver started (its ``run`` event), and its
+        request, if sent, was acted on within ``executor.settle_s`` of that."""
+        later_runs = [t for t in self.state.run_times if t > submitting_at]
+        died_by = min(later_runs[0] if later_runs else self._locked_at, submitting_at + SUBMIT_TIMEOUT_S)
+        settle_until = died_by + self.executor.settle_s
+        found = self.executor.find(req)
+        if found or time.time() >= settle_until:
+            return found
+        self.reporter.info(
+            f"an interrupted submission ({req.job_name}) has no job yet: looking again for "
+            f"{settle_until - time.time():.0f} s before submitting its trials anew"
+        )
+        while not found and time.time() < settle_until:
+            time.sleep(min(2.0, max(0.0, settle_until - time.time())))
+            found = self.executor.find(req)
+        return found
 
     def _resume_after_cancel(self) -> None:
         """Trials stopped by `hpc-agent cancel` in an unfinished generation run again."""
@@ -609,9 +693,9 @@ class Campaign:
         self._status_cache[tid] = (mtime, data)
         return data
 
-    def _check_jobs(self, waiting: Sequence[TrialRecord]) -> list[tuple[TrialRecord, str, str]]:
+    def _check_jobs(self, waiting: Sequence[TrialRecord]) -> list[_Gone]:
         """One batched poll for the jobs of trials without a final status. Returns the trials
-        whose job is gone: (trial, state, reason)."""
+        whose job is gone: (trial, state, reason, last status.json)."""
         st = self.state
         by_job: dict[str, list[TrialRecord]] = {}
         for t in waiting:
@@ -643,14 +727,14 @@ class Campaign:
                 continue  # it did finish: picked up on the next pass
             job = info.get(t.job_id or "") if t.job_id else None
             state, reason = _gone_outcome(job, status)
-            out.append((t, state, reason))
+            out.append((t, state, reason, status))
             self._gone_seen.pop(t.trial_id, None)
         return out
 
     def _conclude(
         self,
         ended: Sequence[tuple[TrialRecord, dict[str, Any]]],
-        lost: Sequence[tuple[TrialRecord, str, str]],
+        lost: Sequence[_Gone],
     ) -> None:
         from hpc_agent.metrics import outcome, summarize
 
@@ -661,7 +745,6 @@ class Campaign:
         summaries = (
             summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics) if files else {}
         )
-        max_retries = self.spec.experiment.max_retries
         events: list[tuple[str, Mapping[str, Any]]] = []
         for t, status in ended:
             raw_state = str(status["state"])
@@ -671,11 +754,11 @@ class Campaign:
                 events.append(("trial_ended", cancelled_by_campaign(t.trial_id)))
                 continue
             if state == "preempted":
-                counted = status.get("interrupted_by") not in _TERMINAL_SIGNALS
-                if not counted or t.retries < max_retries:
-                    events.append(("requeued", {"trial": t.trial_id, "reason": reason, "counted": counted}))
+                requeue = self._requeue_or_give_up(t, reason, status)
+                if requeue[0] == "requeued":
+                    events.append(requeue)
                     continue
-                reason += f" (gave up after {t.retries} requeue(s))"
+                state, reason = requeue[1]["state"], requeue[1]["reason"]
             events.append(
                 (
                     "trial_ended",
@@ -691,12 +774,10 @@ class Campaign:
                     },
                 )
             )
-        for t, state, reason in lost:
-            if TrialState(state).is_retryable() and t.retries < max_retries:
-                events.append(("requeued", {"trial": t.trial_id, "reason": reason, "counted": True}))
-                continue
+        for t, state, reason, last in lost:
             if TrialState(state).is_retryable():
-                reason += f" (gave up after {t.retries} requeue(s))"
+                events.append(self._requeue_or_give_up(t, reason, self._progress_of(t, last), state))
+                continue
             events.append(
                 ("trial_ended", {"trial": t.trial_id, "state": state, "objective": None, "reason": reason})
             )
@@ -704,6 +785,56 @@ class Campaign:
         for name, ev in events:
             if name == "requeued":
                 self.reporter.info(f"trial {ev['trial']} requeued: {ev['reason']}")
+
+    def _progress_of(self, t: TrialRecord, status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """A lost attempt's last status, with whether it wrote a checkpoint (nobody else could
+        say: its runner died with it)."""
+        if not status or status.get("token") != t.token:
+            return None
+        started = status.get("started_at")
+        if not isinstance(started, (int, float)):
+            return dict(status)
+        advanced = checkpoint_written_since(self.paths.trial(t.trial_id).checkpoint, float(started))
+        return {**status, "interrupted_by": None, "checkpoint_advanced": advanced}
+
+    def _requeue_or_give_up(
+        self, t: TrialRecord, reason: str, status: Mapping[str, Any] | None, state: str = "preempted"
+    ) -> tuple[str, dict[str, Any]]:
+        """The event for an interrupted attempt (preempted, stopped for the job's time limit,
+        lost): ``requeued``, or ``trial_ended`` once its cap is spent.
+
+        Three kinds of requeue, three rules: an attempt stopped from a terminal (Ctrl-C, a
+        closed terminal) is free; one that wrote a checkpoint made progress and counts against
+        ``max_progress_requeues``; any other counts against ``max_retries``."""
+        exp = self.spec.experiment
+        status = dict(status or {})
+        interrupted_by = status.get("interrupted_by")
+        progress = bool(status.get("checkpoint_advanced"))
+        free = interrupted_by in _TERMINAL_SIGNALS
+        duration = _attempt_duration(status, t.token)
+        requeue = {"trial": t.trial_id, "reason": reason, "counted": not free and not progress}
+        requeue.update(progress=progress, duration_s=duration, why=interrupted_by or state)
+        if free or (progress and t.progress_requeues < exp.max_progress_requeues):
+            return "requeued", requeue
+        if not progress and t.retries < exp.max_retries:
+            return "requeued", requeue
+        ended: dict[str, Any] = {"trial": t.trial_id, "state": state, "objective": None}
+        ended["duration_s"] = duration
+        if progress:
+            ended["reason"] = (
+                f"{reason} (gave up after {t.progress_requeues} requeue(s) with progress: "
+                "raise [experiment] max_progress_requeues)"
+            )
+        elif interrupted_by == TIME_LIMIT:
+            ended["state"] = "timeout"
+            ended["reason"] = (
+                f"the trial needs more than the job's time limit and wrote no checkpoint in "
+                f"{t.retries + 1} attempt(s): raise timeout_min, or save a checkpoint in "
+                "hpc_agent.checkpoint_dir() and resume from it"
+            )
+        else:
+            ended["reason"] = f"{reason} (gave up after {t.retries} requeue(s))"
+        return "trial_ended", ended
 
     def _stop_cancelled(self, g: int) -> None:
         events = [
@@ -776,6 +907,19 @@ def _is_final(status: Mapping[str, Any] | None, t: TrialRecord) -> bool:
     if state in ("completed", "failed", "timeout"):
         return True
     return state in ("preempted", "cancelled") and status.get("token") == t.token
+
+
+def _attempt_duration(status: Mapping[str, Any], token: str | None) -> float | None:
+    """How long the attempt of submission ``token`` ran, from its status.json (a final status
+    says; a "running" one left by a lost job gives a lower bound)."""
+    if not status or status.get("token") != token:
+        return None
+    if isinstance(status.get("duration_s"), (int, float)):
+        return float(status["duration_s"])
+    start, last = status.get("started_at"), status.get("updated_at")
+    if isinstance(start, (int, float)) and isinstance(last, (int, float)):
+        return round(max(0.0, float(last) - float(start)), 3)
+    return None
 
 
 def _gone_outcome(job: JobStatus | None, status: Mapping[str, Any] | None) -> tuple[str, str]:

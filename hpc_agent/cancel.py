@@ -28,14 +28,17 @@ def cancel_campaign(results: Path) -> tuple[int, int]:
     by_executor: dict[str, list[str]] = {}
     tokens: dict[str, list[str]] = {}
     for sub in state.submissions.values():
+        # every token, a failed submission's too: an sbatch orphaned by a killed driver may
+        # have submitted it after all (its tasks would not run, but should not wait in queue)
+        tokens.setdefault(sub.executor, []).append(sub.token)
         if sub.state == "failed":
             continue
         if not any(not state.trials[t].state.is_finished() for t in sub.trial_ids if t in state.trials):
             continue
         by_executor.setdefault(sub.executor, []).extend(sub.job_ids)
-        tokens.setdefault(sub.executor, []).append(sub.token)
     n_jobs = 0
-    for kind, job_ids in by_executor.items():
+    for kind in sorted(set(by_executor) | {k for k in tokens if k == "slurm"}):
+        job_ids = by_executor.get(kind, [])
         if kind == "slurm":
             from hpc_agent.slurm import scancel
 

@@ -11,6 +11,8 @@ import json
 import signal
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,9 @@ import click
 
 from hpc_agent import __version__
 from hpc_agent.errors import HpcAgentError, UserError
+from hpc_agent.journal import TornLineWarning, lock_holder
+
+TRIAL_STATES = ("completed", "failed", "timeout", "preempted", "lost", "cancelled", "planned", "submitted")
 
 EPILOG_RUN = """\b
 Examples:
@@ -59,6 +64,21 @@ def cli() -> None:
 
 def main() -> None:
     cli(prog_name="hpc-agent")
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, *args: Any, **kw: Any) -> None:
+    """hpc-agent's own warnings (a torn journal line) read like its other messages, without a
+    source path."""
+    if isinstance(category, type) and issubclass(category, TornLineWarning):
+        click.echo(click.style("warning: ", fg="yellow") + str(message), err=True)
+        return
+    _python_showwarning(message, category, filename, lineno, *args, **kw)
+
+
+warnings.showwarning = _show_warning
 
 
 def _results_dir(path: str) -> Path:
@@ -126,7 +146,7 @@ def run(
 
     CAMPAIGN is a folder holding campaign.toml, or the .toml file itself.
     """
-    from hpc_agent.campaign import open_results
+    from hpc_agent.campaign import check_results
     from hpc_agent.spec import load_spec
 
     spec = load_spec(campaign).with_overrides(
@@ -142,10 +162,11 @@ def run(
     setup = _setup(spec, quiet)
     if detach:
         _check_not_running(results)
-        open_results(spec, results, force)  # refuse a foreign folder now, not in the background
+        check_results(spec, results, force)  # refuse a foreign folder now, not in the background
         args = _rebuild_args(
             campaign,
             results,
+            force,
             executor,
             profile,
             planner,
@@ -184,14 +205,11 @@ def _setup(spec: Any, quiet: bool) -> dict[str, Any]:
 
 
 def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], quiet: bool) -> None:
-    from hpc_agent.campaign import Campaign, SilentReporter, exit_message, open_results
+    from hpc_agent.campaign import Campaign, SilentReporter, exit_message
     from hpc_agent.display import RichReporter
     from hpc_agent.planners import make_planner
 
-    _journal, messages = open_results(spec, results, force)
     reporter: Any = SilentReporter() if quiet else RichReporter()
-    for m in messages:
-        reporter.info(m)
     camp = Campaign(
         spec,
         results,
@@ -199,6 +217,7 @@ def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], 
         setup["planner"],
         reporter,
         fallback_planner=lambda: make_planner("tpe", spec),
+        force=force,
     )
     # a login node's reaper (SIGTERM) or a closed terminal (SIGHUP) stops the driver like Ctrl-C:
     # the journal records the stop, the lock is released, a rerun resumes
@@ -236,7 +255,7 @@ def _check_not_running(results: Path) -> None:
         )
 
 
-def _rebuild_args(campaign: Path, results: Path, *values: Any) -> list[str]:
+def _rebuild_args(campaign: Path, results: Path, force: bool, *values: Any) -> list[str]:
     names = [
         "--executor",
         "--profile",
@@ -247,17 +266,28 @@ def _rebuild_args(campaign: Path, results: Path, *values: Any) -> list[str]:
         "--poll-interval",
     ]
     args = ["run", str(campaign.resolve()), "--results", str(results.resolve())]
+    if force:
+        args.append("--force")
     for name, v in zip(names, values):
         if v is not None:
             args += [name, str(v)]
     return args
 
 
+DETACH_HANDOFF_S = 120.0  # how long `run --detach` waits for its driver to take the lock
+
+
 def _detach(args: list[str], results: Path) -> None:
+    """Start the driver in the background and return once it holds the results folder's lock
+    (exit 0), or has failed (its error and exit code: a second ``--detach`` loses the race for
+    the lock with exit 2, on the terminal)."""
     from hpc_agent.paths import ResultsPaths
 
-    log = ResultsPaths(results).driver_log
+    paths = ResultsPaths(results)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    log = paths.driver_log
     with open(log, "ab") as f:
+        start = f.tell()
         proc = subprocess.Popen(
             [sys.executable, "-m", "hpc_agent", *args],
             stdin=subprocess.DEVNULL,
@@ -265,6 +295,18 @@ def _detach(args: list[str], results: Path) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    deadline = time.monotonic() + DETACH_HANDOFF_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        holder = lock_holder(paths.driver_lock)
+        if holder is not None and holder[1] == proc.pid:
+            break
+        time.sleep(0.05)
+    if proc.poll() is not None and proc.returncode != 0:
+        with open(log, "rb") as f:
+            f.seek(start)
+            said = f.read().decode("utf-8", errors="replace").strip()
+        click.echo(said or f"the detached driver exited with code {proc.returncode}", err=True)
+        sys.exit(proc.returncode)
     click.echo(f"detached: driver pid {proc.pid}, log {log}")
     click.echo(f"follow it with `hpc-agent status {results}`; stop it with `hpc-agent cancel {results}`")
 
@@ -339,6 +381,15 @@ def _print_status(report: Any, max_failures: int) -> None:
         for row in report.queue[:20]:
             reason = f" ({row.get('reason')})" if row.get("reason") and row.get("reason") != "None" else ""
             console.print(f"  {row.get('job_id')} {row.get('state')}{reason}", highlight=False)
+    if report.requeues:
+        console.print(f"requeued ({len(report.requeues)}):")
+        for r in report.requeues[: max_failures or 10]:
+            console.print(
+                f"  {r['trial_id']} {r['state']}: {r['attempts']} attempt(s); "
+                f"{r['progress_requeues']} requeue(s) after progress (cap {r['max_progress_requeues']}), "
+                f"{r['retries']} counted (max_retries {r['max_retries']})  [dim]{r['reason']}[/]",
+                highlight=False,
+            )
     if report.failures and max_failures:
         console.print(f"not completed ({len(report.failures)}):")
         for f in report.failures[:max_failures]:
@@ -365,7 +416,11 @@ def _print_status(report: Any, max_failures: int) -> None:
     "--group-by", multiple=True, help="Aggregate mean ± std per group (e.g. config_id, or a parameter)."
 )
 @click.option(
-    "--state", "states", multiple=True, help="Only trials in this state (repeatable), e.g. completed."
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([*TRIAL_STATES, "all"]),
+    help="Trials in this state (repeatable) [default: completed; 'all': every trial].",
 )
 @click.option("--top", type=click.IntRange(min=1), help="Only the best N rows.")
 @click.option("--caption", default="", help="LaTeX caption.")

@@ -119,6 +119,13 @@ class Executor(ABC):
     def cancel(self, job_ids: Sequence[str], tokens: Sequence[str] = ()) -> None:
         """Stop these jobs (and any job whose name carries one of the tokens)."""
 
+    @property
+    def settle_s(self) -> float:
+        """How long after a driver died inside ``submit`` its submission may still appear to
+        ``find`` (a request already sent to the scheduler); 0 where submitting is no remote
+        call."""
+        return 0.0
+
     def describe(self) -> str:
         return self.name
 

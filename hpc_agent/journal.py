@@ -33,6 +33,24 @@ class TornLineWarning(UserWarning):
     """The journal's last line was incomplete (its writer was killed mid-write)."""
 
 
+_TORN_REPORTED: set[tuple[str, int]] = set()  # (journal, offset) of torn lines already reported
+
+
+def warn_torn(path: Path, offset: int, size: int) -> None:
+    """Report a torn last line once per process, however often the journal is read (and then
+    cut): one wording for both."""
+    key = (os.path.realpath(path), offset)
+    if key in _TORN_REPORTED:
+        return
+    _TORN_REPORTED.add(key)
+    warnings.warn(
+        f"{path}: its last line is torn ({size} bytes left by a killed writer): "
+        "ignored, and cut before the next write",
+        TornLineWarning,
+        stacklevel=3,
+    )
+
+
 class FileLock:
     """An exclusive lock file created with ``O_CREAT | O_EXCL``; safe on NFS.
 
@@ -75,11 +93,11 @@ class FileLock:
     def _break_if_stale(self) -> bool:
         try:
             st = self.path.stat()
-            holder = self.path.read_text().split()
-        except (FileNotFoundError, OSError):
+        except OSError:
             return True  # released meanwhile: try again at once
-        if len(holder) == 2 and holder[0] == socket.gethostname() and holder[1].isdigit():
-            stale = not _pid_alive(int(holder[1]))  # on this host we know for sure
+        holder = lock_holder(self.path)
+        if holder is not None and holder[0] == socket.gethostname():
+            stale = not pid_alive(holder[1])  # on this host we know for sure
         else:  # another host (NFS): only the age can tell
             stale = time.time() - st.st_mtime > self.stale_s
         if not stale:
@@ -106,7 +124,19 @@ class FileLock:
         self.release()
 
 
-def _pid_alive(pid: int) -> bool:
+def lock_holder(path: Path) -> tuple[str, int] | None:
+    """The ``(host, pid)`` a lock file names, or None (no lock, or not one of ours)."""
+    try:
+        words = Path(path).read_text().split()
+    except OSError:
+        return None
+    if len(words) != 2 or not words[1].isdigit():
+        return None
+    return words[0], int(words[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` alive on this host (one we may not signal counts as alive)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -177,11 +207,7 @@ class Journal:
         if complete:  # only the newline was lost: keep the event, end its line
             os.write(fd, b"\n")
             return
-        warnings.warn(
-            f"{self.path}: dropping a torn last line ({size - keep} bytes) left by a killed writer",
-            TornLineWarning,
-            stacklevel=4,
-        )
+        warn_torn(self.path, keep, size - keep)
         os.ftruncate(fd, keep)
 
     def read(self) -> list[dict[str, Any]]:
@@ -192,7 +218,8 @@ class Journal:
         if not self.path.exists():
             return
         with open(self.path, "rb") as f:
-            lines = f.read().split(b"\n")
+            data = f.read()
+        lines = data.split(b"\n")
         last = len(lines) - 1  # after the final "\n" comes an empty string, or a torn line
         for i, raw in enumerate(lines):
             if not raw.strip():
@@ -203,11 +230,7 @@ class Journal:
                     raise ValueError("not an event object")
             except ValueError as e:
                 if i == last:
-                    warnings.warn(
-                        f"{self.path}: ignoring a torn last line ({len(raw)} bytes) left by a killed writer",
-                        TornLineWarning,
-                        stacklevel=2,
-                    )
+                    warn_torn(self.path, len(data) - len(raw), len(raw))
                     return
                 raise CampaignError(
                     f"{self.path}: line {i + 1} is corrupt ({e}): {raw[:120]!r}",

@@ -231,7 +231,7 @@ CORE_COLUMNS = (
     "source",
     "parent",
     "hypothesis",
-    "attempt",
+    "attempts",
     "job_id",
     "exit_code",
     "duration_s",
@@ -260,10 +260,10 @@ def trials_table(
             "source": r.source,
             "parent": r.parent,
             "hypothesis": r.hypothesis,
-            "attempt": r.attempt,
+            "attempts": r.attempt,
             "job_id": r.job_id,
             "exit_code": r.exit_code,
-            "duration_s": r.duration_s,
+            "duration_s": r.total_duration_s,  # over every attempt
             "steps": s.n_lines if s else 0,
         }
         for p in param_names:
@@ -282,7 +282,7 @@ def trials_table(
         "source": pl.String(),
         "parent": pl.String(),
         "hypothesis": pl.String(),
-        "attempt": pl.Int64(),
+        "attempts": pl.Int64(),
         "job_id": pl.String(),
         "exit_code": pl.Int64(),
         "duration_s": pl.Float64(),

@@ -9,7 +9,7 @@ results/<name>/
   campaign.toml  journal.jsonl  llm.jsonl  trials.parquet  driver.lock  driver.log
   gen-0003/plan.json  gen-0003/analysis.md
   gen-0003/trials/<trial-id>/  params.json patch.diff code/ metrics.jsonl status.json
-                               launch.json stdout.log stderr.log checkpoint/
+                               launch.json assignment.json stdout.log stderr.log checkpoint/
   gen-0003/submissions/<token>/  local: what one submission ran (queue.json, lanes, claims)
   submitit/<lane pid>/           local: submitit's pickles and the lane's logs
   submitit/g0003.<token>/        SLURM: array.sh, array.tasks.json, <array>_<task>_0_log.out/.err
@@ -46,6 +46,11 @@ class TrialPaths:
     def launch(self) -> Path:
         """How to run the trial (command, env, budget); written last when preparing."""
         return self.root / "launch.json"
+
+    @property
+    def assignment(self) -> Path:
+        """The one submission (token) that may run the trial now; written by the driver."""
+        return self.root / "assignment.json"
 
     @property
     def patch(self) -> Path:

@@ -55,16 +55,24 @@ def load_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) ->
     return df
 
 
+RANKED_STATES = ("completed",)  # what a published table ranks unless told otherwise
+
+
 def results_table(df: pl.DataFrame, spec: CampaignSpec, states: Sequence[str] | None = None) -> pl.DataFrame:
-    """The per-trial table to publish: best first, the columns a reader needs."""
+    """The per-trial table to publish, best first, with the columns a reader needs.
+
+    Only completed trials are ranked unless ``states`` says otherwise (``["all"]``: every
+    trial): a cancelled, preempted or timed-out trial's partial objective is not a result.
+    ``duration_s`` is the time used over all ``attempts``."""
     camp = spec.campaign
-    if states:
-        df = df.filter(pl.col("state").is_in(list(states)))
+    wanted = list(states or RANKED_STATES)
+    if "all" not in wanted:
+        df = df.filter(pl.col("state").is_in(wanted))
     cols = ["trial_id", "generation", "state", "objective", *spec.space.names]
     if len(camp.seeds) > 1:
         cols.insert(2, "seed")
     cols += [m for m in (camp.metric, *camp.report_metrics) if m in df.columns and m not in cols]
-    cols += ["duration_s", "source"]
+    cols += ["duration_s", "attempts", "source"]
     out = df.select([c for c in cols if c in df.columns])
     return out.sort(["objective", "trial_id"], descending=[camp.mode == "max", False], nulls_last=True)
 

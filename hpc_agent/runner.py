@@ -18,7 +18,18 @@ cancelled    ``scancel`` stopped its SLURM job (slurmstepd says so in the job's 
 ===========  ==============================================================
 
 A finished trial (completed, failed, timeout) is never run again, even if its job is
-submitted twice: the runner returns its recorded state at once.
+submitted twice: the runner returns its recorded state at once. Nor does a job run a trial
+that the driver has since given to another submission: ``assignment.json`` names the one
+submission (token) that may run it, and a job of any other token leaves it alone
+("superseded"), so an orphaned array (a driver killed inside ``sbatch``) can never run a trial
+a second time.
+
+On SLURM the runner knows when its job's time limit falls (``deadline``) and stops the
+command ``stop_before_s`` earlier on its own clock, with SIGTERM, so that it checkpoints:
+``preempted`` with ``interrupted_by = "time_limit"``, and the driver requeues it. SLURM's own
+warning (``--signal=B:USR2@N``) may come up to 60 s early (sbatch(1)); with a known deadline
+it is only a cross-check. Whether the attempt wrote a checkpoint is recorded
+(``checkpoint_advanced``): a requeue after progress is not a failure.
 
 The command runs in its own process group (so a timeout kills its whole tree) and dies with
 the runner (``PR_SET_PDEATHSIG``), so a killed job never leaves an orphan that keeps writing
@@ -44,8 +55,12 @@ from typing import Any
 from hpc_agent._io import atomic_write_json, read_json, tail_text
 
 FINAL_STATES = ("completed", "failed", "timeout")
+SUPERSEDED = "superseded"  # what run_trial returns for a trial assigned to another submission
+TIME_LIMIT = "time_limit"  # interrupted_by: stopped on the runner's clock before the job's limit
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 STDERR_TAIL_LINES = 30
+SLURM_SIGNAL_RESOLUTION_S = 60.0  # sbatch(1): --signal may come up to 60 s early
+_CHECKPOINT_SCAN_LIMIT = 10_000  # entries looked at to tell whether a checkpoint was written
 
 
 class _Interrupted:
@@ -54,11 +69,33 @@ class _Interrupted:
     signal: str | None = None
 
 
-def run_trial(trial_dir: str, token: str = "", job_id: str | None = None) -> str:
+def assigned_to(trial_dir: str | os.PathLike[str], token: str) -> bool:
+    """May the submission ``token`` run this trial? Yes unless ``assignment.json`` names
+    another one (or none: a submission being resolved). A trial prepared by an older
+    hpc-agent has no assignment file: any submission may run it."""
+    data = read_json(Path(trial_dir) / "assignment.json")
+    if not isinstance(data, dict) or not token:
+        return True
+    return data.get("token") == token
+
+
+def run_trial(
+    trial_dir: str,
+    token: str = "",
+    job_id: str | None = None,
+    *,
+    deadline: float | None = None,
+    stop_before_s: float = 0.0,
+    warned_at: float | None = None,
+) -> str:
     """Run one trial to its end and return its state. Safe to call twice.
 
     ``token`` names the submission that runs it (recorded in status.json, so the driver can
-    tell this attempt's outcome from an earlier one's)."""
+    tell this attempt's outcome from an earlier one's); a trial assigned to another
+    submission is not run (returns ``"superseded"``, writes nothing). ``deadline`` (a unix
+    time: the job's time limit) makes the runner stop the command ``stop_before_s`` before
+    it, so that it checkpoints and is requeued; ``warned_at`` is when a USR2 came before the
+    runner's handler was in place (see :mod:`hpc_agent.slurm_task`)."""
     root = Path(trial_dir)
     launch = read_json(root / "launch.json")
     if not isinstance(launch, dict):
@@ -67,8 +104,20 @@ def run_trial(trial_dir: str, token: str = "", job_id: str | None = None) -> str
     prev = read_json(status_path)
     if isinstance(prev, dict) and prev.get("state") in FINAL_STATES:
         return str(prev["state"])
+    if not assigned_to(root, token):
+        print(
+            f"hpc-agent: trial {root.name} belongs to another submission than {token}: not run",
+            file=sys.stderr,
+        )
+        return SUPERSEDED
     attempt = int(prev.get("attempt", 0)) + 1 if isinstance(prev, dict) else 1
-    return _Trial(root, launch, attempt, job_id or _job_id(), token).run()
+    trial = _Trial(root, launch, attempt, job_id or _job_id(), token)
+    if deadline is not None:
+        trial.stop_at = deadline - max(0.0, stop_before_s)
+        trial.deadline = deadline
+    if warned_at is not None and not trial._warning_expected(warned_at):
+        trial.interrupted.signal = "SIGUSR2"
+    return trial.run()
 
 
 def _job_id() -> str:
@@ -88,6 +137,9 @@ class _Trial:
         self.status_path = root / "status.json"
         self.started = time.time()
         self.interrupted = _Interrupted()
+        self.deadline: float | None = None  # the job's time limit (unix time), when known
+        self.stop_at: float | None = None  # when to stop the command for the time limit
+        self.slurm_warning_at: float | None = None  # when SLURM's USR2 came (a cross-check only)
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ status
@@ -142,7 +194,7 @@ class _Trial:
                         stdout=out,
                         stderr=err,
                         start_new_session=True,
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=die_with_parent,
                     )
                 except FileNotFoundError:
                     return self._finish_unstartable(
@@ -196,16 +248,30 @@ class _Trial:
         return env
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGUSR2 and self._warning_expected(time.time()):
+            self.slurm_warning_at = time.time()  # our own clock stops the command at stop_at
+            return
         if self.interrupted.signal is None:
             self.interrupted.signal = signal.Signals(signum).name
             if self._proc is not None:  # pass it on at once: the experiment may checkpoint
                 _signal_group(self._proc, signal.SIGTERM)
 
+    def _warning_expected(self, now: float) -> bool:
+        """Is a USR2 at ``now`` SLURM's time-limit warning for the limit we know of (it comes
+        up to 60 s before ``stop_at``)? Then it changes nothing. One much earlier means the
+        limit moved (``scontrol update``): it interrupts like any signal."""
+        if self.stop_at is None:
+            return False
+        return now >= self.stop_at - SLURM_SIGNAL_RESOLUTION_S - 10.0
+
     def _wait(self, proc: subprocess.Popen[bytes], budget: float, grace: float) -> tuple[int, bool, bool]:
-        """Wait for the command; enforce the budget and forward an interruption.
+        """Wait for the command; enforce the budget and the job's time limit, and forward an
+        interruption.
 
         Returns (exit code, timed out, killed by us with SIGKILL)."""
         deadline = self.started + budget
+        if self.stop_at is not None:
+            deadline = min(deadline, self.stop_at)
         term_sent_at: float | None = None
         timed_out = killed = False
         waiter = _ExitWaiter(proc)
@@ -214,6 +280,10 @@ class _Trial:
                 now = time.time()
                 if term_sent_at is None:
                     if self.interrupted.signal:
+                        term_sent_at = now
+                        _signal_group(proc, signal.SIGTERM)
+                    elif self.stop_at is not None and now >= self.stop_at:
+                        self.interrupted.signal = TIME_LIMIT
                         term_sent_at = now
                         _signal_group(proc, signal.SIGTERM)
                     elif now >= deadline:
@@ -253,7 +323,17 @@ class _Trial:
             fields["signal"] = (
                 signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
             )
-        if self.interrupted.signal:
+        if self.interrupted.signal or timed_out:
+            fields["checkpoint_advanced"] = checkpoint_written_since(self.root / "checkpoint", self.started)
+        if self.interrupted.signal == TIME_LIMIT:
+            fields["interrupted_by"] = TIME_LIMIT
+            state = "preempted"
+            limit_min = round(((self.deadline or self.started) - self.started) / 60, 1)
+            reason = (
+                f"stopped {self._stop_before():g} s before the job's time limit (~{limit_min:g} min) "
+                "to checkpoint; requeued"
+            )
+        elif self.interrupted.signal:
             fields["interrupted_by"] = self.interrupted.signal
             if self.interrupted.signal == "SIGTERM" and cancelled_by_scancel():
                 state, reason = "cancelled", "job cancelled (scancel) while running"
@@ -277,6 +357,11 @@ class _Trial:
             reason = f"exit code {rc}" + (f": {last}" if last else "")
         self._status(state, reason=reason, **fields)
         return state
+
+    def _stop_before(self) -> float:
+        if self.deadline is None or self.stop_at is None:
+            return 0.0
+        return round(self.deadline - self.stop_at, 1)
 
     def _finish_unstartable(self, reason: str, code: int, err_path: Path, err_start: int) -> str:
         with open(err_path, "a", encoding="utf-8") as err:
@@ -315,6 +400,29 @@ class _ExitWaiter:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def checkpoint_written_since(folder: Path, since: float) -> bool:
+    """Did anything in ``folder`` (a trial's checkpoint directory) change after ``since``?
+    A requeue after which the checkpoint advanced is progress, not a failure. At most
+    ``_CHECKPOINT_SCAN_LIMIT`` entries are looked at."""
+    pending = [folder]
+    seen = 0
+    while pending and seen < _CHECKPOINT_SCAN_LIMIT:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime > since:
+                    return True
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+            except OSError:
+                continue
+    return False
 
 
 def cancelled_by_scancel() -> bool:
@@ -361,14 +469,16 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 
 _PR_SET_PDEATHSIG = 1
+try:  # loaded here, not in the child: between fork and exec only the prctl call itself runs
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - not Linux
+    _LIBC = None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:
-        pass
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """``preexec_fn``: the child gets SIGKILL when the thread that started it dies."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------- local lanes

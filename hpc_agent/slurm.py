@@ -45,6 +45,7 @@ from hpc_agent._io import atomic_write_json
 from hpc_agent.errors import CampaignError
 from hpc_agent.executors import Executor, JobStatus, SubmitError, SubmitRequest, Submitted
 from hpc_agent.profiles import DEFAULT_POLL_INTERVAL_S, Profile, load_profile
+from hpc_agent.runner import SLURM_SIGNAL_RESOLUTION_S, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ QUERY_TIMEOUT_S = 60.0  # squeue, sacct, scontrol, scancel
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize, when scontrol cannot say
 VISIBLE_GRACE_S = 60.0  # a task submitted this recently is never "gone" unless sacct says how it ended
 SACCT_LOOKBACK = "now-30days"  # how far back `find` looks for a submission's jobs in sacct
+DEFAULT_MESSAGE_TIMEOUT_S = 10.0  # slurm.conf MessageTimeout, when scontrol cannot say
+SETTLE_MARGIN_S = 5.0
+EARLY_SIGNAL_MARGIN_S = 60.0  # an early USR2 must still come this long after a job's start
 
 # squeue/sacct states (first word; "CANCELLED by 0" -> CANCELLED)
 PENDING_STATES = frozenset(
@@ -95,6 +99,16 @@ def mem_flag(mem_gb: float) -> str:
     return f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{round(mem_gb * 1024)}M"
 
 
+JOB_PREAMBLE = "trap '' USR2; export HPC_AGENT_JOB_START=$(date +%s)  # hpc-agent: see slurm_task"
+
+
+def stop_before_s(profile: Profile, time_min: int) -> int:
+    """How long before the job's time limit the runner stops a trial so that it checkpoints:
+    the profile's ``signal_delay_s``, but never more than half the job's time (a short job
+    must get to work)."""
+    return min(profile.signal_delay_s, time_min * 30)
+
+
 def job_time_min(profile: Profile, request_timeout_min: int) -> int:
     """The job's limit: the profile's ``timeout_min`` when set, else what the experiment needs."""
     return profile.timeout_min or max(1, request_timeout_min)
@@ -120,11 +134,16 @@ def sbatch_parameters(
         params["cpus_per_task"] = profile.cpus_per_task
     if profile.mem_gb:
         params["mem"] = mem_flag(profile.mem_gb)
-    if profile.setup:
-        params["setup"] = list(profile.setup)
-    # USR2 to the batch shell (our exec'd Python) before the limit: the runner records
-    # "preempted"; never before half the job's time, so a short job is not stopped at its start
-    extra: dict[str, Any] = {"signal": f"B:USR2@{min(profile.signal_delay_s, time_min * 30)}"}
+    # first line: SLURM's time-limit warning may come up to 60 s early (sbatch(1)), before the
+    # runner's handler is in place: ignore it until then (the ignore is inherited across exec)
+    params["setup"] = [JOB_PREAMBLE, *profile.setup]
+    # USR2 to the batch shell (our exec'd Python) before the limit: a cross-check of the
+    # runner's own clock, which stops the trial stop_before_s() before the limit. SLURM may send
+    # it up to 60 s early: a job too short for that to fall well after its start gets none
+    extra: dict[str, Any] = {}
+    stop = stop_before_s(profile, time_min)
+    if time_min * 60 >= stop + SLURM_SIGNAL_RESOLUTION_S + EARLY_SIGNAL_MARGIN_S:
+        extra["signal"] = f"B:USR2@{stop}"
     if profile.reservation:
         extra["reservation"] = profile.reservation
     # hpc-agent requeues preempted and lost trials itself; SLURM's own requeue is opt-in
@@ -543,6 +562,15 @@ class SlurmExecutor(Executor):
             limit = min(limit, self.profile.max_array_size)
         return limit
 
+    @property
+    def settle_s(self) -> float:
+        """An sbatch killed with its driver may have sent its request: the controller acts on
+        it within ``MessageTimeout`` (plus a margin), after which a job that is not listed
+        was never submitted."""
+        value = self.cluster_config().get("MessageTimeout", "").split()
+        seconds = float(value[0]) if value and value[0].isdigit() else DEFAULT_MESSAGE_TIMEOUT_S
+        return seconds + SETTLE_MARGIN_S
+
     def _partitions(self) -> list[Partition]:
         try:
             return parse_sinfo_partitions(_query(["sinfo", "--noheader", "-o", "%P|%l|%G"]))
@@ -568,7 +596,15 @@ class SlurmExecutor(Executor):
         for k, ((lo, hi), throttle) in enumerate(zip(bounds, throttles)):
             stem = f"array-{k}" if len(bounds) > 1 else "array"
             tasks_file = folder / f"{stem}.tasks.json"
-            atomic_write_json(tasks_file, {"token": request.token, "trials": list(request.trial_dirs[lo:hi])})
+            atomic_write_json(
+                tasks_file,
+                {
+                    "token": request.token,
+                    "trials": list(request.trial_dirs[lo:hi]),
+                    "time_limit_s": time_min * 60,
+                    "stop_before_s": stop_before_s(self.profile, time_min),
+                },
+            )
             script = folder / f"{stem}.sh"
             text = sbatch_text(
                 self.profile,
@@ -601,6 +637,9 @@ class SlurmExecutor(Executor):
                 env=env,
                 stdin=subprocess.DEVNULL,
                 check=False,
+                # sbatch dies with the driver: a killed driver leaves no sbatch that could
+                # still submit after the next driver has looked for its jobs
+                preexec_fn=die_with_parent,
             )
             message = (
                 proc.stderr.strip() or proc.stdout.strip() or f"sbatch exited with code {proc.returncode}"

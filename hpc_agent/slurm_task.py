@@ -10,15 +10,49 @@ test cluster every 10 ms of import time cost ~5 % of the throughput of short tri
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+import time
 
-from hpc_agent._io import read_json
-from hpc_agent.runner import FINAL_STATES, run_trial
+_STARTED = time.time()
+_WARNED_AT: list[float] = []
 
 
-def run_array_task(trial_dir: str, token: str = "") -> str:
+def _early_warning(signum: int, frame: object) -> None:
+    _WARNED_AT.append(time.time())
+
+
+# SLURM's time-limit warning (USR2) may come before the runner is ready (sbatch(1): up to 60 s
+# early); the job script ignores it until here, and from here it is only recorded
+signal.signal(signal.SIGUSR2, _early_warning)
+
+from collections.abc import Mapping, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from hpc_agent._io import read_json  # noqa: E402
+from hpc_agent.runner import FINAL_STATES, run_trial  # noqa: E402
+
+JOB_START_ENV = "HPC_AGENT_JOB_START"  # set by the job script's first line: `date +%s`
+
+
+def job_deadline(tasks: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> float | None:
+    """When this job's time limit falls (unix time), from the submission's ``time_limit_s``
+    and the job's start (the job script records it; else this process's start)."""
+    limit = tasks.get("time_limit_s")
+    if not isinstance(limit, (int, float)) or limit <= 0:
+        return None
+    env = os.environ if environ is None else environ
+    try:
+        start = float(env.get(JOB_START_ENV, ""))
+    except ValueError:
+        start = _STARTED
+    return min(start, _STARTED) + float(limit)
+
+
+def run_array_task(
+    trial_dir: str, token: str = "", *, deadline: float | None = None, stop_before_s: float = 0.0
+) -> str:
     """Run one trial as this array task, plus two things only SLURM can tell:
 
     * A job SLURM requeued by itself (profile ``requeue = true``; ``SLURM_RESTART_COUNT`` > 0)
@@ -28,7 +62,8 @@ def run_array_task(trial_dir: str, token: str = "") -> str:
     * (A task stopped by ``scancel`` is told from a preempted one by the runner itself:
       :func:`hpc_agent.runner.cancelled_by_scancel`.)
 
-    Returns the trial's state ("skipped" when a SLURM requeue had nothing left to run).
+    Returns the trial's state ("skipped" when a SLURM requeue had nothing left to run,
+    "superseded" when the trial belongs to another submission).
     """
     status_path = Path(trial_dir) / "status.json"
     if _restart_count() > 0:
@@ -37,7 +72,13 @@ def run_array_task(trial_dir: str, token: str = "") -> str:
             ours_running = prev.get("token") == token and prev.get("state") == "running"
             if not ours_running:
                 return "skipped"
-    return run_trial(trial_dir, token)
+    return run_trial(
+        trial_dir,
+        token,
+        deadline=deadline,
+        stop_before_s=stop_before_s,
+        warned_at=_WARNED_AT[0] if _WARNED_AT else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,8 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hpc-agent: no task {index!r} in {args[0]} (SLURM_ARRAY_TASK_ID)", file=sys.stderr)
         return 1
     trial_dir = str(trials[int(index)])
-    state = run_array_task(trial_dir, str(tasks.get("token", "")))
+    state = run_array_task(
+        trial_dir,
+        str(tasks.get("token", "")),
+        deadline=job_deadline(tasks),
+        stop_before_s=float(tasks.get("stop_before_s") or 0.0),
+    )
     print(f"hpc-agent: trial {trial_dir}: {state}")
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # a late warning must not fail a finished job
     return 0
 
 

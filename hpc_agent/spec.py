@@ -41,6 +41,7 @@ DEFAULT_BATCH_SIZE = 4
 DEFAULT_TIME_BUDGET_S = 300.0
 DEFAULT_KILL_GRACE_S = 10.0  # SIGTERM at the budget, SIGKILL this much later
 DEFAULT_MAX_RETRIES = 2  # requeues of a preempted or lost trial before it is given up
+DEFAULT_MAX_PROGRESS_REQUEUES = 50  # requeues after an attempt that wrote a checkpoint
 DEFAULT_POLL_LOCAL_S = 0.5
 DEFAULT_POLL_SLURM_S = 30.0  # real clusters: one squeue per 30 s is polite
 JOB_OVERHEAD_MIN = 2  # scheduler + interpreter start-up, on top of the budget
@@ -86,6 +87,7 @@ class ExperimentSection:
     timeout_min: int = 0  # the job's limit; 0 = derived from the budget
     env: tuple[tuple[str, str], ...] = ()
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_progress_requeues: int = DEFAULT_MAX_PROGRESS_REQUEUES
 
     @property
     def job_timeout_min(self) -> int:
@@ -220,7 +222,7 @@ _CAMPAIGN_KEYS = (
 )  # fmt: skip
 _EXPERIMENT_KEYS = (
     "command", "workdir", "editable", "time_budget_s", "kill_grace_s", "timeout_min", "env",
-    "max_retries",
+    "max_retries", "max_progress_requeues",
 )  # fmt: skip
 _PLANNER_KEYS = tuple(PlannerSection.__dataclass_fields__)
 _EXECUTOR_KEYS = ("kind", "parallelism", "profile", "poll_interval_s")
@@ -432,9 +434,12 @@ def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
             raise SpecError(f"{w} env.{k} = {v!r}: expected a string or a number")
         if k.startswith("HPC_AGENT_"):
             raise SpecError(f"{w} env.{k}: HPC_AGENT_* variables are set by hpc-agent itself")
-    retries = _get(t, "max_retries", int, w, DEFAULT_MAX_RETRIES)
-    if retries < 0:
-        raise SpecError(f"{w} max_retries = {retries}: expected >= 0")
+    retries = _positive_int(_get(t, "max_retries", int, w, DEFAULT_MAX_RETRIES), f"{w} max_retries", 0)
+    progress_requeues = _positive_int(
+        _get(t, "max_progress_requeues", int, w, DEFAULT_MAX_PROGRESS_REQUEUES),
+        f"{w} max_progress_requeues",
+        0,
+    )
     return ExperimentSection(
         command=command,
         workdir=str(workdir),
@@ -444,6 +449,7 @@ def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
         timeout_min=timeout_min,
         env=tuple((str(k), str(v)) for k, v in env.items()),
         max_retries=retries,
+        max_progress_requeues=progress_requeues,
     )
 
 

@@ -13,7 +13,8 @@ generation writes them (each before and after its side effect):
 ``submitted``             the scheduler accepted them: job ids
 ``submit_failed``         it refused them (the trials stay planned)
 ``trial_ended``           a trial's final state, objective and reason
-``requeued``              a preempted or lost trial goes back to be submitted again
+``requeued``              a preempted or lost trial goes back to be submitted again (counted
+                          against max_retries, or after progress against max_progress_requeues)
 ``analyzed``              generation g's analysis.md is written
 ``generation_done``       generation g is finished
 ``cancelled``             ``hpc-agent cancel`` stopped the campaign
@@ -85,6 +86,8 @@ class TrialRecord:
     state: TrialState = TrialState.PLANNED
     attempt: int = 0  # submissions so far
     retries: int = 0  # requeues that count against max_retries
+    progress_requeues: int = 0  # requeues after an attempt that wrote a checkpoint
+    earlier_duration_s: float = 0.0  # time used by the attempts before the current one
     token: str | None = None  # the submission it belongs to now
     job_id: str | None = None
     objective: float | None = None
@@ -93,6 +96,13 @@ class TrialRecord:
     duration_s: float | None = None
     ended_at: float | None = None
     by_campaign_cancel: bool = False
+
+    @property
+    def total_duration_s(self) -> float | None:
+        """Time used over every attempt (the last one's ``duration_s`` plus the earlier ones)."""
+        if self.duration_s is None:
+            return self.earlier_duration_s or None
+        return round(self.earlier_duration_s + self.duration_s, 3)
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class CampaignState:
     trials: Mapping[str, TrialRecord] = field(default_factory=dict)
     submissions: Mapping[str, SubmissionRecord] = field(default_factory=dict)
     runs: int = 0
+    run_times: tuple[float, ...] = ()  # when each driver started (its "run" event)
     cancelled: bool = False  # a cancel came after the last run started
     last_run_end: str = ""
     started_at: float = 0.0
@@ -246,6 +257,7 @@ def replay(events: Iterable[Mapping[str, Any]]) -> CampaignState:
         "spec_hash": "",
         "identity_hash": "",
         "runs": 0,
+        "run_times": (),
         "cancelled": False,
         "last_run_end": "",
         "started_at": 0.0,
@@ -266,6 +278,7 @@ def replay(events: Iterable[Mapping[str, Any]]) -> CampaignState:
                 st["started_at"] = ev.get("t", 0.0)
         elif kind == "run":
             st["runs"] += 1
+            st["run_times"] = (*st["run_times"], float(ev.get("t", 0.0)))
             st["cancelled"] = False
         elif kind == "run_ended":
             st["last_run_end"] = ev.get("status", "")
@@ -349,10 +362,14 @@ def replay(events: Iterable[Mapping[str, Any]]) -> CampaignState:
             tid = ev["trial"]
             if tid in trials:
                 counted = bool(ev.get("counted", True))
+                progress = bool(ev.get("progress", False))
+                used = ev.get("duration_s")
                 trials[tid] = replace(
                     trials[tid],
                     state=TrialState.PLANNED,
                     retries=trials[tid].retries + (1 if counted else 0),
+                    progress_requeues=trials[tid].progress_requeues + (1 if progress else 0),
+                    earlier_duration_s=trials[tid].earlier_duration_s + float(used or 0.0),
                     reason=ev.get("reason", ""),
                     objective=None,
                     exit_code=None,

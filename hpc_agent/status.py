@@ -6,7 +6,6 @@ Read-only and cheap: it replays the journal, reads the status.json of unfinished
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 from hpc_agent._io import read_json
 from hpc_agent.campaign import load_state
+from hpc_agent.journal import lock_holder, pid_alive
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.state import CampaignState, TrialState
 
@@ -47,6 +47,7 @@ class StatusReport:
     generations: list[GenerationStatus]
     failures: list[dict[str, Any]]
     queue: list[dict[str, str]] = field(default_factory=list)
+    requeues: list[dict[str, Any]] = field(default_factory=list)  # trials that ran more than once
     cancelled: bool = False
     last_run_end: str = ""
 
@@ -55,32 +56,22 @@ class StatusReport:
 
 
 def driver_info(paths: ResultsPaths) -> dict[str, Any] | None:
-    """The driver holding the results folder's lock, if it is alive."""
+    """The driver holding the results folder's lock, if it is alive (on this host we know;
+    on another host, ``alive`` is None and the lock's age tells how fresh it is)."""
+    holder = lock_holder(paths.driver_lock)
     try:
-        text = paths.driver_lock.read_text().split()
         age = time.time() - paths.driver_lock.stat().st_mtime
     except OSError:
         return None
-    if len(text) != 2:
+    if holder is None:
         return None
-    host, pid = text
+    host, pid = holder
     alive: bool | None = None
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            alive = True
-    if alive is False:
-        return None
-    return {
-        "host": host,
-        "pid": int(pid) if pid.isdigit() else pid,
-        "lock_age_s": round(age, 1),
-        "alive": alive,
-    }
+    if host == socket.gethostname():
+        alive = pid_alive(pid)
+        if not alive:
+            return None
+    return {"host": host, "pid": pid, "lock_age_s": round(age, 1), "alive": alive}
 
 
 def live_counts(paths: ResultsPaths, state: CampaignState, generation: int) -> dict[str, int]:
@@ -149,6 +140,21 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
                     "job_log": _job_log(paths, t.generation, t.token, t.job_id),
                 }
             )
+    exp = spec.get("experiment", {})
+    requeues = [
+        {
+            "trial_id": t.trial_id,
+            "state": t.state.value,
+            "attempts": t.attempt,
+            "progress_requeues": t.progress_requeues,
+            "max_progress_requeues": exp.get("max_progress_requeues", 50),
+            "retries": t.retries,
+            "max_retries": exp.get("max_retries", 2),
+            "reason": t.reason,
+        }
+        for t in sorted(state.trials.values(), key=lambda t: t.trial_id)
+        if t.progress_requeues or t.retries
+    ]
     report = StatusReport(
         name=state.name,
         results=str(results),
@@ -162,6 +168,7 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
         best=best_info,
         generations=gens,
         failures=failures,
+        requeues=requeues,
         cancelled=state.cancelled,
         last_run_end=state.last_run_end,
     )

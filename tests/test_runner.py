@@ -244,3 +244,102 @@ def test_track_outside_a_campaign(
     assert hpc_agent.checkpoint_dir() == Path("checkpoint")
     with pytest.raises(TypeError, match="is not a number"):
         hpc_agent.log(loss="high")
+
+
+# ------------------------------------------------------------------------------- issue: survive the cluster
+
+
+def test_a_trial_assigned_to_another_submission_is_not_run(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, "print('ran')\n")
+    (trial / "assignment.json").write_text(json.dumps({"token": "tokNEW"}))
+    assert run_trial(str(trial), token="tokOLD") == "superseded"  # an orphaned array's task
+    assert not (trial / "status.json").exists() and not (trial / "stdout.log").exists()
+    (trial / "assignment.json").write_text(json.dumps({"token": None}))  # being resolved: nobody
+    assert run_trial(str(trial), token="tokNEW") == "superseded"
+    (trial / "assignment.json").write_text(json.dumps({"token": "tokNEW"}))
+    assert run_trial(str(trial), token="tokNEW") == "completed"
+
+
+CHECKPOINTING = """
+import json, os, time
+ck = os.path.join(os.environ["HPC_AGENT_CHECKPOINT_DIR"], "step.json")
+step = json.load(open(ck))["step"] if os.path.exists(ck) else 0
+print("started at", step, flush=True)
+while True:
+    time.sleep(0.1)
+    step += 1
+    if step % 5 == 0:
+        with open(ck + ".tmp", "w") as f:
+            json.dump({"step": step}, f)
+        os.replace(ck + ".tmp", ck)
+"""
+
+
+def test_the_jobs_time_limit_stops_the_trial_to_checkpoint(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, CHECKPOINTING, budget=60, grace=1)
+    t0 = time.time()
+    state = run_trial(str(trial), token="t", deadline=t0 + 3.0, stop_before_s=1.5)
+    took = time.time() - t0
+    st = status(trial)
+    assert state == "preempted" and st["interrupted_by"] == "time_limit", st
+    assert st["checkpoint_advanced"] is True  # progress: a requeue that is not a failure
+    assert "before the job's time limit" in st["reason"]
+    assert 1.3 < took < 2.8  # stopped at the deadline minus stop_before_s, not at the budget
+
+
+def test_no_checkpoint_written_is_no_progress(tmp_path: Path) -> None:
+    trial = prepare(tmp_path, "import time\ntime.sleep(60)\n", budget=60, grace=1)
+    assert run_trial(str(trial), token="t", deadline=time.time() + 2.0, stop_before_s=1.0) == "preempted"
+    assert status(trial)["checkpoint_advanced"] is False
+
+
+def test_an_early_slurm_warning_does_not_stop_the_trial(tmp_path: Path) -> None:
+    """SLURM's USR2 may come up to 60 s before its --signal time: with a known deadline it
+    changes nothing, the runner's own clock decides."""
+    trial = prepare(tmp_path, CHECKPOINTING, budget=60, grace=1)
+    code = (
+        "import time; from hpc_agent.runner import run_trial; "
+        f"print(run_trial({str(trial)!r}, 't', deadline=time.time() + 4.0, stop_before_s=1.5))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while not (trial / "stdout.log").exists() or "started" not in (trial / "stdout.log").read_text():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    t0 = time.time()
+    proc.send_signal(signal.SIGUSR2)
+    out, _ = proc.communicate(timeout=20)
+    assert out.strip() == "preempted"
+    st = status(trial)
+    assert st["interrupted_by"] == "time_limit" and time.time() - t0 > 1.5, st
+
+
+def test_usr2_while_the_job_starts_python_never_kills_it(tmp_path: Path) -> None:
+    """The job script's first line ignores USR2 until slurm_task's handler is in place: a
+    warning delivered while Python starts (it came ~50 ms after launch, with a 1-minute limit)
+    cannot kill the task before the trial starts (it did: "FAILED before it started"). (A job
+    that short is not sent the warning at all any more: see test_slurm_unit.)"""
+    from hpc_agent.slurm import JOB_PREAMBLE
+
+    trial = prepare(tmp_path, "import time\ntime.sleep(1.0)\nprint('done')\n", budget=30)
+    tasks = tmp_path / "array.tasks.json"
+    tasks.write_text(
+        json.dumps({"token": "", "trials": [str(trial)], "time_limit_s": 60, "stop_before_s": 30})
+    )
+    marker = tmp_path / "preamble-done"
+    script = f"{JOB_PREAMBLE}\n: > {marker}\nexec {sys.executable} -u -m hpc_agent.slurm_task {tasks}\n"
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
+    proc = subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    while not marker.exists() and proc.poll() is None:
+        time.sleep(0.0005)
+    sent = 0
+    while proc.poll() is None:  # USR2 again and again, through Python's start and the trial
+        try:
+            os.kill(proc.pid, signal.SIGUSR2)
+            sent += 1
+        except ProcessLookupError:
+            break
+        time.sleep(0.002)
+    out = proc.stdout.read() if proc.stdout else ""
+    assert proc.returncode == 0 and sent > 50, (proc.returncode, out)
+    assert status(trial)["state"] == "completed", status(trial)

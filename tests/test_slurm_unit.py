@@ -55,6 +55,7 @@ from hpc_agent.slurm import (
     slurm_env_to_clear,
     split_parallelism,
     state_word,
+    stop_before_s,
 )
 from hpc_agent.slurm_task import run_array_task
 
@@ -225,7 +226,18 @@ def test_parameters_requeue_throttle_signal_and_extras() -> None:
     extra = params["additional_parameters"]
     assert extra["requeue"] is True and "no_requeue" not in extra
     assert extra["reservation"] == "r1" and extra["hint"] == "x"
-    assert extra["signal"] == "B:USR2@30"  # never before half of a 1-minute job
+    # a 1-minute job: SLURM's USR2 may come up to 60 s early, i.e. at its start: none is asked
+    # for, the runner stops the trial on its own clock (half the job's time before the limit)
+    assert "signal" not in extra
+    assert stop_before_s(p, 1) == 30 and stop_before_s(p, 60) == 60
+    assert (
+        "signal"
+        not in sbatch_parameters(p, job_name="j", time_min=2, array_parallelism=0)["additional_parameters"]
+    )  # 60 s before a 2-minute limit, up to 60 s early: at the start
+    assert (
+        sbatch_parameters(p, job_name="j", time_min=3, array_parallelism=0)["additional_parameters"]["signal"]
+        == "B:USR2@60"
+    )
     assert params["gpus_per_node"] == 2 and params["mem"] == "1536M" and params["array_parallelism"] == 1
     assert sbatch_parameters(Profile(), job_name="j", time_min=60, array_parallelism=5)[
         "additional_parameters"

@@ -16,6 +16,7 @@
 #SBATCH --time=12
 
 # setup
+trap '' USR2; export HPC_AGENT_JOB_START=$(date +%s)  # hpc-agent: see slurm_task
 export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK
 
 # command

@@ -19,6 +19,7 @@
 #SBATCH --time=12
 
 # setup
+trap '' USR2; export HPC_AGENT_JOB_START=$(date +%s)  # hpc-agent: see slurm_task
 module purge
 module load cuda/12.1 cudnn/8.9
 export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK

@@ -20,6 +20,7 @@
 #SBATCH --time=1440
 
 # setup
+trap '' USR2; export HPC_AGENT_JOB_START=$(date +%s)  # hpc-agent: see slurm_task
 source /etc/profile.d/modules.sh
 module load cuda/12.4
 

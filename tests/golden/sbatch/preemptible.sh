@@ -16,6 +16,9 @@
 #SBATCH --signal=B:USR2@180
 #SBATCH --time=240
 
+# setup
+trap '' USR2; export HPC_AGENT_JOB_START=$(date +%s)  # hpc-agent: see slurm_task
+
 # command
 export SUBMITIT_EXECUTOR=slurm
 exec /VENV/bin/python -u -m hpc_agent.slurm_task /RESULTS/submitit/g0003.abcd1234/array.tasks.json
