@@ -105,9 +105,9 @@ TRIAL = textwrap.dedent(
 
 
 def run_agent(n: int, work: Path) -> dict[str, Any]:
-    from hpc_agent.campaign import Campaign, open_results
+    from hpc_agent.campaign import Campaign
+    from hpc_agent.executors.slurm.executor import SlurmExecutor
     from hpc_agent.planners import make_planner
-    from hpc_agent.slurm import SlurmExecutor
     from hpc_agent.spec import load_spec
 
     camp = work / "camp"
@@ -117,7 +117,6 @@ def run_agent(n: int, work: Path) -> dict[str, Any]:
     spec = load_spec(camp)
     results = work / "results"
     t0 = time.perf_counter()
-    open_results(spec, results)
     executor = SlurmExecutor.from_profile("local", {}, parallelism=0, poll_interval_s=0.0)
     result = Campaign(spec, results, executor, make_planner("random", spec)).run()
     total = time.perf_counter() - t0

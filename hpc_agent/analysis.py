@@ -9,14 +9,32 @@ between a numeric parameter and the objective, and the mean objective per value 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from hpc_agent.planners.base import AnalysisContext
+from hpc_agent.spec import CampaignSpec
+from hpc_agent.state import CampaignState
+
+
+@dataclass(frozen=True)
+class AnalysisContext:
+    """What a planner's ``analyze`` is given: the finished generation, the campaign's state,
+    its trials table (every trial so far, one row each) and the earlier analyses."""
+
+    spec: CampaignSpec
+    generation: int
+    state: CampaignState
+    table: pl.DataFrame
+    analyses: tuple[tuple[int, str], ...] = ()  # (generation, analysis.md), oldest first
+    results_dir: Path | None = None
 
 
 def deterministic_analysis(ctx: AnalysisContext) -> str:
+    """Generation ``ctx.generation`` in markdown: its states, its best and the change against
+    the best before it, its failures, and the parameter effects over every completed trial."""
     spec = ctx.spec
     metric, mode = spec.campaign.metric, spec.campaign.mode
     df = ctx.table
@@ -82,6 +100,8 @@ def _fmt(v: Any) -> str:
 
 
 def parameter_effects(done: pl.DataFrame, names: Any, mode: str) -> list[str]:
+    """One line per parameter that seems to matter (Spearman's ρ for numbers, the mean
+    objective per value for choices); nothing below three completed trials."""
     if done.height < 3:
         return []
     out = []

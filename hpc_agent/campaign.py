@@ -1,17 +1,21 @@
-"""The generation loop: propose, prepare, submit, wait, gather, analyze.
+"""The campaign loop: ``run`` and one method per phase, named as in docs/architecture.md.
+
+::
+
+    run:  for each generation g
+            propose(g)   the planner's proposals -> validated, deduplicated trials  (planned)
+            prepare(g)   a folder per trial: params, its own code, launch.json
+            submit(g)    ONE executor.submit per generation, under a new token     (submitted)
+            wait(g)      reconcile until every trial of g is finished               (trial_ended, requeued)
+            gather()     every trial's metrics -> trials.parquet
+            analyze(g)   the planner's analysis -> analysis.md                      (analyzed)
 
 Every phase first asks the journal whether it already happened, and records an event before
-and after its side effect. Running ``hpc-agent run`` again on a results folder, at any moment
-and after any failure, continues where the last driver stopped:
-
-* a generation that was planned is not planned again (the LLM is not asked twice);
-* a trial folder is prepared only if its ``launch.json`` is missing;
-* a submission recorded as *submitting* but never *submitted* (the driver died inside
-  ``sbatch``) is looked up by its token before anything is submitted again;
-* a finished trial is never run again: its ``status.json`` is the evidence, and the runner
-  itself refuses to re-run it;
-* a trial whose job is gone without a final status is ``lost`` and goes back to be
-  submitted, with the same trial folder and checkpoint directory, until ``max_retries``.
+and after its side effect, so running ``hpc-agent run`` again on a results folder, at any
+moment and after any failure, continues where the last driver stopped (the table "the driver
+died here -> on the next run" is in docs/architecture.md). The driver holds one live state
+and applies each event as it writes it (:meth:`Campaign._record`); what another process
+appended (``hpc-agent cancel``) is read from the byte offset it had reached.
 """
 
 from __future__ import annotations
@@ -23,64 +27,50 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 from hpc_agent import __version__
-from hpc_agent._io import atomic_write_json, atomic_write_text, read_json
+from hpc_agent._io import atomic_write_json, atomic_write_text
+from hpc_agent.analysis import AnalysisContext, deterministic_analysis
+from hpc_agent.defaults import STATUS_INTERVAL_S
 from hpc_agent.errors import CampaignError, UserError
-from hpc_agent.executors import SECRET_ENV_VARS, Executor, JobStatus, SubmitError, SubmitRequest
+from hpc_agent.events import (
+    Analyzed,
+    Event,
+    GenerationDone,
+    Planned,
+    PlanningStarted,
+    Requeued,
+    RunEnded,
+    RunStarted,
+    SubmitFailed,
+    Submitted,
+    Submitting,
+    parse,
+)
+from hpc_agent.executors.base import SECRET_ENV_VARS, Executor, SubmitError, SubmitRequest
 from hpc_agent.journal import FileLock, Journal, lock_holder
-from hpc_agent.paths import ResultsPaths, trial_id
-from hpc_agent.planners.base import AnalysisContext, Plan, PlanContext, Planner, Proposal, config_key, unique
-from hpc_agent.runner import TIME_LIMIT, checkpoint_written_since
-from hpc_agent.space import Space
-from hpc_agent.spec import CampaignSpec, spec_from_dict, to_toml
-from hpc_agent.state import CampaignState, TrialRecord, TrialState, replay
+from hpc_agent.metrics import gather_table, write_table
+from hpc_agent.paths import ResultsPaths
+from hpc_agent.plan import baseline, fresh, history_keys, trials, validated
+from hpc_agent.planners.base import Plan, PlanContext, Planner
+from hpc_agent.prepare import base_files, prepare_trial
+from hpc_agent.reconcile import Reconciler, cancelled_by_campaign
+from hpc_agent.reporter import Reporter, SilentReporter
+from hpc_agent.results import open_results
+from hpc_agent.spec import CampaignSpec
+from hpc_agent.state import CampaignState, TrialRecord, TrialState
+from hpc_agent.trial import assign
 
 DRIVER_LOCK_STALE_S = 900.0  # the driver touches its lock every poll; older than this, it died
-GONE_CONFIRMATIONS = 2  # polls that must see a job gone before its trial is declared lost
 SUBMIT_TIMEOUT_S = 130.0  # an executor's submit call (sbatch) never outlives this
-STATUS_INTERVAL_S = 2.0  # the slowest the trials' status files are read
-_TERMINAL_SIGNALS = ("SIGINT", "SIGHUP")  # from a terminal, not a scheduler: not counted as retries
-
-
-_Gone = tuple[TrialRecord, str, str, "dict[str, Any] | None"]  # a trial whose job vanished
-
-
-class Reporter(Protocol):
-    """What the loop tells the user. The CLI renders it with rich; the library logs it."""
-
-    def info(self, message: str) -> None: ...
-
-    def warn(self, message: str) -> None: ...
-
-    def progress(self, generation: int, counts: Mapping[str, int], best: float | None) -> None: ...
-
-    def generation_done(self, generation: int, analysis: str) -> None: ...
-
-
-class SilentReporter:
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream
-
-    def info(self, message: str) -> None:
-        if self.stream:
-            print(message, file=self.stream)
-
-    def warn(self, message: str) -> None:
-        if self.stream:
-            print(f"warning: {message}", file=self.stream)
-
-    def progress(self, generation: int, counts: Mapping[str, int], best: float | None) -> None:
-        pass
-
-    def generation_done(self, generation: int, analysis: str) -> None:
-        pass
+LOCK_TOUCH_S = 30.0  # how often the driver shows it is alive (its lock's mtime)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    status: str  # done | cancelled | exhausted
+    """How a run ended: ``done``, ``cancelled`` or ``exhausted`` (the space ran out)."""
+
+    status: str
     results: Path
     generations_done: int
     best: TrialRecord | None
@@ -94,116 +84,11 @@ class RunResult:
         )
 
 
-# ------------------------------------------------------------------------------- opening
-
-
-def check_results(spec: CampaignSpec, results: Path, force: bool = False) -> list[str]:
-    """Is ``results`` this campaign's folder (or a new one)? Reads only. Returns what is worth
-    saying (spec changes); raises UserError when the folder belongs to another campaign (or to
-    none) and ``force`` is not given."""
-    journal = Journal(ResultsPaths(results).journal)
-    if not journal.exists():
-        ours = (".DS_Store", ResultsPaths(results).driver_lock.name, ResultsPaths(results).driver_log.name)
-        if results.exists() and any(p.name not in ours for p in results.iterdir()) and not force:
-            raise UserError(
-                f"{results} exists and is not an hpc-agent results folder (no journal.jsonl)",
-                fix="choose an empty or new folder with --results DIR, or --force to use it anyway",
-            )
-        return []
-    state = replay(journal.iter())
-    old = _normalized(state.spec)
-    changed = _diff_keys(old, spec.to_dict())
-    if state.identity_hash and _identity(state) != spec.identity_hash():
-        if not force:
-            raise UserError(
-                f"{results} belongs to a different campaign spec "
-                f"(changed: {', '.join(changed[:6]) or 'the experiment files'})",
-                fix=f"use another folder (--results DIR), or --force to continue in {results} "
-                "with the new spec (its earlier trials stay in the history)",
-            )
-        return [f"--force: continuing {results} with a changed spec ({', '.join(changed[:6])})"]
-    if changed:
-        return [f"spec changed since the last run: {', '.join(changed[:6])}"]
-    return []
-
-
-def open_results(spec: CampaignSpec, results: Path, force: bool = False) -> tuple[Journal, list[str]]:
-    """Check that ``results`` is this campaign's folder (:func:`check_results`) and record the
-    spec: a ``campaign`` event in a new folder, a ``spec`` event when it changed. Call it
-    holding the driver lock (:meth:`Campaign.run` does), so that two drivers cannot both
-    write a first event. Returns the journal and the messages worth showing."""
-    paths = ResultsPaths(results)
-    journal = Journal(paths.journal)
-    messages = check_results(spec, results, force)
-    data = spec.to_dict()
-    ident, full = spec.identity_hash(), spec.spec_hash()
-    if not journal.exists():
-        results.mkdir(parents=True, exist_ok=True)
-        journal.append("campaign", name=spec.name, spec=data, spec_hash=full, identity_hash=ident)
-    else:
-        state = replay(journal.iter())
-        if state.spec_hash != full and _normalized(state.spec) != data:
-            forced = bool(state.identity_hash) and _identity(state) != ident
-            journal.append(
-                "spec", name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=forced
-            )
-    atomic_write_text(paths.spec, f"# resolved spec, as run (hpc-agent {__version__})\n" + to_toml(data))
-    return journal, messages
-
-
-def _normalized(old: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A journaled spec as this version writes it (keys added since filled with their
-    defaults), so that an upgrade alone is not a change; the raw one if it no longer parses
-    (e.g. its workdir moved)."""
-    try:
-        return spec_from_dict(old).to_dict()
-    except UserError:
-        return old
-
-
-def _identity(state: CampaignState) -> str:
-    """The identity of the folder's spec, computed by this version."""
-    try:
-        return spec_from_dict(state.spec).identity_hash()
-    except UserError:
-        return state.identity_hash
-
-
-def _diff_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out.extend(_diff_keys(a, b, f"{prefix}{k}."))
-        elif a != b:
-            out.append(f"{prefix}{k}: {_short(a)} -> {_short(b)}")
-    return out
-
-
-def _short(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 40 else s[:37] + "..."
-
-
-def load_state(results: Path) -> CampaignState:
-    journal = Journal(ResultsPaths(results).journal)
-    if not journal.exists():
-        raise UserError(
-            f"{results} is not a campaign results folder (no journal.jsonl)",
-            fix="pass the folder `hpc-agent run` wrote to, e.g. results/<campaign name>",
-        )
-    return replay(journal.iter())
-
-
-def spec_of(state: CampaignState) -> CampaignSpec:
-    return spec_from_dict(state.spec)
-
-
-# ------------------------------------------------------------------------------- the loop
-
-
 class Campaign:
-    """One campaign's driver: owns the journal while it runs (one driver per results folder)."""
+    """One campaign's driver: owns the results folder while it runs (one driver per folder).
+
+    ``planner`` proposes and analyzes; ``executor`` runs the trials; ``fallback_planner``
+    (TPE) plans a generation whose planner failed, so a night on the cluster is never lost."""
 
     def __init__(
         self,
@@ -224,46 +109,37 @@ class Campaign:
         self.reporter: Reporter = reporter or SilentReporter()
         self.fallback_planner = fallback_planner
         self.force = force
-        self._events: list[dict[str, Any]] = []
-        self._state: CampaignState | None = None
-        self._journal_size = 0
+        self.state = CampaignState()
+        self.reconciler = Reconciler(self.paths, spec, executor)
+        self._offset = 0  # how far into the journal the state has read
         self._lock = FileLock(self.paths.driver_lock, stale_s=DRIVER_LOCK_STALE_S, timeout_s=0.0)
         self._locked_at = time.time()
-        self._status_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
-        self._gone_seen: dict[str, int] = {}
-        self._job_info: dict[str, JobStatus] = {}
+        self._touched_at = 0.0
         self._secret_env = tuple(dict.fromkeys((*SECRET_ENV_VARS, spec.planner.api_key_env)))
 
     # ------------------------------------------------------------------ journal + state
-    @property
-    def state(self) -> CampaignState:
-        if self._state is None:
-            self._state = replay(self._events)
-        return self._state
+    def _record(self, *events: Event) -> None:
+        """Write events and apply them; first apply what another process appended."""
+        if not events:
+            return
+        written = self.journal.write(events)
+        if written.start != self._offset:
+            self._apply_records(self.journal.read_from(self._offset, until=written.start)[0])
+        for e in written.events:
+            self.state.apply(e)
+        self._offset = written.end
 
-    def _record(self, event: str, **fields: Any) -> None:
-        self._events.append(self.journal.append(event, **fields))
-        self._state = None
-        self._journal_size = self._size()
+    def _refresh(self) -> None:
+        """Apply what another process (``hpc-agent cancel``) appended since the last look."""
+        if self.journal.size() != self._offset:
+            records, self._offset = self.journal.read_from(self._offset)
+            self._apply_records(records)
 
-    def _record_many(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        if events:
-            self._events.extend(self.journal.append_many(events))
-            self._state = None
-            self._journal_size = self._size()
-
-    def _size(self) -> int:
-        try:
-            return self.paths.journal.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _refresh_if_changed(self) -> None:
-        """Another process (``hpc-agent cancel``) may append to the journal while we run."""
-        if self._size() != self._journal_size:
-            self._events = list(self.journal.iter())
-            self._state = None
-            self._journal_size = self._size()
+    def _apply_records(self, records: Sequence[Mapping[str, object]]) -> None:
+        for r in records:
+            event = parse(r)
+            if event is not None:
+                self.state.apply(event)
 
     # ------------------------------------------------------------------ run
     def run(self, argv: Sequence[str] = ()) -> RunResult:
@@ -272,23 +148,18 @@ class Campaign:
         written to a folder another driver is running."""
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self._take_driver_lock()
-        self._locked_at = time.time()  # the last driver, if it died, died before this
         try:
             _journal, messages = open_results(self.spec, self.paths.root, self.force)
-        except BaseException:
-            self._lock.release()
-            raise
-        for m in messages:
-            self.reporter.info(m)
-        self._events = list(self.journal.iter())
-        self._journal_size = self._size()
-        try:
+            for m in messages:
+                self.reporter.info(m)
+            self._refresh()
             return self._run(argv)
         except KeyboardInterrupt:
-            self._record("run_ended", status="interrupted")
+            self._record(RunEnded(status="interrupted"))
             raise
         except BaseException as e:
-            self._record("run_ended", status="failed", error=f"{type(e).__name__}: {e}"[:500])
+            if self._offset:
+                self._record(RunEnded(status="failed", error=f"{type(e).__name__}: {e}"[:500]))
             raise
         finally:
             self.executor.close()
@@ -305,67 +176,86 @@ class Campaign:
                 fix="watch it with `hpc-agent status`, or stop it first; if it is dead, remove "
                 f"{self.paths.driver_lock}",
             ) from None
+        self._locked_at = time.time()  # the last driver, if it died, died before this
 
     def _run(self, argv: Sequence[str]) -> RunResult:
         self._record(
-            "run",
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            executor=self.executor.describe(),
-            planner=self.planner.describe(),
-            version=__version__,
-            argv=list(argv),
+            RunStarted(
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                executor=self.executor.describe(),
+                planner=self.planner.describe(),
+                version=__version__,
+                argv=tuple(argv),
+            )
         )
         self._resume_after_cancel()
         self._resolve_pending_submissions()
         status = "done"
-        while True:
-            g = self.state.next_generation()
+        while (g := self._next_generation()) is not None:
             gen = self.state.generations.get(g)
-            if g >= self.spec.campaign.generations and not (gen and gen.planned):
+            if not (gen and gen.planned) and not self.propose(g):
+                status = "exhausted"
                 break
-            if not (gen and gen.planned):
-                plan_ok = self._plan(g)
-                if not plan_ok:
-                    status = "exhausted"
-                    break
-            self._prepare(g)
-            finished = self._drive(g)
-            if not finished:
+            self.prepare(g)
+            if not self.wait(g):
                 status = "cancelled"
                 break
-            self._gather()
+            self.gather()
             if not self.state.generations[g].analyzed:
-                self._analyze(g)
-            self._record("generation_done", generation=g)
+                self.analyze(g)
+            self._record(GenerationDone(generation=g))
         if status != "cancelled":
-            self._gather()
-        self._record("run_ended", status=status)
+            self.gather()
+        self._record(RunEnded(status=status))
         st = self.state
         return RunResult(
             status, self.paths.root, st.completed_generations(), st.best(self.spec.campaign.mode), st.counts()
         )
 
+    def _next_generation(self) -> int | None:
+        """The generation to work on, or None when the campaign has as many as it asks for."""
+        g = self.state.next_generation()
+        gen = self.state.generations.get(g)
+        if g >= self.spec.campaign.generations and not (gen and gen.planned):
+            return None
+        return g
+
     # ------------------------------------------------------------------ 1 propose
-    def _plan(self, g: int) -> bool:
+    def propose(self, g: int) -> bool:
+        """Ask the planner for generation g and record its trials (``planned``); False when
+        nothing is left to propose (the campaign ends ``exhausted``)."""
         spec = self.spec
-        st = self.state
-        n = spec.campaign.batch_size
-        space = spec.space
-        seen: set[str] = {config_key(c.params, c.patch, c.parent) for c in st.configs()}
-        head: list[Proposal] = []
-        baseline = space.defaults()
-        if g == 0 and spec.campaign.baseline and baseline is not None and Space.key(baseline) not in seen:
-            head.append(
-                Proposal(baseline, hypothesis="baseline: the defaults declared in [space]", source="baseline")
-            )
-            seen.add(Space.key(baseline))
+        seen = history_keys(self.state)
+        head = baseline(spec, g, seen)
         planner_name = self.planner.describe()
-        self._record("planning", generation=g, planner=planner_name)
-        ctx = PlanContext(
+        self._record(PlanningStarted(generation=g, planner=planner_name))
+        ctx = self._plan_context(g, spec.campaign.batch_size - len(head), seen)
+        notes: list[str] = []
+        plan = self._ask_planner(ctx) if ctx.n > 0 else Plan(())
+        notes.append(plan.note)
+        proposals = head + fresh(validated(spec, plan.proposals, notes), set(seen), notes)
+        note = "; ".join(n for n in notes if n)
+        if not proposals:
+            self.reporter.warn(
+                f"generation {g}: nothing left to propose ({note or 'the planner proposed nothing'}); "
+                "the campaign ends here"
+            )
+            return False
+        planned = trials(g, proposals, spec.campaign.seeds)
+        plan_json = {"generation": g, "planner": planner_name, "note": note, "rationale": plan.rationale}
+        atomic_write_json(self.paths.plan(g), {**plan_json, "trials": [t.to_dict() for t in planned]})
+        self._record(Planned(generation=g, planner=planner_name, note=note, trials=planned))
+        if note:
+            self.reporter.info(f"generation {g}: {note}")
+        return True
+
+    def _plan_context(self, g: int, n: int, seen: set[str]) -> PlanContext:
+        spec, st = self.spec, self.state
+        return PlanContext(
             spec=spec,
             generation=g,
-            n=n - len(head),
+            n=n,
             history=tuple(st.configs()),
             champion=st.champion(spec.campaign.mode),
             analyses=tuple(self._analyses(g)),
@@ -374,58 +264,8 @@ class Campaign:
             seed=spec.campaign.seed,
             extra_seen=frozenset(seen),
         )
-        notes: list[str] = []
-        rationale = ""
-        if ctx.n > 0:
-            plan = self._propose(ctx)
-            notes.append(plan.note)
-            rationale = plan.rationale
-            proposals = self._validated(plan.proposals, notes)
-        else:
-            proposals = []
-        fresh, dups = unique(proposals, set(seen))
-        if dups:
-            notes.append(f"dropped {len(dups)} duplicate proposal(s)")
-        proposals = head + fresh
-        if not proposals:
-            note = "; ".join(n for n in notes if n) or "the planner proposed nothing"
-            self.reporter.warn(f"generation {g}: nothing left to propose ({note}); the campaign ends here")
-            return False
-        trials = []
-        seeds = spec.campaign.seeds
-        for i, p in enumerate(proposals):
-            config = trial_id(g, i * len(seeds))
-            for k, seed in enumerate(seeds):
-                trials.append(
-                    {
-                        "id": trial_id(g, i * len(seeds) + k),
-                        "index": i * len(seeds) + k,
-                        "config": config,
-                        "seed": seed,
-                        "params": dict(p.params),
-                        "hypothesis": p.hypothesis,
-                        "parent": p.parent,
-                        "source": p.source,
-                        "patch": [dict(e) for e in p.patch] if p.patch else None,
-                    }
-                )
-        note = "; ".join(n for n in notes if n)
-        atomic_write_json(
-            self.paths.plan(g),
-            {
-                "generation": g,
-                "planner": planner_name,
-                "note": note,
-                "rationale": rationale,
-                "trials": trials,
-            },
-        )
-        self._record("planned", generation=g, planner=planner_name, note=note, trials=trials)
-        if note:
-            self.reporter.info(f"generation {g}: {note}")
-        return True
 
-    def _propose(self, ctx: PlanContext) -> Plan:
+    def _ask_planner(self, ctx: PlanContext) -> Plan:
         try:
             return self.planner.propose(ctx)
         except UserError:
@@ -441,20 +281,10 @@ class Campaign:
                 plan.proposals, f"planner failed ({type(e).__name__}: {e}); TPE planned this generation"
             )
 
-    def _validated(self, proposals: Sequence[Proposal], notes: list[str]) -> list[Proposal]:
-        out = []
-        for p in proposals:
-            params, errors = self.spec.space.validate(p.params)
-            if errors:
-                notes.append(f"dropped an invalid proposal ({'; '.join(errors)})")
-                continue
-            out.append(Proposal(params, p.hypothesis, p.patch, p.parent, p.source))
-        return out
-
     def _analyses(self, before: int) -> list[tuple[int, str]]:
         out = []
-        for g in sorted(self.state.generations):
-            if g < before and self.state.generations[g].analyzed:
+        for g, rec in self.state.generations.items():
+            if g < before and rec.analyzed:
                 try:
                     out.append((g, self.paths.analysis(g).read_text(encoding="utf-8")))
                 except FileNotFoundError:
@@ -462,107 +292,26 @@ class Campaign:
         return out
 
     # ------------------------------------------------------------------ 2 prepare
-    def _prepare(self, g: int) -> None:
-        from hpc_agent.patches import apply_patch, build_code_dir, read_files, snapshot, unified_diff
-
+    def prepare(self, g: int) -> None:
+        """A folder per trial of generation g (whatever a killed driver left unwritten)."""
         exp = self.spec.experiment
-        workdir = Path(exp.workdir)
-        base = self.paths.base
-        if exp.editable and not all((base / n).exists() for n in exp.editable):
-            snapshot(workdir, exp.editable, base)
-        base_files = read_files(base, exp.editable) if exp.editable else {}
+        base = base_files(self.paths, exp)
         for t in self.state.trials_of(g):
-            tp = self.paths.trial(t.trial_id)
-            if tp.launch.exists():
-                continue
-            tp.root.mkdir(parents=True, exist_ok=True)
-            tp.checkpoint.mkdir(exist_ok=True)
-            atomic_write_json(tp.params, {**dict(t.params), "seed": t.seed})
-            files = self._parent_files(t, base_files)
-            if t.patch:
-                patched, errors = apply_patch(files, t.patch, exp.editable)
-                if errors:  # validated when planned; a changed parent could still break it
-                    atomic_write_text(tp.patch, "# patch did not apply:\n# " + "\n# ".join(errors) + "\n")
-                else:
-                    atomic_write_text(tp.patch, unified_diff(base_files, patched))
-                    files = patched
-            build_code_dir(workdir, files, tp.code, skip=[self.paths.root])
-            atomic_write_json(
-                tp.launch,
-                {
-                    "trial": t.trial_id,
-                    "command": list(exp.command),
-                    "cwd": "code",  # relative to the trial folder: results folders can move
-                    "env": dict(exp.env),
-                    "time_budget_s": exp.time_budget_s,
-                    "kill_grace_s": exp.kill_grace_s,
-                    "seed": t.seed,
-                    "unset_env": list(self._secret_env),
-                },
-            )
+            prepare_trial(self.paths, t, exp, base, self._secret_env)
 
-    def _parent_files(self, t: TrialRecord, base_files: Mapping[str, str]) -> dict[str, str]:
-        """The editable files a trial starts from: its parent's version, else the base."""
-        if not t.parent or not base_files:
-            return dict(base_files)
-        parent_code = self.paths.trial(t.parent).code
-        out = {}
-        for name in base_files:
-            try:
-                out[name] = (parent_code / name).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                out[name] = base_files[name]
-        return out
-
-    # ------------------------------------------------------------------ 3+4 submit and wait
-    def _drive(self, g: int) -> bool:
-        """Submit what is planned and reconcile until every trial of g is finished.
-        Returns False when the campaign was cancelled meanwhile.
-
-        Two clocks: the trials' status files are cheap to read and are checked often (from
-        50 ms, backing off to STATUS_INTERVAL_S while nothing changes); the scheduler is
-        asked at most once per ``executor.poll_interval_s``."""
-        delay = 0.05
-        last_touch = last_poll = time.monotonic()
-        while True:
-            self._refresh_if_changed()
-            if self.state.cancelled:
-                self._stop_cancelled(g)
-                return False
-            st = self.state
-            planned = [t for t in st.trials_of(g) if t.state is TrialState.PLANNED]
-            if planned:
-                self._submit(g, planned)
-                last_poll = time.monotonic()
-                continue
-            open_trials = [t for t in st.trials_of(g) if not t.state.is_finished()]
-            if not open_trials:
-                self._report_progress(g)
-                return True
-            now = time.monotonic()
-            ask_scheduler = now - last_poll >= self.executor.poll_interval_s
-            if ask_scheduler:
-                last_poll = now
-            changed = self._reconcile(open_trials, ask_scheduler)
-            self._report_progress(g)
-            if now - last_touch > 30:
-                os.utime(self.paths.driver_lock)  # the driver is alive: keep its lock fresh
-                last_touch = now
-            delay = 0.05 if changed else min(delay * 1.5, STATUS_INTERVAL_S, self.executor.poll_interval_s)
-            time.sleep(delay)
-
-    def _submit(self, g: int, trials: Sequence[TrialRecord]) -> None:
+    # ------------------------------------------------------------------ 3 submit
+    def submit(self, g: int, planned: Sequence[TrialRecord]) -> None:
+        """Submit these trials of generation g as ONE submission under a new token. The trials
+        are assigned to it before the executor is called (:func:`hpc_agent.trial.assign`)."""
         token = secrets.token_hex(4)
-        req = self._request(g, token, [t.trial_id for t in trials])
-        self._record(
-            "submitting", generation=g, token=token, trials=list(req.trial_ids), executor=self.executor.name
-        )
+        req = self._request(g, token, [t.trial_id for t in planned])
+        self._record(Submitting(generation=g, token=token, trials=req.trial_ids, executor=self.executor.name))
         self._assign(req.trial_ids, token)
         try:
             sub = self.executor.submit(req)
         except SubmitError as e:
             self._assign(req.trial_ids, None)  # a chunk that did go through must not run them
-            self._record("submit_failed", token=token, error=e.message[:2000], job_ids=e.job_ids)
+            self._record(SubmitFailed(token=token, error=e.message[:2000], job_ids=tuple(e.job_ids)))
             if e.job_ids:
                 self.executor.cancel(e.job_ids)
             raise UserError(
@@ -572,17 +321,11 @@ class Campaign:
                 "(nothing was lost: the trials are still planned)",
                 log=e.script or None,
             ) from None
-        self._record("submitted", token=token, job_ids=list(sub.job_ids), trial_jobs=sub.trial_jobs)
-        self.reporter.info(
-            f"generation {g}: submitted {len(trials)} trial(s) as {self._describe_jobs(sub.job_ids)}"
-        )
-
-    @staticmethod
-    def _describe_jobs(job_ids: Sequence[str]) -> str:
-        arrays = sorted({j.split("_")[0] for j in job_ids})
-        if len(arrays) <= 3:
-            return "job " + ", ".join(arrays)
-        return f"{len(arrays)} jobs"
+        self._record(Submitted(token=token, job_ids=tuple(sub.job_ids), trial_jobs=sub.trial_jobs))
+        self.reconciler.submitted()
+        arrays = sorted({j.split("_")[0] for j in sub.job_ids})
+        jobs = "job " + ", ".join(arrays) if len(arrays) <= 3 else f"{len(arrays)} jobs"
+        self.reporter.info(f"generation {g}: submitted {len(planned)} trial(s) as {jobs}")
 
     def _request(self, g: int, token: str, ids: Sequence[str]) -> SubmitRequest:
         return SubmitRequest(
@@ -598,20 +341,18 @@ class Campaign:
         )
 
     def _assign(self, trial_ids: Sequence[str], token: str | None) -> None:
-        """Write which submission may run each trial (``None``: none may). A job of any other
-        submission leaves the trial alone (:func:`hpc_agent.runner.assigned_to`)."""
         for tid in trial_ids:
-            atomic_write_json(self.paths.trial(tid).assignment, {"token": token})
+            assign(self.paths.trial(tid).root, token)
 
     def _resolve_pending_submissions(self) -> None:
         """The driver died between 'submitting' and 'submitted': find what was submitted.
 
         "No job found" is believed only once no request of that submission can still reach
-        the scheduler: the dead driver's sbatch died with it (it is started with
-        PR_SET_PDEATHSIG), and a request it had sent is acted on within ``executor.settle_s``
-        of that death (at the latest when this driver took the lock). Then the trials are
-        unassigned *before* a last look, so that a job that appears even later cannot run
-        them, and a job that got in before the last look is adopted."""
+        the scheduler: the dead driver's sbatch died with it (PR_SET_PDEATHSIG), and a request
+        it had sent is acted on within ``executor.settle_s`` of that death (at the latest when
+        the next driver started). Then the trials are unassigned *before* a last look, so that
+        a job that appears even later cannot run them, and a job that got in before the last
+        look is adopted."""
         for sub in self.state.pending_submissions():
             req = self._request(sub.generation, sub.token, sub.trial_ids)
             found = self._find_settled(req, sub.at)
@@ -622,18 +363,13 @@ class Campaign:
                     self._assign(sub.trial_ids, sub.token)
             if found:
                 self.reporter.info(f"re-attached to {len(found)} job(s) of an interrupted submission")
-                self._record("submitted", token=sub.token, job_ids=found, trial_jobs=None, recovered=True)
+                self._record(Submitted(token=sub.token, job_ids=tuple(found), recovered=True))
             else:
-                self._record(
-                    "submit_failed",
-                    token=sub.token,
-                    error="the driver stopped before the scheduler answered; no job found",
-                )
+                error = "the driver stopped before the scheduler answered; no job found"
+                self._record(SubmitFailed(token=sub.token, error=error))
 
     def _find_settled(self, req: SubmitRequest, submitting_at: float) -> list[str]:
-        """``executor.find`` until it finds the jobs or the submission has settled: the driver
-        that submitted died before the next driver started (its ``run`` event), and its
-        request, if sent, was acted on within ``executor.settle_s`` of that."""
+        """``executor.find`` until it finds the jobs or the submission has settled."""
         later_runs = [t for t in self.state.run_times if t > submitting_at]
         died_by = min(later_runs[0] if later_runs else self._locked_at, submitting_at + SUBMIT_TIMEOUT_S)
         settle_until = died_by + self.executor.settle_s
@@ -652,7 +388,7 @@ class Campaign:
     def _resume_after_cancel(self) -> None:
         """Trials stopped by `hpc-agent cancel` in an unfinished generation run again."""
         again = [
-            ("requeued", {"trial": t.trial_id, "reason": "resumed after hpc-agent cancel", "counted": False})
+            Requeued(trial=t.trial_id, reason="resumed after hpc-agent cancel", counted=False)
             for t in self.state.trials.values()
             if t.by_campaign_cancel
             and t.state is TrialState.CANCELLED
@@ -660,291 +396,91 @@ class Campaign:
         ]
         if again:
             self.reporter.info(f"resuming {len(again)} trial(s) stopped by `hpc-agent cancel`")
-            self._record_many(again)
+            self._record(*again)
 
-    def _reconcile(self, open_trials: Sequence[TrialRecord], ask_scheduler: bool = True) -> bool:
-        """Learn what happened to open trials: status files first, then the scheduler."""
-        ended: list[tuple[TrialRecord, dict[str, Any]]] = []
-        waiting: list[TrialRecord] = []
-        for t in open_trials:
-            status = self._read_status(t.trial_id)
-            if _is_final(status, t):
-                assert status is not None
-                ended.append((t, status))
-            else:
-                waiting.append(t)
-        lost = self._check_jobs(waiting) if waiting and ask_scheduler else []
-        if not ended and not lost:
-            return False
-        self._conclude(ended, lost)
-        return True
+    # ------------------------------------------------------------------ 4 wait
+    def wait(self, g: int) -> bool:
+        """Submit what of generation g is planned (and requeued), and reconcile until every
+        trial of g is finished; False when the campaign was cancelled meanwhile.
 
-    def _read_status(self, tid: str) -> dict[str, Any] | None:
-        path = self.paths.trial(tid).status
-        try:
-            mtime = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return None
-        cached = self._status_cache.get(tid)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        data = read_json(path)
-        data = data if isinstance(data, dict) else None
-        self._status_cache[tid] = (mtime, data)
-        return data
-
-    def _check_jobs(self, waiting: Sequence[TrialRecord]) -> list[_Gone]:
-        """One batched poll for the jobs of trials without a final status. Returns the trials
-        whose job is gone: (trial, state, reason, last status.json)."""
-        st = self.state
-        by_job: dict[str, list[TrialRecord]] = {}
-        for t in waiting:
-            sub = st.submissions.get(t.token or "")
-            if sub is None or sub.state != "submitted":
+        Two clocks: the trials' status files are cheap to read and are checked often (from
+        50 ms, backing off to STATUS_INTERVAL_S while nothing changes); the scheduler is
+        asked at most once per ``executor.poll_interval_s`` (:class:`Reconciler`)."""
+        delay = 0.05
+        while True:
+            self._refresh()
+            if self.state.cancelled:
+                self._stop_cancelled(g)
+                return False
+            mine = self.state.trials_of(g)
+            planned = [t for t in mine if t.state is TrialState.PLANNED]
+            if planned:
+                self.submit(g, planned)
                 continue
-            jobs = [t.job_id] if t.job_id else list(sub.job_ids)
-            for j in jobs:
-                by_job.setdefault(j, []).append(t)
-        if not by_job:
-            return []
-        info = self.executor.poll(list(by_job))
-        self._job_info.update(info)
-        alive_trials = {
-            t.trial_id for j, ts in by_job.items() if info.get(j, JobStatus(j, "gone")).alive for t in ts
-        }
-        out = []
-        for t in waiting:
-            if t.trial_id in alive_trials:
-                self._gone_seen.pop(t.trial_id, None)
-                continue
-            seen = self._gone_seen.get(t.trial_id, 0) + 1
-            self._gone_seen[t.trial_id] = seen
-            if seen < GONE_CONFIRMATIONS:
-                continue  # a status file may still be on its way (NFS attribute caches)
-            self._status_cache.pop(t.trial_id, None)
-            status = self._read_status(t.trial_id)
-            if _is_final(status, t):
-                continue  # it did finish: picked up on the next pass
-            job = info.get(t.job_id or "") if t.job_id else None
-            state, reason = _gone_outcome(job, status)
-            out.append((t, state, reason, status))
-            self._gone_seen.pop(t.trial_id, None)
-        return out
+            open_trials = [t for t in mine if not t.state.is_finished()]
+            if not open_trials:
+                self._report_progress(g)
+                return True
+            events = self.reconciler.reconcile(self.state, open_trials)
+            if events:
+                self._record(*events)  # a cancel appended meanwhile is applied first
+                for e in events:
+                    if isinstance(e, Requeued):
+                        self.reporter.info(f"trial {e.trial} requeued: {e.reason}")
+            self._report_progress(g)
+            self._touch_lock()
+            delay = 0.05 if events else min(delay * 1.5, STATUS_INTERVAL_S, self.executor.poll_interval_s)
+            time.sleep(delay)
 
-    def _conclude(
-        self,
-        ended: Sequence[tuple[TrialRecord, dict[str, Any]]],
-        lost: Sequence[_Gone],
-    ) -> None:
-        from hpc_agent.metrics import outcome, summarize
-
-        camp = self.spec.campaign
-        self._refresh_if_changed()
-        stopping = self.state.cancelled  # `hpc-agent cancel` interrupted these: not a requeue
-        files = {t.trial_id: self.paths.trial(t.trial_id).metrics for t, _ in ended}
-        summaries = (
-            summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics) if files else {}
-        )
-        events: list[tuple[str, Mapping[str, Any]]] = []
-        for t, status in ended:
-            raw_state = str(status["state"])
-            state, objective, metric_reason = outcome(raw_state, summaries.get(t.trial_id), camp.metric)
-            reason = metric_reason or str(status.get("reason", ""))
-            if stopping and state in ("preempted", "cancelled"):
-                events.append(("trial_ended", cancelled_by_campaign(t.trial_id)))
-                continue
-            if state == "preempted":
-                requeue = self._requeue_or_give_up(t, reason, status)
-                if requeue[0] == "requeued":
-                    events.append(requeue)
-                    continue
-                state, reason = requeue[1]["state"], requeue[1]["reason"]
-            events.append(
-                (
-                    "trial_ended",
-                    {
-                        "trial": t.trial_id,
-                        "state": state,
-                        "objective": objective,
-                        "reason": reason,
-                        "exit_code": status.get("exit_code"),
-                        "duration_s": status.get("duration_s"),
-                        "job_id": status.get("job_id"),
-                        "attempt": status.get("attempt"),
-                    },
-                )
-            )
-        for t, state, reason, last in lost:
-            if TrialState(state).is_retryable():
-                events.append(self._requeue_or_give_up(t, reason, self._progress_of(t, last), state))
-                continue
-            events.append(
-                ("trial_ended", {"trial": t.trial_id, "state": state, "objective": None, "reason": reason})
-            )
-        self._record_many(events)
-        for name, ev in events:
-            if name == "requeued":
-                self.reporter.info(f"trial {ev['trial']} requeued: {ev['reason']}")
-
-    def _progress_of(self, t: TrialRecord, status: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """A lost attempt's last status, with whether it wrote a checkpoint (nobody else could
-        say: its runner died with it)."""
-        if not status or status.get("token") != t.token:
-            return None
-        started = status.get("started_at")
-        if not isinstance(started, (int, float)):
-            return dict(status)
-        advanced = checkpoint_written_since(self.paths.trial(t.trial_id).checkpoint, float(started))
-        return {**status, "interrupted_by": None, "checkpoint_advanced": advanced}
-
-    def _requeue_or_give_up(
-        self, t: TrialRecord, reason: str, status: Mapping[str, Any] | None, state: str = "preempted"
-    ) -> tuple[str, dict[str, Any]]:
-        """The event for an interrupted attempt (preempted, stopped for the job's time limit,
-        lost): ``requeued``, or ``trial_ended`` once its cap is spent.
-
-        Three kinds of requeue, three rules: an attempt stopped from a terminal (Ctrl-C, a
-        closed terminal) is free; one that wrote a checkpoint made progress and counts against
-        ``max_progress_requeues``; any other counts against ``max_retries``."""
-        exp = self.spec.experiment
-        status = dict(status or {})
-        interrupted_by = status.get("interrupted_by")
-        progress = bool(status.get("checkpoint_advanced"))
-        free = interrupted_by in _TERMINAL_SIGNALS
-        duration = _attempt_duration(status, t.token)
-        requeue = {"trial": t.trial_id, "reason": reason, "counted": not free and not progress}
-        requeue.update(progress=progress, duration_s=duration, why=interrupted_by or state)
-        if free or (progress and t.progress_requeues < exp.max_progress_requeues):
-            return "requeued", requeue
-        if not progress and t.retries < exp.max_retries:
-            return "requeued", requeue
-        ended: dict[str, Any] = {"trial": t.trial_id, "state": state, "objective": None}
-        ended["duration_s"] = duration
-        if progress:
-            ended["reason"] = (
-                f"{reason} (gave up after {t.progress_requeues} requeue(s) with progress: "
-                "raise [experiment] max_progress_requeues)"
-            )
-        elif interrupted_by == TIME_LIMIT:
-            ended["state"] = "timeout"
-            ended["reason"] = (
-                f"the trial needs more than the job's time limit and wrote no checkpoint in "
-                f"{t.retries + 1} attempt(s): raise timeout_min, or save a checkpoint in "
-                "hpc_agent.checkpoint_dir() and resume from it"
-            )
-        else:
-            ended["reason"] = f"{reason} (gave up after {t.retries} requeue(s))"
-        return "trial_ended", ended
+    def _touch_lock(self) -> None:
+        now = time.monotonic()
+        if now - self._touched_at > LOCK_TOUCH_S:
+            os.utime(self.paths.driver_lock)  # the driver is alive: keep its lock fresh
+            self._touched_at = now
 
     def _stop_cancelled(self, g: int) -> None:
-        events = [
-            ("trial_ended", cancelled_by_campaign(t.trial_id))
-            for t in self.state.trials_of(g)
-            if not t.state.is_finished()
+        stopped = [
+            cancelled_by_campaign(t.trial_id) for t in self.state.trials_of(g) if not t.state.is_finished()
         ]
-        self._record_many(events)
-        self.reporter.warn(f"campaign cancelled: {len(events)} unfinished trial(s) of generation {g} stopped")
+        self._record(*stopped)
+        self.reporter.warn(
+            f"campaign cancelled: {len(stopped)} unfinished trial(s) of generation {g} stopped"
+        )
 
     def _report_progress(self, g: int) -> None:
         counts = self.state.counts(g)
-        running = 0
-        for t in self.state.trials_of(g):
-            if t.state is TrialState.SUBMITTED:
-                cached = self._status_cache.get(t.trial_id)
-                status = cached[1] if cached else None
-                if status and status.get("state") == "running" and status.get("token") == t.token:
-                    running += 1  # this attempt's, not an earlier one's that died running
+        running = self.reconciler.running(self.state.trials_of(g))
         counts["submitted"] -= running
         counts["running"] = running
         best = self.state.best(self.spec.campaign.mode)
         self.reporter.progress(g, counts, best.objective if best else None)
 
     # ------------------------------------------------------------------ 5 gather
-    def _gather(self) -> None:
-        from hpc_agent.metrics import write_table
-        from hpc_agent.report import build_table
-
-        write_table(build_table(self.paths, self.state, self.spec), self.paths.trials_table)
+    def gather(self) -> None:
+        """Every trial's metrics and the journal's records -> trials.parquet."""
+        write_table(gather_table(self.paths, self.state, self.spec), self.paths.trials_table)
 
     # ------------------------------------------------------------------ 6 analyze
-    def _analyze(self, g: int) -> None:
-        import polars as pl
+    def analyze(self, g: int) -> None:
+        """The planner's analysis of generation g (the deterministic one if it fails) ->
+        analysis.md; the ``analyzed`` event names who wrote it."""
+        import polars as pl  # the driver loads Polars for the analysis, not to plan or poll
 
         table = pl.read_parquet(self.paths.trials_table)
         ctx = AnalysisContext(self.spec, g, self.state, table, tuple(self._analyses(g)), self.paths.root)
+        author = self.planner.describe()
         try:
             text = self.planner.analyze(ctx)
         except Exception as e:
-            from hpc_agent.analysis import deterministic_analysis
-
-            self.reporter.warn(
-                f"analysis by {self.planner.describe()} failed ({e}); writing the deterministic one"
-            )
-            text = deterministic_analysis(ctx)
+            self.reporter.warn(f"analysis by {author} failed ({e}); writing the deterministic one")
+            text, author = deterministic_analysis(ctx), "hpc-agent (deterministic)"
         atomic_write_text(self.paths.analysis(g), text.rstrip() + "\n")
-        self._record("analyzed", generation=g, author=self.planner.describe())
+        self._record(Analyzed(generation=g, author=author))
         self.reporter.generation_done(g, text)
 
 
-def cancelled_by_campaign(trial: str) -> dict[str, Any]:
-    """The trial_ended event of a trial stopped by `hpc-agent cancel` (resumed by `run`)."""
-    return {
-        "trial": trial,
-        "state": "cancelled",
-        "objective": None,
-        "reason": "campaign cancelled (hpc-agent cancel)",
-        "by_campaign_cancel": True,
-    }
-
-
-def _is_final(status: Mapping[str, Any] | None, t: TrialRecord) -> bool:
-    """Does this status.json end the trial's current attempt? A verdict (completed, failed,
-    timeout) ends it whenever it was written; an interruption (preempted, cancelled) only when
-    it is this submission's (an older one was already requeued)."""
-    if not status:
-        return False
-    state = status.get("state")
-    if state in ("completed", "failed", "timeout"):
-        return True
-    return state in ("preempted", "cancelled") and status.get("token") == t.token
-
-
-def _attempt_duration(status: Mapping[str, Any], token: str | None) -> float | None:
-    """How long the attempt of submission ``token`` ran, from its status.json (a final status
-    says; a "running" one left by a lost job gives a lower bound)."""
-    if not status or status.get("token") != token:
-        return None
-    if isinstance(status.get("duration_s"), (int, float)):
-        return float(status["duration_s"])
-    start, last = status.get("started_at"), status.get("updated_at")
-    if isinstance(start, (int, float)) and isinstance(last, (int, float)):
-        return round(max(0.0, float(last) - float(start)), 3)
-    return None
-
-
-def _gone_outcome(job: JobStatus | None, status: Mapping[str, Any] | None) -> tuple[str, str]:
-    """What became of a trial whose job vanished without a final status.json."""
-    where = (
-        "while running" if status and status.get("state") in ("running", "cancelled") else "before it started"
-    )
-    if job is None or not job.scheduler_state:
-        return "lost", f"its job ended {where}, without a final status (killed, or the node failed)"
-    s = job.scheduler_state.split()[0].upper()
-    detail = f" ({job.reason})" if job.reason else ""
-    if s == "CANCELLED":
-        return "cancelled", f"job cancelled (scancel) {where}{detail}"
-    if s == "TIMEOUT":
-        return "timeout", f"SLURM's time limit ended the job {where}{detail}; raise [experiment] timeout_min"
-    if s == "OUT_OF_MEMORY":
-        return "failed", f"out of memory (SLURM OUT_OF_MEMORY) {where}; raise mem_gb in the profile"
-    if s in ("PREEMPTED", "REQUEUED"):
-        return "preempted", f"job preempted {where}{detail}"
-    if s in ("NODE_FAIL", "BOOT_FAIL"):
-        return "lost", f"node failure ({s}) {where}{detail}"
-    return "lost", f"job ended as {s} {where} without a final status{detail}"
-
-
 def exit_message(result: RunResult) -> str:
+    """What the CLI prints when a run ends."""
     lines = [f"{result.status}: {result.generations_done} generation(s) in {result.results}"]
     if result.failed:
         lines.append(

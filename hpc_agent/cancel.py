@@ -11,10 +11,12 @@ import os
 import socket
 from pathlib import Path
 
-from hpc_agent.campaign import cancelled_by_campaign, load_state
-from hpc_agent.executors import LocalExecutor
+from hpc_agent.events import Cancelled
+from hpc_agent.executors import EXECUTOR_KINDS, executor_class
 from hpc_agent.journal import Journal
 from hpc_agent.paths import ResultsPaths
+from hpc_agent.reconcile import cancelled_by_campaign
+from hpc_agent.results import load_state
 from hpc_agent.status import driver_info
 
 
@@ -23,7 +25,7 @@ def cancel_campaign(results: Path) -> tuple[int, int]:
     paths = ResultsPaths(results)
     state = load_state(results)
     journal = Journal(paths.journal)
-    journal.append("cancelled", reason="hpc-agent cancel", pid=os.getpid(), host=socket.gethostname())
+    journal.write([Cancelled(reason="hpc-agent cancel", pid=os.getpid(), host=socket.gethostname())])
     open_trials = [t for t in state.trials.values() if not t.state.is_finished()]
     by_executor: dict[str, list[str]] = {}
     tokens: dict[str, list[str]] = {}
@@ -37,16 +39,13 @@ def cancel_campaign(results: Path) -> tuple[int, int]:
             continue
         by_executor.setdefault(sub.executor, []).extend(sub.job_ids)
     n_jobs = 0
-    for kind in sorted(set(by_executor) | {k for k in tokens if k == "slurm"}):
+    for kind in sorted(set(by_executor) | set(tokens)):
+        if kind not in EXECUTOR_KINDS:
+            continue
         job_ids = by_executor.get(kind, [])
-        if kind == "slurm":
-            from hpc_agent.slurm import scancel
-
-            scancel(job_ids, tokens[kind])
-        else:
-            LocalExecutor().cancel(job_ids)
+        executor_class(kind).create(overrides={}).cancel(job_ids, tokens.get(kind, []))
         n_jobs += len(job_ids)
     if driver_info(paths) is None and open_trials:
         # no driver to record the outcome: record it here
-        journal.append_many(("trial_ended", cancelled_by_campaign(t.trial_id)) for t in open_trials)
+        journal.write([cancelled_by_campaign(t.trial_id) for t in open_trials])
     return n_jobs, len(open_trials)

@@ -146,7 +146,7 @@ def run(
 
     CAMPAIGN is a folder holding campaign.toml, or the .toml file itself.
     """
-    from hpc_agent.campaign import check_results
+    from hpc_agent.results import check_results
     from hpc_agent.spec import load_spec
 
     spec = load_spec(campaign).with_overrides(
@@ -195,7 +195,7 @@ def _setup(spec: Any, quiet: bool) -> dict[str, Any]:
     )
     kind, why = resolve_planner_kind(spec)
     planner = make_planner(kind, spec)
-    check = getattr(planner, "preflight", None)
+    check = getattr(planner, "preflight", None)  # planners that talk to a server check it first
     if check is not None:
         check()  # an unreachable endpoint or a refused key is an error before anything is submitted
     if not quiet:
@@ -205,9 +205,10 @@ def _setup(spec: Any, quiet: bool) -> dict[str, Any]:
 
 
 def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], quiet: bool) -> None:
-    from hpc_agent.campaign import Campaign, SilentReporter, exit_message
+    from hpc_agent.campaign import Campaign, exit_message
     from hpc_agent.display import RichReporter
     from hpc_agent.planners import make_planner
+    from hpc_agent.reporter import SilentReporter
 
     reporter: Any = SilentReporter() if quiet else RichReporter()
     camp = Campaign(
@@ -229,9 +230,9 @@ def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], 
         if hasattr(reporter, "close"):
             reporter.close()
         where = (
-            "the jobs keep running on the cluster; `hpc-agent cancel` stops them"
-            if setup["executor"].name == "slurm"
-            else "its running trials were stopped with it and will be requeued"
+            "its running trials were stopped with it and will be requeued"
+            if setup["executor"].name == "local"
+            else "the jobs keep running on the cluster; `hpc-agent cancel` stops them"
         )
         click.echo(f"\ninterrupted: the driver stopped; {where}. Run the same command to resume.", err=True)
         sys.exit(130)
@@ -443,10 +444,10 @@ def export(
       hpc-agent export results/quickstart --format latex --group-by config_id --top 5
       hpc-agent export results/quickstart --format markdown --group-by activation
     """
-    from hpc_agent.campaign import load_state, spec_of
     from hpc_agent.paths import ResultsPaths
     from hpc_agent.report import export as do_export
     from hpc_agent.report import grouped, load_table, results_table
+    from hpc_agent.results import load_state, spec_of
 
     rdir = _results_dir(str(results))
     state = load_state(rdir)
@@ -542,7 +543,8 @@ def profiles(show: str | None) -> None:
       hpc-agent profiles --show generic-gpu
       hpc-agent run my-campaign --profile generic-gpu
     """
-    from hpc_agent.profiles import describe_profiles, show_profile
+    from hpc_agent.executors.slurm.profiles import describe_profiles
+    from hpc_agent.executors.slurm.text import show_profile
 
     click.echo(show_profile(show) if show else describe_profiles(), nl=False)
 

@@ -14,18 +14,20 @@ first, so that a new event is never glued onto half of an old one. A broken line
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpc_agent.errors import CampaignError
+from hpc_agent.events import SCHEMA_VERSION, Event, to_record
 
-SCHEMA_VERSION = 1
 LOCK_STALE_S = 30.0  # a journal lock is held for milliseconds; older than this, its holder died
 
 
@@ -156,29 +158,64 @@ class Journal:
     def exists(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
+    def write(self, events: Sequence[Event]) -> Written:
+        """Record typed events durably, with one write and one fsync; returns them with their
+        time set, and where in the file they landed (see :class:`Written`)."""
+        now = time.time()
+        stamped = [dataclasses.replace(e, t=round(now, 3)) for e in events]
+        start, end = self._append_lines([to_record(e, now) for e in stamped])
+        return Written(tuple(stamped), start, end)
+
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Record one event durably; returns the record as written."""
+        """Record one raw event (a JSON object with this ``event`` name) durably."""
         return self.append_many([(event, fields)])[0]
 
     def append_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
-        """Record several events with one write and one fsync (e.g. 1,000 finished trials)."""
+        """Record several raw events with one write and one fsync."""
         now = time.time()
         records = [
             {"v": SCHEMA_VERSION, "t": round(now, 3), "event": name, **fields} for name, fields in events
         ]
+        self._append_lines(records)
+        return records
+
+    def _append_lines(self, records: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        """One write of one line per record, fsync'd, under the lock; (start, end) offsets."""
         if not records:
-            return []
-        data = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records)
+            size = self.path.stat().st_size if self.path.exists() else 0
+            return size, size
+        data = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 self._truncate_torn_tail(fd)
-                os.write(fd, data.encode())
+                start = os.fstat(fd).st_size
+                os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return records
+        return start, start + len(data)
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read_from(self, offset: int = 0, until: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """The complete events between byte ``offset`` and ``until`` (or the end), and the
+        offset after the last of them: how a driver picks up what another process appended
+        without reading the journal again. An unfinished last line is left for later."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                data = f.read() if until is None else f.read(max(0, until - offset))
+        except FileNotFoundError:
+            return [], offset
+        end = data.rfind(b"\n") + 1
+        records = [self._parse(raw, offset, last=False) for raw in data[:end].split(b"\n") if raw.strip()]
+        return [r for r in records if r is not None], offset + end
 
     def _truncate_torn_tail(self, fd: int) -> None:
         size = os.fstat(fd).st_size
@@ -215,26 +252,49 @@ class Journal:
 
     def iter(self) -> Iterator[dict[str, Any]]:
         """Every complete event, in order. A torn last line is skipped with a warning."""
-        if not self.path.exists():
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
             return
-        with open(self.path, "rb") as f:
-            data = f.read()
         lines = data.split(b"\n")
         last = len(lines) - 1  # after the final "\n" comes an empty string, or a torn line
         for i, raw in enumerate(lines):
             if not raw.strip():
                 continue
-            try:
-                record = json.loads(raw)
-                if not isinstance(record, dict) or "event" not in record:
-                    raise ValueError("not an event object")
-            except ValueError as e:
-                if i == last:
+            if i == last:
+                record = self._parse(raw, 0, last=True)
+                if record is None:
                     warn_torn(self.path, len(data) - len(raw), len(raw))
                     return
-                raise CampaignError(
-                    f"{self.path}: line {i + 1} is corrupt ({e}): {raw[:120]!r}",
-                    fix="restore the journal from a backup, or remove the broken line by hand "
-                    "(everything else in the results folder is rebuilt from the journal)",
-                ) from None
-            yield record
+            else:
+                record = self._parse(raw, 0, last=False, line=i + 1)
+            if record is not None:
+                yield record
+
+    def _parse(self, raw: bytes, offset: int, last: bool, line: int = 0) -> dict[str, Any] | None:
+        """One line as an event object; None for a torn last line; corruption elsewhere raises."""
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict) or "event" not in record:
+                raise ValueError("not an event object")
+            return record
+        except ValueError as e:
+            if last:
+                return None
+            where = f"line {line}" if line else f"a line after byte {offset}"
+            raise CampaignError(
+                f"{self.path}: {where} is corrupt ({e}): {raw[:120]!r}",
+                fix="restore the journal from a backup, or remove the broken line by hand "
+                "(everything else in the results folder is rebuilt from the journal)",
+            ) from None
+
+
+@dataclass(frozen=True)
+class Written:
+    """Events as written: with their time, and the byte range they occupy. ``start`` beyond
+    the offset a reader had reached means another process appended in between."""
+
+    events: tuple[Event, ...]
+    start: int
+    end: int

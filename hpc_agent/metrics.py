@@ -29,6 +29,10 @@ from typing import Any
 
 import polars as pl
 
+from hpc_agent.paths import ResultsPaths
+from hpc_agent.spec import CampaignSpec
+from hpc_agent.state import CampaignState, TrialRecord
+
 TRIAL_COL = "trial_id"
 _PATH_COL = "__path"
 
@@ -240,7 +244,7 @@ CORE_COLUMNS = (
 
 
 def trials_table(
-    records: Iterable[Any],
+    records: Iterable[TrialRecord],
     param_names: Sequence[str],
     summaries: Mapping[str, MetricSummary],
     metrics: Sequence[str],
@@ -299,7 +303,17 @@ def trials_table(
     return df.select(ordered)
 
 
+def gather_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) -> pl.DataFrame:
+    """The trials table: every trial's metrics (one lazy scan) joined with the journal's record."""
+    camp = spec.campaign
+    trials = sorted(state.trials.values(), key=lambda t: t.trial_id)
+    files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials}
+    summaries = summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics)
+    return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.report_metrics))
+
+
 def write_table(df: pl.DataFrame, path: Path) -> None:
+    """Write the trials table atomically (a reader never sees half of it)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     df.write_parquet(tmp)
     os.replace(tmp, path)

@@ -10,6 +10,7 @@ results/<name>/
   gen-0003/plan.json  gen-0003/analysis.md
   gen-0003/trials/<trial-id>/  params.json patch.diff code/ metrics.jsonl status.json
                                launch.json assignment.json stdout.log stderr.log checkpoint/
+                               (the trial folder's contract: hpc_agent.trial)
   gen-0003/submissions/<token>/  local: what one submission ran (queue.json, lanes, claims)
   submitit/<lane pid>/           local: submitit's pickles and the lane's logs
   submitit/g0003.<token>/        SLURM: array.sh, array.tasks.json, <array>_<task>_0_log.out/.err
@@ -21,64 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc_agent.trial import TrialPaths, generation_of, trial_id
 
-def trial_id(generation: int, index: int) -> str:
-    """``0003-0007``: sortable as text, unique in a campaign, readable in a table."""
-    return f"{generation:04d}-{index:04d}"
-
-
-def generation_of(trial: str) -> int:
-    """The generation a trial id belongs to (inverse of :func:`trial_id`)."""
-    return int(trial.split("-", 1)[0])
-
-
-@dataclass(frozen=True)
-class TrialPaths:
-    """The files of one trial. Only the runner and the experiment write here."""
-
-    root: Path
-
-    @property
-    def params(self) -> Path:
-        return self.root / "params.json"
-
-    @property
-    def launch(self) -> Path:
-        """How to run the trial (command, env, budget); written last when preparing."""
-        return self.root / "launch.json"
-
-    @property
-    def assignment(self) -> Path:
-        """The one submission (token) that may run the trial now; written by the driver."""
-        return self.root / "assignment.json"
-
-    @property
-    def patch(self) -> Path:
-        return self.root / "patch.diff"
-
-    @property
-    def code(self) -> Path:
-        return self.root / "code"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def status(self) -> Path:
-        return self.root / "status.json"
-
-    @property
-    def stdout(self) -> Path:
-        return self.root / "stdout.log"
-
-    @property
-    def stderr(self) -> Path:
-        return self.root / "stderr.log"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoint"
+__all__ = ["ResultsPaths", "TrialPaths", "generation_of", "trial_id"]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,12 @@ from typing import Any
 
 import polars as pl
 
+from hpc_agent._io import atomic_write_text
+from hpc_agent.analysis import parameter_effects
 from hpc_agent.errors import UserError
+from hpc_agent.metrics import gather_table, write_table
 from hpc_agent.paths import ResultsPaths
+from hpc_agent.results import load_state, spec_of
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import CampaignState
 
@@ -25,21 +29,8 @@ FORMATS = ("csv", "markdown", "latex", "parquet")
 # ------------------------------------------------------------------------------- the table
 
 
-def build_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) -> pl.DataFrame:
-    """Gather every trial's metrics (one lazy scan) and join them with the journal's records."""
-    from hpc_agent.metrics import summarize, trials_table
-
-    camp = spec.campaign
-    trials = sorted(state.trials.values(), key=lambda t: t.trial_id)
-    files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials}
-    summaries = summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics)
-    return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.report_metrics))
-
-
 def load_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) -> pl.DataFrame:
     """trials.parquet, rebuilt from the journal when it is missing or older than the journal."""
-    from hpc_agent.metrics import write_table
-
     table_path = paths.trials_table
     try:
         fresh = table_path.stat().st_mtime >= paths.journal.stat().st_mtime
@@ -47,7 +38,7 @@ def load_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) ->
         fresh = False
     if fresh:
         return pl.read_parquet(table_path)
-    df = build_table(paths, state, spec)
+    df = gather_table(paths, state, spec)
     try:
         write_table(df, table_path)
     except OSError:
@@ -289,8 +280,6 @@ def campaign_report(
     figures: Sequence[str],
 ) -> str:
     """report.md: what was run, what was found, how it evolved, what failed. Pure."""
-    from hpc_agent.analysis import parameter_effects
-
     camp = spec.campaign
     better = "lower" if camp.mode == "min" else "higher"
     lines = [f"# Campaign report: {camp.name}", ""]
@@ -431,8 +420,6 @@ def plot_params(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | None:
 
 def write_report(results: Path) -> tuple[Path, list[Path]]:
     """report.md and plots/ in the results folder; returns their paths."""
-    from hpc_agent.campaign import load_state, spec_of
-
     paths = ResultsPaths(results)
     state = load_state(results)
     spec = spec_of(state)
@@ -451,7 +438,5 @@ def write_report(results: Path) -> tuple[Path, list[Path]]:
             analyses[g] = paths.analysis(g).read_text(encoding="utf-8")
     rel = [str(p.relative_to(paths.root)) for p in figures]
     text = campaign_report(state, spec, df, analyses, rel)
-    from hpc_agent._io import atomic_write_text
-
     atomic_write_text(paths.report, text)
     return paths.report, figures

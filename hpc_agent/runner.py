@@ -39,7 +39,6 @@ into a trial folder that is about to be requeued.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import select
 import signal
@@ -52,31 +51,28 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from hpc_agent._io import atomic_write_json, read_json, tail_text
+from hpc_agent._io import atomic_write_json, tail_text
+from hpc_agent.trial import (
+    FINAL_STATES,
+    RUNNING,
+    SUPERSEDED,
+    TIME_LIMIT,
+    Launch,
+    TrialPaths,
+    assigned_to,
+    checkpoint_written_since,
+    read_status,
+)
 
-FINAL_STATES = ("completed", "failed", "timeout")
-SUPERSEDED = "superseded"  # what run_trial returns for a trial assigned to another submission
-TIME_LIMIT = "time_limit"  # interrupted_by: stopped on the runner's clock before the job's limit
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
 STDERR_TAIL_LINES = 30
 SLURM_SIGNAL_RESOLUTION_S = 60.0  # sbatch(1): --signal may come up to 60 s early
-_CHECKPOINT_SCAN_LIMIT = 10_000  # entries looked at to tell whether a checkpoint was written
 
 
 class _Interrupted:
     """Set by the runner's signal handler; read by the wait loop."""
 
     signal: str | None = None
-
-
-def assigned_to(trial_dir: str | os.PathLike[str], token: str) -> bool:
-    """May the submission ``token`` run this trial? Yes unless ``assignment.json`` names
-    another one (or none: a submission being resolved). A trial prepared by an older
-    hpc-agent has no assignment file: any submission may run it."""
-    data = read_json(Path(trial_dir) / "assignment.json")
-    if not isinstance(data, dict) or not token:
-        return True
-    return data.get("token") == token
 
 
 def run_trial(
@@ -97,25 +93,24 @@ def run_trial(
     it, so that it checkpoints and is requeued; ``warned_at`` is when a USR2 came before the
     runner's handler was in place (see :mod:`hpc_agent.slurm_task`)."""
     root = Path(trial_dir)
-    launch = read_json(root / "launch.json")
-    if not isinstance(launch, dict):
-        raise RuntimeError(f"{root}/launch.json is missing or unreadable: the trial was never prepared")
-    status_path = root / "status.json"
-    prev = read_json(status_path)
-    if isinstance(prev, dict) and prev.get("state") in FINAL_STATES:
+    prev = read_status(root)
+    if prev is not None and prev.get("state") in FINAL_STATES:
         return str(prev["state"])
+    launch = Launch.read(root)
+    if launch is None:
+        raise RuntimeError(f"{root}/launch.json is missing or unreadable: the trial was never prepared")
     if not assigned_to(root, token):
         print(
             f"hpc-agent: trial {root.name} belongs to another submission than {token}: not run",
             file=sys.stderr,
         )
         return SUPERSEDED
-    attempt = int(prev.get("attempt", 0)) + 1 if isinstance(prev, dict) else 1
+    attempt = int(prev.get("attempt", 0)) + 1 if prev is not None else 1
     trial = _Trial(root, launch, attempt, job_id or _job_id(), token)
     if deadline is not None:
         trial.stop_at = deadline - max(0.0, stop_before_s)
         trial.deadline = deadline
-    if warned_at is not None and not trial._warning_expected(warned_at):
+    if warned_at is not None and not trial.warning_expected(warned_at):
         trial.interrupted.signal = "SIGUSR2"
     return trial.run()
 
@@ -128,25 +123,27 @@ def _job_id() -> str:
 
 
 class _Trial:
-    def __init__(self, root: Path, launch: dict[str, Any], attempt: int, job_id: str, token: str) -> None:
-        self.root = root
+    """One attempt at one trial: start the command, wait for it, write its status."""
+
+    def __init__(self, root: Path, launch: Launch, attempt: int, job_id: str, token: str) -> None:
+        self.paths = TrialPaths(root)
         self.token = token
         self.launch = launch
         self.attempt = attempt
         self.job_id = job_id
-        self.status_path = root / "status.json"
         self.started = time.time()
         self.interrupted = _Interrupted()
         self.deadline: float | None = None  # the job's time limit (unix time), when known
         self.stop_at: float | None = None  # when to stop the command for the time limit
         self.slurm_warning_at: float | None = None  # when SLURM's USR2 came (a cross-check only)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._err_start = 0  # where this attempt's stderr begins
 
     # ------------------------------------------------------------------ status
-    def _status(self, state: str, **fields: Any) -> dict[str, Any]:
+    def _status(self, state: str, **fields: Any) -> None:
         now = time.time()
         data: dict[str, Any] = {
-            "trial": self.launch.get("trial", self.root.name),
+            "trial": self.launch.trial,
             "state": state,
             "attempt": self.attempt,
             "token": self.token,
@@ -156,99 +153,102 @@ class _Trial:
             "started_at": round(self.started, 3),
             "updated_at": round(now, 3),
         }
-        if state != "running":
+        if state != RUNNING:
             data["ended_at"] = round(now, 3)
             data["duration_s"] = round(now - self.started, 3)
         data.update(fields)
-        atomic_write_json(self.status_path, data)
-        return data
+        atomic_write_json(self.paths.status, data)
 
     # ------------------------------------------------------------------ run
     def run(self) -> str:
-        budget = float(self.launch["time_budget_s"])
-        grace = float(self.launch.get("kill_grace_s", 10.0))
-        cwd = str(self.root / self.launch.get("cwd", "code"))
-        command = _resolve_command(list(self.launch["command"]))
+        """Start the command, wait for it (budget, time limit, signals), record the end."""
+        budget, grace = self.launch.time_budget_s, self.launch.kill_grace_s
         env = self._environment(budget)
-        Path(env["HPC_AGENT_CHECKPOINT_DIR"]).mkdir(parents=True, exist_ok=True)
-        out_path, err_path = self.root / "stdout.log", self.root / "stderr.log"
-        err_start = err_path.stat().st_size if err_path.exists() else 0
-        previous = {s: signal.getsignal(s) for s in _FORWARDED}
-        for s in _FORWARDED:
+        self.paths.checkpoint.mkdir(parents=True, exist_ok=True)
+        previous = {s: signal.getsignal(s) for s in FORWARDED_SIGNALS}
+        for s in FORWARDED_SIGNALS:
             signal.signal(s, self._on_signal)
         try:
-            with open(out_path, "ab") as out, open(err_path, "ab") as err:
+            with open(self.paths.stdout, "ab") as out, open(self.paths.stderr, "ab") as err:
+                self._err_start = err.tell()
                 if self.attempt > 1:
-                    banner = f"\n=== hpc-agent: attempt {self.attempt} ({time.ctime()}) ===\n".encode()
-                    out.write(banner)
-                    err.write(banner)
-                    out.flush()
-                    err.flush()
-                    err_start = err.tell()
-                try:
-                    proc = subprocess.Popen(
-                        command,
-                        cwd=cwd,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        start_new_session=True,
-                        preexec_fn=die_with_parent,
-                    )
-                except FileNotFoundError:
-                    return self._finish_unstartable(
-                        f"command not found: {command[0]!r} (cwd {cwd}); check [experiment] command",
-                        127,
-                        err_path,
-                        err_start,
-                    )
-                except PermissionError:
-                    return self._finish_unstartable(
-                        f"command not executable: {command[0]!r}; check its permissions",
-                        126,
-                        err_path,
-                        err_start,
-                    )
-                except OSError as e:
-                    return self._finish_unstartable(
-                        f"cannot start {command[0]!r}: {e}", 126, err_path, err_start
-                    )
-                self._proc = proc
-                self._status("running", child_pid=proc.pid, command=command, cwd=cwd, budget_s=budget)
-                if self.interrupted.signal:  # a signal raced the start
-                    _signal_group(proc, signal.SIGTERM)
+                    self._banner(out, err)
+                proc = self._start(env, out, err)
+                if proc is None:
+                    return "failed"
                 rc, timed_out, killed = self._wait(proc, budget, grace)
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-        return self._finish(rc, timed_out, killed, budget, grace, err_path, err_start)
+        return self._finish(rc, timed_out, killed, budget, grace)
+
+    def _banner(self, out: Any, err: Any) -> None:
+        banner = f"\n=== hpc-agent: attempt {self.attempt} ({time.ctime()}) ===\n".encode()
+        for f in (out, err):
+            f.write(banner)
+            f.flush()
+        self._err_start = err.tell()
+
+    def _start(self, env: dict[str, str], out: Any, err: Any) -> subprocess.Popen[bytes] | None:
+        """The command in its own process group, tied to the runner's life; None when it could
+        not start (recorded ``failed`` with the reason)."""
+        cwd = str(self.paths.root / self.launch.cwd)
+        command = _resolve_command(list(self.launch.command))
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        except FileNotFoundError:
+            self._unstartable(
+                f"command not found: {command[0]!r} (cwd {cwd}); check [experiment] command", 127
+            )
+            return None
+        except PermissionError:
+            self._unstartable(f"command not executable: {command[0]!r}; check its permissions", 126)
+            return None
+        except OSError as e:
+            self._unstartable(f"cannot start {command[0]!r}: {e}", 126)
+            return None
+        self._proc = proc
+        self._status(
+            RUNNING, child_pid=proc.pid, command=command, cwd=cwd, budget_s=self.launch.time_budget_s
+        )
+        if self.interrupted.signal:  # a signal raced the start
+            _signal_group(proc, signal.SIGTERM)
+        return proc
 
     def _environment(self, budget: float) -> dict[str, str]:
         env = dict(os.environ)
-        for name in self.launch.get("unset_env", []):
+        for name in self.launch.unset_env:
             env.pop(name, None)
         # the job's own SUBMITIT_* and pickling details are none of the experiment's business
         for name in [k for k in env if k.startswith("SUBMITIT_")]:
             env.pop(name)
-        env.update({str(k): str(v) for k, v in self.launch.get("env", {}).items()})
-        root = str(self.root)
+        env.update(self.launch.env)
+        p = self.paths
         env.update(
-            HPC_AGENT_TRIAL_DIR=root,
-            HPC_AGENT_TRIAL_ID=str(self.launch.get("trial", self.root.name)),
-            HPC_AGENT_PARAMS=str(self.root / "params.json"),
-            HPC_AGENT_METRICS=str(self.root / "metrics.jsonl"),
-            HPC_AGENT_CHECKPOINT_DIR=str(self.root / "checkpoint"),
+            HPC_AGENT_TRIAL_DIR=str(p.root),
+            HPC_AGENT_TRIAL_ID=self.launch.trial,
+            HPC_AGENT_PARAMS=str(p.params),
+            HPC_AGENT_METRICS=str(p.metrics),
+            HPC_AGENT_CHECKPOINT_DIR=str(p.checkpoint),
             HPC_AGENT_TIME_BUDGET_S=f"{budget:g}",
             HPC_AGENT_START_TIME=f"{self.started:.3f}",
-            HPC_AGENT_SEED=str(self.launch.get("seed", 0)),
+            HPC_AGENT_SEED=str(self.launch.seed),
             HPC_AGENT_ATTEMPT=str(self.attempt),
             PYTHONUNBUFFERED="1",
         )
         return env
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGUSR2 and self._warning_expected(time.time()):
+        if signum == signal.SIGUSR2 and self.warning_expected(time.time()):
             self.slurm_warning_at = time.time()  # our own clock stops the command at stop_at
             return
         if self.interrupted.signal is None:
@@ -256,7 +256,7 @@ class _Trial:
             if self._proc is not None:  # pass it on at once: the experiment may checkpoint
                 _signal_group(self._proc, signal.SIGTERM)
 
-    def _warning_expected(self, now: float) -> bool:
+    def warning_expected(self, now: float) -> bool:
         """Is a USR2 at ``now`` SLURM's time-limit warning for the limit we know of (it comes
         up to 60 s before ``stop_at``)? Then it changes nothing. One much earlier means the
         limit moved (``scontrol update``): it interrupts like any signal."""
@@ -266,9 +266,7 @@ class _Trial:
 
     def _wait(self, proc: subprocess.Popen[bytes], budget: float, grace: float) -> tuple[int, bool, bool]:
         """Wait for the command; enforce the budget and the job's time limit, and forward an
-        interruption.
-
-        Returns (exit code, timed out, killed by us with SIGKILL)."""
+        interruption. Returns (exit code, timed out, killed by us with SIGKILL)."""
         deadline = self.started + budget
         if self.stop_at is not None:
             deadline = min(deadline, self.stop_at)
@@ -279,15 +277,9 @@ class _Trial:
             while True:
                 now = time.time()
                 if term_sent_at is None:
-                    if self.interrupted.signal:
-                        term_sent_at = now
-                        _signal_group(proc, signal.SIGTERM)
-                    elif self.stop_at is not None and now >= self.stop_at:
-                        self.interrupted.signal = TIME_LIMIT
-                        term_sent_at = now
-                        _signal_group(proc, signal.SIGTERM)
-                    elif now >= deadline:
-                        timed_out = True
+                    stop = self._why_stop(now, deadline)
+                    if stop:
+                        timed_out = stop == "budget"
                         term_sent_at = now
                         _signal_group(proc, signal.SIGTERM)
                 elif not killed and now >= term_sent_at + grace:
@@ -307,68 +299,65 @@ class _Trial:
         finally:
             waiter.close()
 
-    def _finish(
-        self,
-        rc: int,
-        timed_out: bool,
-        killed: bool,
-        budget: float,
-        grace: float,
-        err_path: Path,
-        err_start: int,
-    ) -> str:
-        tail = tail_text(err_path, STDERR_TAIL_LINES, start=err_start)
+    def _why_stop(self, now: float, deadline: float) -> str:
+        """Why the command must be stopped now: "signal", "time_limit", "budget", or ""."""
+        if self.interrupted.signal:
+            return "signal"
+        if self.stop_at is not None and now >= self.stop_at:
+            self.interrupted.signal = TIME_LIMIT
+            return TIME_LIMIT
+        return "budget" if now >= deadline else ""
+
+    def _finish(self, rc: int, timed_out: bool, killed: bool, budget: float, grace: float) -> str:
+        tail = tail_text(self.paths.stderr, STDERR_TAIL_LINES, start=self._err_start)
         fields: dict[str, Any] = {"exit_code": rc, "stderr_tail": tail}
         if rc < 0:
             fields["signal"] = (
                 signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
             )
         if self.interrupted.signal or timed_out:
-            fields["checkpoint_advanced"] = checkpoint_written_since(self.root / "checkpoint", self.started)
-        if self.interrupted.signal == TIME_LIMIT:
-            fields["interrupted_by"] = TIME_LIMIT
-            state = "preempted"
-            limit_min = round(((self.deadline or self.started) - self.started) / 60, 1)
-            reason = (
-                f"stopped {self._stop_before():g} s before the job's time limit (~{limit_min:g} min) "
-                "to checkpoint; requeued"
-            )
-        elif self.interrupted.signal:
+            fields["checkpoint_advanced"] = checkpoint_written_since(self.paths.checkpoint, self.started)
+        if self.interrupted.signal:
             fields["interrupted_by"] = self.interrupted.signal
-            if self.interrupted.signal == "SIGTERM" and cancelled_by_scancel():
-                state, reason = "cancelled", "job cancelled (scancel) while running"
-            else:
-                state = "preempted"
-                reason = f"interrupted by {self.interrupted.signal} (preemption, a stopped driver, a cancel)"
+            state, reason = self._interruption()
         elif timed_out:
-            state = "timeout"
             how = f"SIGKILL {grace:g} s after SIGTERM" if killed else "stopped on SIGTERM"
-            reason = f"exceeded time_budget_s={budget:g} ({how})"
-        elif rc == 0:
-            state, reason = "completed", ""
-        elif rc < 0:
-            state = "failed"
-            reason = f"killed by {fields['signal']}"
-            if fields["signal"] == "SIGKILL":
-                reason += " (out of memory? see the job's log)"
+            state, reason = "timeout", f"exceeded time_budget_s={budget:g} ({how})"
         else:
-            state = "failed"
-            last = _last_error_line(tail)
-            reason = f"exit code {rc}" + (f": {last}" if last else "")
+            state, reason = _exit_outcome(rc, fields.get("signal", ""), tail)
         self._status(state, reason=reason, **fields)
         return state
 
-    def _stop_before(self) -> float:
-        if self.deadline is None or self.stop_at is None:
-            return 0.0
-        return round(self.deadline - self.stop_at, 1)
+    def _interruption(self) -> tuple[str, str]:
+        """(state, reason) of an attempt stopped by a signal or by the job's time limit."""
+        sig = self.interrupted.signal
+        if sig == TIME_LIMIT:
+            stop_before = round((self.deadline or 0.0) - (self.stop_at or 0.0), 1)
+            limit_min = round(((self.deadline or self.started) - self.started) / 60, 1)
+            return "preempted", (
+                f"stopped {stop_before:g} s before the job's time limit (~{limit_min:g} min) to checkpoint; "
+                "requeued"
+            )
+        if sig == "SIGTERM" and cancelled_by_scancel():
+            return "cancelled", "job cancelled (scancel) while running"
+        return "preempted", f"interrupted by {sig} (preemption, a stopped driver, a cancel)"
 
-    def _finish_unstartable(self, reason: str, code: int, err_path: Path, err_start: int) -> str:
-        with open(err_path, "a", encoding="utf-8") as err:
+    def _unstartable(self, reason: str, code: int) -> None:
+        with open(self.paths.stderr, "a", encoding="utf-8") as err:
             err.write(f"hpc-agent: {reason}\n")
-        tail = tail_text(err_path, STDERR_TAIL_LINES, start=err_start)
+        tail = tail_text(self.paths.stderr, STDERR_TAIL_LINES, start=self._err_start)
         self._status("failed", reason=reason, exit_code=code, stderr_tail=tail)
-        return "failed"
+
+
+def _exit_outcome(rc: int, sig: str, tail: str) -> tuple[str, str]:
+    """(state, reason) of a command that ended on its own."""
+    if rc == 0:
+        return "completed", ""
+    if rc < 0:
+        reason = f"killed by {sig}"
+        return "failed", reason + (" (out of memory? see the job's log)" if sig == "SIGKILL" else "")
+    last = _last_error_line(tail)
+    return "failed", f"exit code {rc}" + (f": {last}" if last else "")
 
 
 class _ExitWaiter:
@@ -400,29 +389,6 @@ class _ExitWaiter:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-def checkpoint_written_since(folder: Path, since: float) -> bool:
-    """Did anything in ``folder`` (a trial's checkpoint directory) change after ``since``?
-    A requeue after which the checkpoint advanced is progress, not a failure. At most
-    ``_CHECKPOINT_SCAN_LIMIT`` entries are looked at."""
-    pending = [folder]
-    seen = 0
-    while pending and seen < _CHECKPOINT_SCAN_LIMIT:
-        try:
-            entries = list(os.scandir(pending.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            seen += 1
-            try:
-                if entry.stat(follow_symlinks=False).st_mtime > since:
-                    return True
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(Path(entry.path))
-            except OSError:
-                continue
-    return False
 
 
 def cancelled_by_scancel() -> bool:
@@ -479,58 +445,3 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child between f
     """``preexec_fn``: the child gets SIGKILL when the thread that started it dies."""
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-# ------------------------------------------------------------------------------- local lanes
-
-
-def run_lane(queue_file: str, lane: int) -> int:
-    """A local worker: take trials from a submission's queue, one at a time, until none is left.
-
-    submitit's local executor starts every array element at once; hpc-agent submits one
-    element per lane instead (as many lanes as the parallelism allows), and each lane claims
-    the next trial by creating ``claims/<trial id>`` with ``O_EXCL``. Returns how many trials
-    this lane ran.
-    """
-    queue_path = Path(queue_file)
-    queue = json.loads(queue_path.read_text())
-    gpus = queue.get("lane_gpus") or []
-    if lane < len(gpus):  # submitit's local executor hides every GPU; give this lane its share
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[lane]
-    claims = queue_path.parent / "claims"
-    claims.mkdir(exist_ok=True)
-    # the submitit job id of a local lane is its controller's pid (our parent)
-    job_id = os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getppid())
-    atomic_write_json(
-        queue_path.parent / f"lane-{lane}.json",
-        {
-            "lane": lane,
-            "pid": os.getpid(),
-            "ppid": job_id,
-            "host": socket.gethostname(),
-            "started_at": time.time(),
-        },
-    )
-    stop = _Interrupted()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.signal = signal.Signals(signum).name
-
-    for s in _FORWARDED:
-        signal.signal(s, _stop)
-    ran = 0
-    for trial_dir in queue["trials"]:
-        if stop.signal:
-            break
-        name = Path(trial_dir).name
-        try:
-            fd = os.open(claims / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            continue
-        os.write(fd, f"{lane} {os.getpid()}\n".encode())
-        os.close(fd)
-        state = run_trial(trial_dir, token=str(queue.get("token", "")), job_id=job_id)
-        ran += 1
-        if state == "preempted":  # the lane was told to stop: leave the rest to a requeue
-            break
-    return ran

@@ -31,7 +31,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from hpc_agent._io import read_json  # noqa: E402
-from hpc_agent.runner import FINAL_STATES, run_trial  # noqa: E402
+from hpc_agent.runner import run_trial  # noqa: E402
+from hpc_agent.trial import FINAL_STATES  # noqa: E402
 
 JOB_START_ENV = "HPC_AGENT_JOB_START"  # set by the job script's first line: `date +%s`
 

@@ -26,7 +26,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_agent.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_GENERATIONS,
+    DEFAULT_KILL_GRACE_S,
+    DEFAULT_LLM_CONTEXT_TOKENS,
+    DEFAULT_LLM_MAX_REPAIRS,
+    DEFAULT_LLM_MAX_RETRIES,
+    DEFAULT_LLM_TEMPERATURE,
+    DEFAULT_LLM_TIMEOUT_S,
+    DEFAULT_MAX_PROGRESS_REQUEUES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIME_BUDGET_S,
+    DEFAULT_TPE_STARTUP_TRIALS,
+    JOB_OVERHEAD_MIN,
+)
 from hpc_agent.errors import SpecError
+from hpc_agent.executors import EXECUTOR_KINDS
+from hpc_agent.executors.slurm.profiles import PROFILE_KEYS
+from hpc_agent.planners import PLANNER_KINDS
 from hpc_agent.space import Space, check_names, parse_space
 
 if sys.version_info >= (3, 11):
@@ -34,26 +52,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-# ------------------------------------------------------------------------------- defaults
-# Every default of a campaign, in one block. Units are in the names.
-DEFAULT_GENERATIONS = 3
-DEFAULT_BATCH_SIZE = 4
-DEFAULT_TIME_BUDGET_S = 300.0
-DEFAULT_KILL_GRACE_S = 10.0  # SIGTERM at the budget, SIGKILL this much later
-DEFAULT_MAX_RETRIES = 2  # requeues of a preempted or lost trial before it is given up
-DEFAULT_MAX_PROGRESS_REQUEUES = 50  # requeues after an attempt that wrote a checkpoint
-DEFAULT_POLL_LOCAL_S = 0.5
-DEFAULT_POLL_SLURM_S = 30.0  # real clusters: one squeue per 30 s is polite
-JOB_OVERHEAD_MIN = 2  # scheduler + interpreter start-up, on top of the budget
-DEFAULT_LLM_TEMPERATURE = 0.7
-DEFAULT_LLM_MAX_REPAIRS = 2  # re-asks with the validation errors before dropping a proposal
-DEFAULT_LLM_MAX_RETRIES = 3  # transport retries (429, 5xx, timeouts) before falling back to TPE
-DEFAULT_LLM_TIMEOUT_S = 300.0
-DEFAULT_LLM_CONTEXT_TOKENS = 24_000  # prompt budget; the history is summarised to fit
-DEFAULT_TPE_STARTUP_TRIALS = 8
 
-PLANNERS = ("auto", "llm", "tpe", "random")
-EXECUTORS = ("auto", "local", "slurm")
+PLANNERS = ("auto", *PLANNER_KINDS)  # "auto": the LLM where an endpoint is configured, else TPE
+EXECUTORS = ("auto", *EXECUTOR_KINDS)  # "auto": SLURM where sbatch is on PATH, else local
 MODES = ("min", "max")
 OBJECTIVES = ("last", "best")
 STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "text")
@@ -499,10 +500,8 @@ def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:
 
 
 def _parse_executor(t: Mapping[str, Any], base: Path) -> ExecutorSection:
-    from hpc_agent.profiles import PROFILE_KEYS  # the profile's keys may be overridden one by one
-
     w = "[executor]"
-    _only(t, _EXECUTOR_KEYS + tuple(PROFILE_KEYS), w)
+    _only(t, _EXECUTOR_KEYS + tuple(PROFILE_KEYS), w)  # a profile's keys may be overridden one by one
     kind = _choice(_get(t, "kind", str, w, "auto"), EXECUTORS, f"{w} kind")
     parallelism = _positive_int(_get(t, "parallelism", int, w, 0), f"{w} parallelism", 0)
     poll = _get(t, "poll_interval_s", float, w, 0.0)

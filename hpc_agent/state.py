@@ -1,36 +1,25 @@
-"""A campaign's state is a pure replay of its journal.
+"""A campaign's state: the journal's events, applied one by one.
 
-``replay(events) -> CampaignState`` does no I/O: the same journal always gives the same state,
-so a driver that died at any point rebuilds exactly what it knew. The events, in the order a
-generation writes them (each before and after its side effect):
-
-========================  =====================================================
-``campaign`` / ``spec``   the resolved spec (first run / a later run that changed it)
-``run``                   a driver started (pid, host, executor, planner)
-``planning``              about to ask the planner for generation g
-``planned``               the proposals of generation g, with their trial ids
-``submitting``            about to submit these trials under a unique token
-``submitted``             the scheduler accepted them: job ids
-``submit_failed``         it refused them (the trials stay planned)
-``trial_ended``           a trial's final state, objective and reason
-``requeued``              a preempted or lost trial goes back to be submitted again (counted
-                          against max_retries, or after progress against max_progress_requeues)
-``analyzed``              generation g's analysis.md is written
-``generation_done``       generation g is finished
-``cancelled``             ``hpc-agent cancel`` stopped the campaign
-``run_ended``             a driver stopped (done, failed, interrupted, detached)
-========================  =====================================================
-
-``running`` is never journaled: it is read live from a trial's ``status.json``.
+The driver holds one live :class:`CampaignState` and applies each event as it writes it (and
+what another process appended, read from a byte offset: :meth:`hpc_agent.journal.Journal.read_from`);
+``replay(events)`` builds the same state from a whole journal. Both go through one handler
+per event kind (:data:`HANDLERS`, as Optuna's journal storage has one ``_apply_*`` per
+operation), and the handlers do no I/O: the same journal always gives the same state, so a
+driver that died at any point rebuilds exactly what it knew. The events are listed in
+:mod:`hpc_agent.events`. ``running`` is never journaled: it is read live from a trial's
+``status.json``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
+
+from hpc_agent import events as ev
+from hpc_agent.events import Event
 
 
 class TrialState(str, Enum):
@@ -132,21 +121,41 @@ class GenerationRecord:
     done_at: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class CampaignState:
+    """Everything the journal says, kept current by :meth:`apply`. Queries are cheap: the
+    per-configuration view and the best trial are cached and recomputed only for what an
+    event changed."""
+
     name: str = ""
     spec: Mapping[str, Any] = field(default_factory=dict)
     spec_hash: str = ""
     identity_hash: str = ""
-    generations: Mapping[int, GenerationRecord] = field(default_factory=dict)
-    trials: Mapping[str, TrialRecord] = field(default_factory=dict)
-    submissions: Mapping[str, SubmissionRecord] = field(default_factory=dict)
+    generations: dict[int, GenerationRecord] = field(default_factory=dict)
+    trials: dict[str, TrialRecord] = field(default_factory=dict)
+    submissions: dict[str, SubmissionRecord] = field(default_factory=dict)
     runs: int = 0
     run_times: tuple[float, ...] = ()  # when each driver started (its "run" event)
     cancelled: bool = False  # a cancel came after the last run started
     last_run_end: str = ""
     started_at: float = 0.0
     events: int = 0
+    _configs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # config -> trials
+    _config_cache: dict[str, ConfigResult] = field(default_factory=dict, repr=False)
+    _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
+
+    # ------------------------------------------------------------------ applying events
+    def apply(self, event: Event) -> None:
+        """Apply one event (unknown kinds were already dropped by :func:`events.parse`)."""
+        self.events += 1
+        handler = HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _set_trial(self, record: TrialRecord) -> None:
+        self.trials[record.trial_id] = record
+        self._config_cache.pop(record.config_id, None)
+        self._best.clear()
 
     # ------------------------------------------------------------------ queries
     def trials_of(self, generation: int) -> list[TrialRecord]:
@@ -176,44 +185,25 @@ class CampaignState:
 
     def best(self, mode: str) -> TrialRecord | None:
         """The best completed trial (single seed view)."""
-        done = [t for t in self.trials.values() if t.state is TrialState.COMPLETED and _finite(t.objective)]
-        if not done:
-            return None
-        sign = 1.0 if mode == "min" else -1.0
-        return min(done, key=lambda t: (sign * (t.objective or 0.0), t.trial_id))
+        if mode not in self._best:
+            done = [
+                t for t in self.trials.values() if t.state is TrialState.COMPLETED and _finite(t.objective)
+            ]
+            sign = 1.0 if mode == "min" else -1.0
+            self._best[mode] = min(
+                done, key=lambda t: (sign * (t.objective or 0.0), t.trial_id), default=None
+            )
+        return self._best[mode]
 
     def configs(self) -> list[ConfigResult]:
-        """Trials grouped by proposal: the unit the planners learn from (mean over seeds)."""
-        groups: dict[str, list[TrialRecord]] = {}
-        for t in self.trials.values():
-            groups.setdefault(t.config_id, []).append(t)
+        """Trials grouped by proposal, in the order they were planned: the unit the planners
+        learn from (mean objective over seeds)."""
         out = []
-        for cid, trials in sorted(groups.items()):
-            trials.sort(key=lambda t: t.trial_id)
-            values = [
-                t.objective
-                for t in trials
-                if t.state is TrialState.COMPLETED and t.objective is not None and math.isfinite(t.objective)
-            ]
-            first = trials[0]
-            pending = any(not t.state.is_finished() for t in trials)
-            failed = [t for t in trials if t.state.is_finished() and t.state is not TrialState.COMPLETED]
-            out.append(
-                ConfigResult(
-                    config_id=cid,
-                    generation=first.generation,
-                    params=first.params,
-                    hypothesis=first.hypothesis,
-                    source=first.source,
-                    parent=first.parent,
-                    patch=first.patch,
-                    trial_ids=tuple(t.trial_id for t in trials),
-                    objective=sum(values) / len(values) if values else None,
-                    n_completed=len(values),
-                    pending=pending,
-                    failed_reasons=tuple(f"{t.trial_id}: {t.state.value}: {t.reason}" for t in failed),
-                )
-            )
+        for cid, trial_ids in self._configs.items():
+            c = self._config_cache.get(cid)
+            if c is None:
+                c = self._config_cache[cid] = _config_result(cid, [self.trials[t] for t in trial_ids])
+            out.append(c)
         return out
 
     def champion(self, mode: str) -> ConfigResult | None:
@@ -245,146 +235,196 @@ def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-# ------------------------------------------------------------------------------- replay
-
-
-def replay(events: Iterable[Mapping[str, Any]]) -> CampaignState:
-    """Fold the journal's events into a :class:`CampaignState`. Pure; unknown events are skipped
-    (a newer hpc-agent may write events an older one does not know)."""
-    st: dict[str, Any] = {
-        "name": "",
-        "spec": {},
-        "spec_hash": "",
-        "identity_hash": "",
-        "runs": 0,
-        "run_times": (),
-        "cancelled": False,
-        "last_run_end": "",
-        "started_at": 0.0,
-    }
-    gens: dict[int, GenerationRecord] = {}
-    trials: dict[str, TrialRecord] = {}
-    subs: dict[str, SubmissionRecord] = {}
-    n = 0
-    for ev in events:
-        n += 1
-        kind = ev.get("event")
-        if kind in ("campaign", "spec"):
-            st["spec"] = ev.get("spec", {})
-            st["spec_hash"] = ev.get("spec_hash", "")
-            st["identity_hash"] = ev.get("identity_hash", "")
-            st["name"] = ev.get("name", st["name"])
-            if kind == "campaign":
-                st["started_at"] = ev.get("t", 0.0)
-        elif kind == "run":
-            st["runs"] += 1
-            st["run_times"] = (*st["run_times"], float(ev.get("t", 0.0)))
-            st["cancelled"] = False
-        elif kind == "run_ended":
-            st["last_run_end"] = ev.get("status", "")
-        elif kind == "cancelled":
-            st["cancelled"] = True
-        elif kind == "planning":
-            g = int(ev["generation"])
-            gens[g] = replace(gens.get(g, GenerationRecord(g)), planning=True, planner=ev.get("planner", ""))
-        elif kind == "planned":
-            g = int(ev["generation"])
-            planned_ids: list[str] = []
-            for t in ev["trials"]:
-                rec = TrialRecord(
-                    trial_id=t["id"],
-                    generation=g,
-                    index=int(t["index"]),
-                    config_id=t.get("config", t["id"]),
-                    seed=int(t.get("seed", 0)),
-                    params=t["params"],
-                    hypothesis=t.get("hypothesis", ""),
-                    parent=t.get("parent"),
-                    source=t.get("source", ""),
-                    patch=tuple(t["patch"]) if t.get("patch") else None,
-                )
-                trials[rec.trial_id] = rec
-                planned_ids.append(rec.trial_id)
-            gens[g] = replace(
-                gens.get(g, GenerationRecord(g)),
-                planned=True,
-                planner=ev.get("planner", ""),
-                note=ev.get("note", ""),
-                trial_ids=tuple(planned_ids),
-                planned_at=ev.get("t", 0.0),
-            )
-        elif kind == "submitting":
-            token = ev["token"]
-            sub_ids = tuple(ev["trials"])
-            subs[token] = SubmissionRecord(
-                token, int(ev["generation"]), sub_ids, ev.get("executor", ""), at=ev.get("t", 0.0)
-            )
-            for tid in sub_ids:
-                if tid in trials:
-                    trials[tid] = replace(
-                        trials[tid], state=TrialState.SUBMITTED, token=token, attempt=trials[tid].attempt + 1
-                    )
-        elif kind == "submitted":
-            token = ev["token"]
-            if token in subs:
-                tj = ev.get("trial_jobs")
-                subs[token] = replace(
-                    subs[token], state="submitted", job_ids=tuple(ev.get("job_ids", ())), trial_jobs=tj
-                )
-                if tj:
-                    for tid, jid in tj.items():
-                        if tid in trials and trials[tid].token == token:
-                            trials[tid] = replace(trials[tid], job_id=jid)
-        elif kind == "submit_failed":
-            token = ev["token"]
-            if token in subs:
-                subs[token] = replace(subs[token], state="failed", error=ev.get("error", ""))
-                for tid in subs[token].trial_ids:
-                    if tid in trials and trials[tid].token == token and not trials[tid].state.is_finished():
-                        trials[tid] = replace(
-                            trials[tid], state=TrialState.PLANNED, attempt=trials[tid].attempt - 1
-                        )
-        elif kind == "trial_ended":
-            tid = ev["trial"]
-            if tid in trials:
-                trials[tid] = replace(
-                    trials[tid],
-                    state=TrialState(ev["state"]),
-                    objective=ev.get("objective"),
-                    reason=ev.get("reason", ""),
-                    exit_code=ev.get("exit_code"),
-                    duration_s=ev.get("duration_s"),
-                    job_id=ev.get("job_id") or trials[tid].job_id,
-                    ended_at=ev.get("t"),
-                    by_campaign_cancel=bool(ev.get("by_campaign_cancel", False)),
-                )
-        elif kind == "requeued":
-            tid = ev["trial"]
-            if tid in trials:
-                counted = bool(ev.get("counted", True))
-                progress = bool(ev.get("progress", False))
-                used = ev.get("duration_s")
-                trials[tid] = replace(
-                    trials[tid],
-                    state=TrialState.PLANNED,
-                    retries=trials[tid].retries + (1 if counted else 0),
-                    progress_requeues=trials[tid].progress_requeues + (1 if progress else 0),
-                    earlier_duration_s=trials[tid].earlier_duration_s + float(used or 0.0),
-                    reason=ev.get("reason", ""),
-                    objective=None,
-                    exit_code=None,
-                    by_campaign_cancel=False,
-                )
-        elif kind == "analyzed":
-            g = int(ev["generation"])
-            gens[g] = replace(gens.get(g, GenerationRecord(g)), analyzed=True)
-        elif kind == "generation_done":
-            g = int(ev["generation"])
-            gens[g] = replace(gens.get(g, GenerationRecord(g)), done=True, done_at=ev.get("t", 0.0))
-    return CampaignState(
-        generations=dict(sorted(gens.items())),
-        trials=trials,
-        submissions=subs,
-        events=n,
-        **st,
+def _config_result(cid: str, trials: list[TrialRecord]) -> ConfigResult:
+    trials = sorted(trials, key=lambda t: t.trial_id)
+    values = [
+        t.objective
+        for t in trials
+        if t.state is TrialState.COMPLETED and t.objective is not None and math.isfinite(t.objective)
+    ]
+    first = trials[0]
+    failed = [t for t in trials if t.state.is_finished() and t.state is not TrialState.COMPLETED]
+    return ConfigResult(
+        config_id=cid,
+        generation=first.generation,
+        params=first.params,
+        hypothesis=first.hypothesis,
+        source=first.source,
+        parent=first.parent,
+        patch=first.patch,
+        trial_ids=tuple(t.trial_id for t in trials),
+        objective=sum(values) / len(values) if values else None,
+        n_completed=len(values),
+        pending=any(not t.state.is_finished() for t in trials),
+        failed_reasons=tuple(f"{t.trial_id}: {t.state.value}: {t.reason}" for t in failed),
     )
+
+
+# ------------------------------------------------------------------------------- the handlers
+
+
+def _on_spec(st: CampaignState, e: ev.CampaignOpened) -> None:
+    st.spec, st.spec_hash, st.identity_hash = e.spec, e.spec_hash, e.identity_hash
+    st.name = e.name or st.name
+    if type(e) is ev.CampaignOpened:
+        st.started_at = e.t
+
+
+def _on_run(st: CampaignState, e: ev.RunStarted) -> None:
+    st.runs += 1
+    st.run_times = (*st.run_times, e.t)
+    st.cancelled = False
+
+
+def _on_run_ended(st: CampaignState, e: ev.RunEnded) -> None:
+    st.last_run_end = e.status
+
+
+def _on_cancelled(st: CampaignState, e: ev.Cancelled) -> None:
+    st.cancelled = True
+
+
+def _generation(st: CampaignState, g: int) -> GenerationRecord:
+    return st.generations.get(g) or GenerationRecord(g)
+
+
+def _on_planning(st: CampaignState, e: ev.PlanningStarted) -> None:
+    st.generations[e.generation] = replace(_generation(st, e.generation), planning=True, planner=e.planner)
+    st.generations = dict(sorted(st.generations.items()))
+
+
+def _on_planned(st: CampaignState, e: ev.Planned) -> None:
+    for p in e.trials:
+        rec = TrialRecord(
+            trial_id=p.trial_id,
+            generation=e.generation,
+            index=p.index,
+            config_id=p.config,
+            seed=p.seed,
+            params=p.params,
+            hypothesis=p.hypothesis,
+            parent=p.parent,
+            source=p.source,
+            patch=p.patch,
+        )
+        st._configs.setdefault(rec.config_id, []).append(rec.trial_id)
+        st._set_trial(rec)
+    st.generations[e.generation] = replace(
+        _generation(st, e.generation),
+        planned=True,
+        planner=e.planner,
+        note=e.note,
+        trial_ids=tuple(p.trial_id for p in e.trials),
+        planned_at=e.t,
+    )
+    st.generations = dict(sorted(st.generations.items()))
+
+
+def _on_submitting(st: CampaignState, e: ev.Submitting) -> None:
+    st.submissions[e.token] = SubmissionRecord(e.token, e.generation, tuple(e.trials), e.executor, at=e.t)
+    for tid in e.trials:
+        t = st.trials.get(tid)
+        if t is not None:
+            st._set_trial(replace(t, state=TrialState.SUBMITTED, token=e.token, attempt=t.attempt + 1))
+
+
+def _on_submitted(st: CampaignState, e: ev.Submitted) -> None:
+    sub = st.submissions.get(e.token)
+    if sub is None:
+        return
+    st.submissions[e.token] = replace(
+        sub, state="submitted", job_ids=tuple(e.job_ids), trial_jobs=e.trial_jobs
+    )
+    for tid, jid in (e.trial_jobs or {}).items():
+        t = st.trials.get(tid)
+        if t is not None and t.token == e.token:
+            st._set_trial(replace(t, job_id=jid))
+
+
+def _on_submit_failed(st: CampaignState, e: ev.SubmitFailed) -> None:
+    sub = st.submissions.get(e.token)
+    if sub is None:
+        return
+    st.submissions[e.token] = replace(sub, state="failed", error=e.error)
+    for tid in sub.trial_ids:
+        t = st.trials.get(tid)
+        if t is not None and t.token == e.token and not t.state.is_finished():
+            st._set_trial(replace(t, state=TrialState.PLANNED, attempt=t.attempt - 1))
+
+
+def _on_trial_ended(st: CampaignState, e: ev.TrialEnded) -> None:
+    t = st.trials.get(e.trial)
+    if t is None:
+        return
+    st._set_trial(
+        replace(
+            t,
+            state=TrialState(e.state),
+            objective=e.objective,
+            reason=e.reason,
+            exit_code=e.exit_code,
+            duration_s=e.duration_s,
+            job_id=e.job_id or t.job_id,
+            ended_at=e.t,
+            by_campaign_cancel=e.by_campaign_cancel,
+        )
+    )
+
+
+def _on_requeued(st: CampaignState, e: ev.Requeued) -> None:
+    t = st.trials.get(e.trial)
+    if t is None:
+        return
+    st._set_trial(
+        replace(
+            t,
+            state=TrialState.PLANNED,
+            retries=t.retries + (1 if e.counted else 0),
+            progress_requeues=t.progress_requeues + (1 if e.progress else 0),
+            earlier_duration_s=t.earlier_duration_s + float(e.duration_s or 0.0),
+            reason=e.reason,
+            objective=None,
+            exit_code=None,
+            by_campaign_cancel=False,
+        )
+    )
+
+
+def _on_analyzed(st: CampaignState, e: ev.Analyzed) -> None:
+    st.generations[e.generation] = replace(_generation(st, e.generation), analyzed=True)
+
+
+def _on_generation_done(st: CampaignState, e: ev.GenerationDone) -> None:
+    st.generations[e.generation] = replace(_generation(st, e.generation), done=True, done_at=e.t)
+    st.generations = dict(sorted(st.generations.items()))
+
+
+HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
+    ev.CampaignOpened: _on_spec,
+    ev.SpecChanged: _on_spec,
+    ev.RunStarted: _on_run,
+    ev.RunEnded: _on_run_ended,
+    ev.Cancelled: _on_cancelled,
+    ev.PlanningStarted: _on_planning,
+    ev.Planned: _on_planned,
+    ev.Submitting: _on_submitting,
+    ev.Submitted: _on_submitted,
+    ev.SubmitFailed: _on_submit_failed,
+    ev.TrialEnded: _on_trial_ended,
+    ev.Requeued: _on_requeued,
+    ev.Analyzed: _on_analyzed,
+    ev.GenerationDone: _on_generation_done,
+}
+
+
+def replay(records: Iterable[Mapping[str, Any] | Event]) -> CampaignState:
+    """The state a whole journal describes (its records, or parsed events). Pure; unknown
+    kinds are skipped (a newer hpc-agent may write events an older one does not know)."""
+    st = CampaignState()
+    for r in records:
+        event = r if isinstance(r, Event) else ev.parse(r)
+        if event is None:
+            st.events += 1
+            continue
+        st.apply(event)
+    return st

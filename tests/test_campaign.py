@@ -309,7 +309,7 @@ def test_sigterm_stops_the_driver_cleanly(tmp_path: Path, make_campaign) -> None
 
 def test_local_lanes_share_the_visible_gpus(tmp_path: Path, make_campaign) -> None:  # type: ignore[no-untyped-def]
     """submitit's local executor hides every GPU (CUDA_VISIBLE_DEVICES=""): each lane gets its share."""
-    from hpc_agent.executors import split_gpus
+    from hpc_agent.executors.local import split_gpus
 
     assert split_gpus(["0", "1", "2", "3"], 2) == ["0,2", "1,3"]
     assert split_gpus(["0"], 3) == ["0", "0", "0"] and split_gpus([], 2) == ["", ""]

@@ -18,11 +18,11 @@ import pytest
 from conftest import TINY_TRAIN
 
 import hpc_agent.llm as llm
-from hpc_agent.campaign import load_state
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.planners import resolve_planner_kind
 from hpc_agent.planners.base import AnalysisContext, PlanContext
 from hpc_agent.planners.llm import LLMPlanner, View, build_prompt, propose_task
+from hpc_agent.results import load_state
 from hpc_agent.space import Space
 from hpc_agent.spec import CampaignSpec, load_spec
 from hpc_agent.state import ConfigResult

@@ -319,7 +319,7 @@ def test_usr2_while_the_job_starts_python_never_kills_it(tmp_path: Path) -> None
     warning delivered while Python starts (it came ~50 ms after launch, with a 1-minute limit)
     cannot kill the task before the trial starts (it did: "FAILED before it started"). (A job
     that short is not sent the warning at all any more: see test_slurm_unit.)"""
-    from hpc_agent.slurm import JOB_PREAMBLE
+    from hpc_agent.executors.slurm.text import JOB_PREAMBLE
 
     trial = prepare(tmp_path, "import time\ntime.sleep(1.0)\nprint('done')\n", budget=30)
     tasks = tmp_path / "array.tasks.json"

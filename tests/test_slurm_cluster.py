@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from conftest import TINY_TRAIN
 
-from hpc_agent.executors import SubmitRequest
-from hpc_agent.slurm import SlurmExecutor, squeue_rows
+from hpc_agent.executors.base import SubmitRequest
+from hpc_agent.executors.slurm.commands import squeue_rows
+from hpc_agent.executors.slurm.executor import SlurmExecutor
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 

@@ -22,20 +22,19 @@ from typing import Any
 import pytest
 
 from hpc_agent.errors import UserError
-from hpc_agent.executors import JobStatus
-from hpc_agent.profiles import (
+from hpc_agent.executors.base import JobStatus
+from hpc_agent.executors.slurm.executor import SlurmExecutor
+from hpc_agent.executors.slurm.profiles import (
     PROFILE_KEYS,
     Profile,
     available_profiles,
     describe_profiles,
     load_profile,
-    show_profile,
 )
-from hpc_agent.slurm import (
+from hpc_agent.executors.slurm.text import (
     DEFAULT_MAX_ARRAY_SIZE,
     Partition,
     QueueRow,
-    SlurmExecutor,
     SlurmQueryError,
     accounting_enabled,
     chunk_bounds,
@@ -52,6 +51,7 @@ from hpc_agent.slurm import (
     refusal_fix,
     sbatch_parameters,
     sbatch_text,
+    show_profile,
     slurm_env_to_clear,
     split_parallelism,
     state_word,
@@ -337,11 +337,18 @@ def test_sacct_rows_expand_ranges_and_skip_steps() -> None:
     assert "8456010.batch" not in rows and "8456010" not in rows
     assert [j for j in rows if j.startswith("8456008_")] == [f"8456008_{i}" for i in range(10)]
     st = {j: job_status(r) for j, r in rows.items()}
-    assert st["8456008_1"] == JobStatus("8456008_1", "gone", "FAILED", "exit code 3", "vm")
+    one = st["8456008_1"]
+    assert (one.job_id, one.state, one.scheduler_state, one.reason, one.node) == (
+        "8456008_1", "gone", "FAILED", "exit code 3", "vm"
+    )  # fmt: skip
+    # SLURM's words are translated here, in the executor: the loop only reads ended_as
+    assert one.ended_as == "lost" and "FAILED without a final status" in one.ended_why
     assert st["8456008_2"].scheduler_state == "CANCELLED" and st["8456008_2"].reason == "by uid 0"
-    assert st["8456008_3"].scheduler_state == "OUT_OF_MEMORY"
-    assert st["8456008_9"].state == "pending" and st["8456008_9"].node == ""
-    assert st["8456011_7"].scheduler_state == "TIMEOUT"
+    assert st["8456008_2"].ended_as == "cancelled"
+    assert st["8456008_3"].scheduler_state == "OUT_OF_MEMORY" and st["8456008_3"].ended_as == "failed"
+    assert "mem_gb" in st["8456008_3"].ended_fix
+    assert st["8456008_9"].state == "pending" and st["8456008_9"].node == "" and not st["8456008_9"].ended_as
+    assert st["8456011_7"].scheduler_state == "TIMEOUT" and st["8456011_7"].ended_as == "timeout"
     assert st["8456008_0"].reason == ""
 
 

@@ -17,20 +17,14 @@ from typing import Any
 import pytest
 from conftest import TINY_TRAIN
 
-from hpc_agent.campaign import Campaign
-from hpc_agent.executors import LocalExecutor
-from hpc_agent.planners.random import RandomPlanner
-from hpc_agent.spec import load_spec
+from hpc_agent.events import Requeued, TrialEnded
+from hpc_agent.reconcile import interrupted
+from hpc_agent.spec import ExperimentSection, load_spec
 from hpc_agent.state import TrialRecord, TrialState
 
 
-def _campaign(make_campaign: Callable[..., Path], experiment: str = "") -> Campaign:
-    spec = load_spec(make_campaign(experiment=experiment))
-    return Campaign(spec, spec_dir(spec) / "results", LocalExecutor(1), RandomPlanner())
-
-
-def spec_dir(spec: Any) -> Path:
-    return Path(spec.source).parent
+def _experiment(make_campaign: Callable[..., Path], experiment: str = "") -> ExperimentSection:
+    return load_spec(make_campaign(experiment=experiment)).experiment
 
 
 def _trial(**kw: Any) -> TrialRecord:
@@ -48,29 +42,29 @@ def _trial(**kw: Any) -> TrialRecord:
 
 
 def test_requeue_rules_progress_is_not_a_failure(make_campaign: Callable[..., Path]) -> None:
-    camp = _campaign(make_campaign, experiment="max_retries = 1\nmax_progress_requeues = 3")
+    exp = _experiment(make_campaign, experiment="max_retries = 1\nmax_progress_requeues = 3")
     time_limit = {"token": "tok", "interrupted_by": "time_limit", "duration_s": 50.0}
     progressed = {**time_limit, "checkpoint_advanced": True}
     # an attempt that wrote a checkpoint: requeued, not counted against max_retries
-    name, ev = camp._requeue_or_give_up(_trial(retries=1, progress_requeues=2), "r", progressed)
-    assert name == "requeued" and ev["progress"] is True and ev["counted"] is False
-    assert ev["duration_s"] == 50.0
+    ev = interrupted(_trial(retries=1, progress_requeues=2), "r", progressed, "preempted", exp)
+    assert isinstance(ev, Requeued) and ev.progress is True and ev.counted is False
+    assert ev.duration_s == 50.0
     # ... until its own cap
-    name, ev = camp._requeue_or_give_up(_trial(progress_requeues=3), "r", progressed)
-    assert name == "trial_ended" and ev["state"] == "preempted" and "max_progress_requeues" in ev["reason"]
+    ev = interrupted(_trial(progress_requeues=3), "r", progressed, "preempted", exp)
+    assert isinstance(ev, TrialEnded) and ev.state == "preempted" and "max_progress_requeues" in ev.reason
     # no checkpoint: counted; once max_retries is spent, a trial longer than the job's limit
     # that never checkpoints is a timeout, and the reason says what to do
-    name, ev = camp._requeue_or_give_up(_trial(), "r", time_limit)
-    assert name == "requeued" and ev["counted"] is True and ev["progress"] is False
-    name, ev = camp._requeue_or_give_up(_trial(retries=1), "r", time_limit)
-    assert name == "trial_ended" and ev["state"] == "timeout" and "checkpoint_dir()" in ev["reason"]
+    ev = interrupted(_trial(), "r", time_limit, "preempted", exp)
+    assert isinstance(ev, Requeued) and ev.counted is True and ev.progress is False
+    ev = interrupted(_trial(retries=1), "r", time_limit, "preempted", exp)
+    assert isinstance(ev, TrialEnded) and ev.state == "timeout" and "checkpoint_dir()" in ev.reason
     # a preemption without progress gives up as before
     preempted = {"token": "tok", "interrupted_by": "SIGTERM"}
-    name, ev = camp._requeue_or_give_up(_trial(retries=1), "preempted by SIGTERM", preempted)
-    assert name == "trial_ended" and ev["state"] == "preempted" and "gave up after 1" in ev["reason"]
+    ev = interrupted(_trial(retries=1), "preempted by SIGTERM", preempted, "preempted", exp)
+    assert isinstance(ev, TrialEnded) and ev.state == "preempted" and "gave up after 1" in ev.reason
     # a stopped driver (Ctrl-C) is free, whatever the caps
-    name, ev = camp._requeue_or_give_up(_trial(retries=1), "r", {"token": "tok", "interrupted_by": "SIGINT"})
-    assert name == "requeued" and ev["counted"] is False
+    ev = interrupted(_trial(retries=1), "r", {"token": "tok", "interrupted_by": "SIGINT"}, "preempted", exp)
+    assert isinstance(ev, Requeued) and ev.counted is False
 
 
 def test_the_state_sums_time_over_attempts() -> None:

@@ -1,23 +1,33 @@
-"""Planners: ``random``, ``tpe`` (Optuna) and ``llm``, behind one small base class."""
+"""Planners: who decides what to run next. The registry of planner kinds, in one place.
+
+``random`` (:mod:`hpc_agent.planners.random`), ``tpe`` (Optuna's TPE, the embedded default:
+:mod:`hpc_agent.planners.optuna`) and ``llm`` (any OpenAI-compatible endpoint:
+:mod:`hpc_agent.planners.llm`). ``auto`` is the LLM where an endpoint is configured, else
+TPE. The seam is :class:`hpc_agent.planners.base.Planner`.
+
+A planner module is loaded only when one of its kind is made: importing this package costs
+nothing (the spec validates ``[planner] kind`` against :data:`PLANNER_KINDS`), and a TPE
+campaign never loads the LLM client.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING
 
 from hpc_agent.errors import UserError
-from hpc_agent.planners.base import AnalysisContext, Plan, PlanContext, Planner, Proposal
-from hpc_agent.spec import CampaignSpec
 
-__all__ = [
-    "AnalysisContext",
-    "Plan",
-    "PlanContext",
-    "Planner",
-    "Proposal",
-    "llm_configured",
-    "make_planner",
-    "resolve_planner_kind",
-]
+if TYPE_CHECKING:
+    from hpc_agent.planners.base import Planner
+    from hpc_agent.spec import CampaignSpec
+
+# kind -> (module, class); the class is built by its ``for_spec(spec)``
+PLANNER_KINDS: dict[str, tuple[str, str]] = {
+    "llm": ("hpc_agent.planners.llm", "LLMPlanner"),
+    "tpe": ("hpc_agent.planners.optuna", "TPEPlanner"),
+    "random": ("hpc_agent.planners.random", "RandomPlanner"),
+}
 
 
 def llm_configured(spec: CampaignSpec) -> bool:
@@ -37,17 +47,9 @@ def resolve_planner_kind(spec: CampaignSpec) -> tuple[str, str]:
 
 
 def make_planner(kind: str, spec: CampaignSpec) -> Planner:
-    if kind == "random":
-        from hpc_agent.planners.random import RandomPlanner
-
-        return RandomPlanner()
-    if kind == "tpe":
-        from hpc_agent.planners.optuna import TPEPlanner
-
-        return TPEPlanner(spec.planner.tpe_startup_trials)
-    if kind == "llm":
-        from hpc_agent.planners.llm import LLMPlanner
-
-        planner: Planner = LLMPlanner(spec)
-        return planner
-    raise UserError(f"--planner {kind!r}: expected one of auto, llm, tpe, random")
+    """A planner of a registered ``kind`` for this campaign (its module is imported now)."""
+    if kind not in PLANNER_KINDS:
+        raise UserError(f"--planner {kind!r}: expected one of auto, {', '.join(PLANNER_KINDS)}")
+    module, name = PLANNER_KINDS[kind]
+    planner: Planner = getattr(importlib.import_module(module), name).for_spec(spec)
+    return planner

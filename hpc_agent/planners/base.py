@@ -9,11 +9,14 @@ A planner is asked twice per generation, always in this order:
    configuration of the history, nor each other; a planner that cannot fill the batch
    (a small discrete space) returns fewer and says why in ``Plan.note``.
 2. ``analyze(ctx)`` -> markdown: what the finished generation taught. It is written to
-   ``gen-XXXX/analysis.md`` and shown to the next ``propose``.
+   ``gen-XXXX/analysis.md`` and shown to the next ``propose``; if it raises, the campaign
+   writes the deterministic analysis instead (and says who wrote it in the journal).
 
-Invariants: a planner keeps no state between calls that the journal does not hold. Its input
-is rebuilt from the journal each generation, so a restarted driver plans exactly as the one
-that died would have. Given the same history and ``ctx.seed``, ``random`` and ``tpe`` return
+Invariants: a planner's input is rebuilt from the results folder each generation (the
+journal, the trials' files, the analyses), so a restarted driver plans as the one that died
+would have. A planner may keep a memory of its own *in the results folder* (the LLM planner
+reads its exchange log ``llm.jsonl`` to reuse the proposals an analysis already made), never
+only in the process. Given the same history and ``ctx.seed``, ``random`` and ``tpe`` return
 the same plan.
 """
 
@@ -27,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
+from hpc_agent.analysis import AnalysisContext, deterministic_analysis
 from hpc_agent.space import Scalar, Space
 from hpc_agent.spec import CampaignSpec
-from hpc_agent.state import CampaignState, ConfigResult
+from hpc_agent.state import ConfigResult
+
+__all__ = ["AnalysisContext", "Plan", "PlanContext", "Planner", "Proposal", "config_key", "unique"]
 
 
 @dataclass(frozen=True)
@@ -90,30 +94,27 @@ class PlanContext:
         return {config_key(c.params, c.patch, c.parent) for c in self.history} | set(self.extra_seen)
 
 
-@dataclass(frozen=True)
-class AnalysisContext:
-    spec: CampaignSpec
-    generation: int
-    state: CampaignState
-    table: pl.DataFrame  # the trials table of the whole campaign so far
-    analyses: tuple[tuple[int, str], ...] = ()
-    results_dir: Path | None = None
-
-
 class Planner(ABC):
     """Proposes the next batch and analyzes the last one. See the module docstring."""
 
     name: str = ""
 
+    @classmethod
+    def for_spec(cls, spec: CampaignSpec) -> Planner:
+        """The planner of this kind for a campaign (the registry's constructor)."""
+        return cls()
+
     @abstractmethod
-    def propose(self, ctx: PlanContext) -> Plan: ...
+    def propose(self, ctx: PlanContext) -> Plan:
+        """Up to ``ctx.n`` new proposals for ``ctx.generation`` (fewer only when the space
+        runs out, with ``Plan.note`` saying so)."""
 
     def analyze(self, ctx: AnalysisContext) -> str:
-        from hpc_agent.analysis import deterministic_analysis
-
+        """The markdown analysis of ``ctx.generation`` (default: the deterministic one)."""
         return deterministic_analysis(ctx)
 
     def describe(self) -> str:
+        """Who plans, for the user and the journal (e.g. ``llm (model at url)``)."""
         return self.name
 
 

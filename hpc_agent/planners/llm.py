@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_agent._io import read_json
+from hpc_agent.analysis import AnalysisContext, deterministic_analysis
 from hpc_agent.llm import (
     LLMClient,
     LLMUnavailable,
@@ -51,7 +52,7 @@ from hpc_agent.llm import (
     resolve_config,
 )
 from hpc_agent.paths import ResultsPaths
-from hpc_agent.planners.base import AnalysisContext, Plan, PlanContext, Planner, Proposal, config_key
+from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal, config_key
 from hpc_agent.space import ChoiceParam, FloatParam, IntParam
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import ConfigResult
@@ -74,6 +75,10 @@ class LLMPlanner(Planner):
     """Plans with any OpenAI-compatible endpoint; see the module docstring."""
 
     name = "llm"
+
+    @classmethod
+    def for_spec(cls, spec: CampaignSpec) -> LLMPlanner:
+        return cls(spec)
 
     def __init__(self, spec: CampaignSpec, client: LLMClient | None = None) -> None:
         self.spec = spec
@@ -200,8 +205,6 @@ class LLMPlanner(Planner):
 
     # ------------------------------------------------------------------ analyze
     def analyze(self, ctx: AnalysisContext) -> str:
-        from hpc_agent.analysis import deterministic_analysis
-
         self._attach(ctx.results_dir)
         g = ctx.generation
         mode = self.spec.campaign.mode

@@ -28,6 +28,7 @@ from optuna.trial import create_trial
 
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal, fill_random, fits
 from hpc_agent.space import ChoiceParam, FloatParam, IntParam, Space
+from hpc_agent.spec import CampaignSpec
 
 REASKS = 8  # asks per slot before a duplicate is replaced by a random unseen configuration
 
@@ -49,6 +50,10 @@ class TPEPlanner(Planner):
 
     def __init__(self, startup_trials: int = 8) -> None:
         self.startup_trials = startup_trials
+
+    @classmethod
+    def for_spec(cls, spec: CampaignSpec) -> TPEPlanner:
+        return cls(spec.planner.tpe_startup_trials)
 
     def propose(self, ctx: PlanContext) -> Plan:
         optuna.logging.set_verbosity(optuna.logging.WARNING)

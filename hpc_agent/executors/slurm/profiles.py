@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from hpc_agent.defaults import DEFAULT_SIGNAL_DELAY_S
 from hpc_agent.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -25,8 +26,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_POLL_INTERVAL_S = 30.0  # a real cluster's controller is shared: poll gently
-DEFAULT_SIGNAL_DELAY_S = 60  # USR2 this long before the time limit (the runner records "preempted")
 
 # sbatch options hpc-agent sets itself: a profile may not override them through additional_parameters
 _RESERVED_SBATCH = ("array", "job-name", "output", "error", "open-mode", "wckey", "signal", "time")
@@ -53,7 +52,7 @@ class Profile:
     timeout_min: int = 0  # --time; 0 = derived from [experiment] (time budget + grace + overhead)
     setup: tuple[str, ...] = ()  # shell lines run in the job before the trial (module load ...)
     requeue: bool = False  # let SLURM itself requeue a job after a node failure or a preemption
-    signal_delay_s: int = DEFAULT_SIGNAL_DELAY_S  # SIGUSR2 this long before the time limit
+    signal_delay_s: int = DEFAULT_SIGNAL_DELAY_S  # stop the trial this long before the job's limit
     array_parallelism: int = 0  # at most this many trials at once (%N); 0 = no limit
     max_array_size: int = 0  # at most this many tasks per array; 0 = the cluster's MaxArraySize
     additional_parameters: tuple[tuple[str, Any], ...] = ()  # any other sbatch option
@@ -123,8 +122,8 @@ _EXPECTED = {
 def templates_dirs() -> list[Path]:
     """Where named profiles live: the source checkout's ``slurm_templates/``, else the copy an
     installed wheel carries (``hpc_agent/_slurm_templates``)."""
-    here = Path(__file__).resolve().parent
-    return [d for d in (here.parent / "slurm_templates", here / "_slurm_templates") if d.is_dir()]
+    package = Path(__file__).resolve().parents[2]  # hpc_agent/
+    return [d for d in (package.parent / "slurm_templates", package / "_slurm_templates") if d.is_dir()]
 
 
 def available_profiles() -> dict[str, Path]:
@@ -265,33 +264,16 @@ def describe_profiles() -> str:
     return "\n".join(lines) + "\n"
 
 
-def show_profile(name: str) -> str:
-    """The text of ``hpc-agent profiles --show NAME``: the file, its resolved keys, and the
-    sbatch options a generation would be submitted with."""
-    from hpc_agent.slurm import sbatch_preview
-
-    profile = load_profile(name)
-    lines = [f"# profile {profile.name}: {profile.path}"]
-    if profile.description:
-        lines += [f"# {line}" for line in profile.description.strip().splitlines()]
-    lines.append("")
-    for key, value in profile.to_dict().items():
-        if key != "description":
-            lines.append(f"{key} = {_toml(value)}")
-    lines += ["", "# sbatch options of a generation of 50 trials (job limit: timeout_min, else 30 min here):"]
-    lines += sbatch_preview(profile)
-    return "\n".join(lines) + "\n"
-
-
-def _toml(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A profile value as TOML (for ``hpc-agent profiles --show``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return repr(value)

@@ -1,0 +1,233 @@
+"""The trial folder: its files, and what they say. Standard library only.
+
+One folder per trial (``results/<name>/gen-0003/trials/0003-0007/``) is the only thing a
+job, the driver and ``hpc-agent status`` share. This module is that contract; the runner
+(inside a job), ``slurm_task``, the driver and the status command all read and write the
+folder through it, so its file names and the meaning of each state are written down once.
+
+==================  ===========  =====================================================
+file                written by   what
+==================  ===========  =====================================================
+``params.json``     driver       the configuration, plus ``seed``
+``launch.json``     driver       how to run it: command, cwd, env, budget (written last
+                                 when preparing: its presence means "prepared")
+``assignment.json`` driver       the one submission (token) that may run it now
+``code/``           driver       its own copy of the editable files (+ patch), links to
+                                 the rest of the workdir
+``patch.diff``      driver       the code change, as a unified diff
+``status.json``     runner       ``running``, then its final word (below)
+``metrics.jsonl``   experiment   one JSON object a line
+``stdout.log``,     runner       the command's output, every attempt appended
+``stderr.log``
+``checkpoint/``     experiment   kept across requeues
+==================  ===========  =====================================================
+
+A ``status.json`` ends an attempt when it says ``completed``, ``failed`` or ``timeout``
+(a verdict on the configuration, whatever submission wrote it: :data:`FINAL_STATES`), or
+``preempted`` / ``cancelled`` written by the attempt's own submission (an interruption of
+an earlier attempt was already dealt with): :func:`ends_attempt`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_agent._io import atomic_write_json, read_json
+
+PARAMS = "params.json"
+LAUNCH = "launch.json"
+ASSIGNMENT = "assignment.json"
+CODE = "code"
+PATCH = "patch.diff"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+CHECKPOINT = "checkpoint"
+
+FINAL_STATES = ("completed", "failed", "timeout")  # a verdict: never run again
+INTERRUPTIONS = ("preempted", "cancelled")  # the attempt was stopped; the driver decides
+RUNNING = "running"
+SUPERSEDED = "superseded"  # what a job reports for a trial assigned to another submission
+TIME_LIMIT = "time_limit"  # interrupted_by: stopped on the runner's clock before the job's limit
+
+
+def trial_id(generation: int, index: int) -> str:
+    """``0003-0007``: sortable as text, unique in a campaign, readable in a table."""
+    return f"{generation:04d}-{index:04d}"
+
+
+def generation_of(trial: str) -> int:
+    """The generation a trial id belongs to (inverse of :func:`trial_id`)."""
+    return int(trial.split("-", 1)[0])
+
+
+@dataclass(frozen=True)
+class TrialPaths:
+    """The files of one trial folder (see the module docstring for who writes which)."""
+
+    root: Path
+
+    @property
+    def params(self) -> Path:
+        return self.root / PARAMS
+
+    @property
+    def launch(self) -> Path:
+        return self.root / LAUNCH
+
+    @property
+    def assignment(self) -> Path:
+        return self.root / ASSIGNMENT
+
+    @property
+    def patch(self) -> Path:
+        return self.root / PATCH
+
+    @property
+    def code(self) -> Path:
+        return self.root / CODE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def status(self) -> Path:
+        return self.root / STATUS
+
+    @property
+    def stdout(self) -> Path:
+        return self.root / STDOUT
+
+    @property
+    def stderr(self) -> Path:
+        return self.root / STDERR
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / CHECKPOINT
+
+
+@dataclass(frozen=True)
+class Launch:
+    """``launch.json``: how the runner runs the trial. Written by the driver when it prepares
+    the trial (last: its presence means "prepared"); read by the runner in the job."""
+
+    trial: str
+    command: tuple[str, ...]
+    time_budget_s: float
+    cwd: str = CODE  # relative to the trial folder: results folders can move
+    env: Mapping[str, str] = field(default_factory=dict)
+    kill_grace_s: float = 10.0
+    seed: int = 0
+    unset_env: tuple[str, ...] = ()  # removed from the command's environment (secrets)
+
+    def write(self, folder: str | os.PathLike[str]) -> None:
+        data = asdict(self)
+        data["command"], data["unset_env"], data["env"] = (
+            list(self.command),
+            list(self.unset_env),
+            dict(self.env),
+        )
+        atomic_write_json(Path(folder) / LAUNCH, data)
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike[str]) -> Launch | None:
+        """The trial's launch.json, or None when it was never prepared (or is unreadable)."""
+        data = read_json(Path(folder) / LAUNCH)
+        if not isinstance(data, dict) or "command" not in data or "time_budget_s" not in data:
+            return None
+        return cls(
+            trial=str(data.get("trial", Path(folder).name)),
+            command=tuple(str(c) for c in data["command"]),
+            time_budget_s=float(data["time_budget_s"]),
+            cwd=str(data.get("cwd", CODE)),
+            env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
+            kill_grace_s=float(data.get("kill_grace_s", 10.0)),
+            seed=int(data.get("seed", 0)),
+            unset_env=tuple(str(n) for n in data.get("unset_env") or ()),
+        )
+
+
+def read_status(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The trial's ``status.json``, or None (not written yet, or being replaced)."""
+    data = read_json(Path(folder) / STATUS)
+    return data if isinstance(data, dict) else None
+
+
+def is_final(status: Mapping[str, Any] | None) -> bool:
+    """Does this status hold a verdict on the configuration (never run it again)?"""
+    return status is not None and status.get("state") in FINAL_STATES
+
+
+def ends_attempt(status: Mapping[str, Any] | None, token: str | None) -> bool:
+    """Does this status end the attempt of submission ``token``? A verdict ends it whenever it
+    was written; an interruption only when it is that submission's own (an older one was
+    already requeued)."""
+    if not status:
+        return False
+    state = status.get("state")
+    if state in FINAL_STATES:
+        return True
+    return state in INTERRUPTIONS and status.get("token") == token
+
+
+def is_running_for(status: Mapping[str, Any] | None, token: str | None) -> bool:
+    """Is submission ``token``'s attempt running (not an earlier one's that died running)?"""
+    return status is not None and status.get("state") == RUNNING and status.get("token") == token
+
+
+def assign(folder: str | os.PathLike[str], token: str | None) -> None:
+    """Let submission ``token`` (None: none) run this trial from now on (the driver's call)."""
+    atomic_write_json(Path(folder) / ASSIGNMENT, {"token": token})
+
+
+def assigned_to(folder: str | os.PathLike[str], token: str) -> bool:
+    """May the submission ``token`` run this trial? Yes unless ``assignment.json`` names
+    another one (or none: a submission being resolved). A trial prepared by an older
+    hpc-agent has no assignment file: any submission may run it."""
+    data = read_json(Path(folder) / ASSIGNMENT)
+    if not isinstance(data, dict) or not token:
+        return True
+    return data.get("token") == token
+
+
+def checkpoint_written_since(folder: Path, since: float, limit: int = 10_000) -> bool:
+    """Did anything in ``folder`` (a trial's checkpoint directory) change after ``since``? A
+    requeue after which the checkpoint advanced is progress, not a failure. At most ``limit``
+    entries are looked at."""
+    pending = [folder]
+    seen = 0
+    while pending and seen < limit:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime > since:
+                    return True
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+            except OSError:
+                continue
+    return False
+
+
+def attempt_duration(status: Mapping[str, Any] | None, token: str | None) -> float | None:
+    """How long submission ``token``'s attempt ran, from its status (a final status says; a
+    ``running`` one left by a lost job gives a lower bound)."""
+    if not status or status.get("token") != token:
+        return None
+    if isinstance(status.get("duration_s"), (int, float)):
+        return float(status["duration_s"])
+    start, last = status.get("started_at"), status.get("updated_at")
+    if isinstance(start, (int, float)) and isinstance(last, (int, float)):
+        return round(max(0.0, float(last) - float(start)), 3)
+    return None
