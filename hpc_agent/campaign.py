@@ -21,7 +21,6 @@ appended (``hpc-agent cancel``) is read from the byte offset it had reached.
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +31,7 @@ from hpc_agent import __version__
 from hpc_agent._io import atomic_write_json, atomic_write_text
 from hpc_agent.analysis import AnalysisContext, deterministic_analysis
 from hpc_agent.defaults import STATUS_INTERVAL_S
-from hpc_agent.errors import CampaignError, UserError
+from hpc_agent.errors import UserError
 from hpc_agent.events import (
     Analyzed,
     Event,
@@ -42,27 +41,22 @@ from hpc_agent.events import (
     Requeued,
     RunEnded,
     RunStarted,
-    SubmitFailed,
-    Submitted,
-    Submitting,
     parse,
 )
-from hpc_agent.executors.base import SECRET_ENV_VARS, Executor, SubmitError, SubmitRequest
-from hpc_agent.journal import FileLock, Journal, lock_holder
+from hpc_agent.executors.base import Executor
+from hpc_agent.journal import FileLock, Journal
 from hpc_agent.metrics import gather_table, write_table
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.plan import baseline, fresh, history_keys, trials, validated
 from hpc_agent.planners.base import Plan, PlanContext, Planner
 from hpc_agent.prepare import base_files, prepare_trial
-from hpc_agent.reconcile import Reconciler, cancelled_by_campaign
+from hpc_agent.reconcile import Reconciler, cancelled_by_campaign, resumed_after_cancel
 from hpc_agent.reporter import Reporter, SilentReporter
-from hpc_agent.results import open_results
+from hpc_agent.results import acquire_driver_lock, analyses_before, open_results
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import CampaignState, TrialRecord, TrialState
-from hpc_agent.trial import assign
+from hpc_agent.submission import Submissions
 
-DRIVER_LOCK_STALE_S = 900.0  # the driver touches its lock every poll; older than this, it died
-SUBMIT_TIMEOUT_S = 130.0  # an executor's submit call (sbatch) never outlives this
 LOCK_TOUCH_S = 30.0  # how often the driver shows it is alive (its lock's mtime)
 
 
@@ -111,11 +105,13 @@ class Campaign:
         self.force = force
         self.state = CampaignState()
         self.reconciler = Reconciler(self.paths, spec, executor)
+        self.submissions = Submissions(
+            self.paths, spec, executor, self.reporter, self._record, lambda: self.state
+        )
         self._offset = 0  # how far into the journal the state has read
-        self._lock = FileLock(self.paths.driver_lock, stale_s=DRIVER_LOCK_STALE_S, timeout_s=0.0)
+        self._lock: FileLock | None = None
         self._locked_at = time.time()
         self._touched_at = 0.0
-        self._secret_env = tuple(dict.fromkeys((*SECRET_ENV_VARS, spec.planner.api_key_env)))
 
     # ------------------------------------------------------------------ journal + state
     def _record(self, *events: Event) -> None:
@@ -146,8 +142,8 @@ class Campaign:
         """Run or resume the campaign to its end. Takes the driver lock first (UserError if
         another driver holds it), then records the spec (:func:`open_results`): nothing is
         written to a folder another driver is running."""
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        self._take_driver_lock()
+        self._lock = acquire_driver_lock(self.paths)
+        self._locked_at = time.time()  # the last driver, if it died, died before this
         try:
             _journal, messages = open_results(self.spec, self.paths.root, self.force)
             for m in messages:
@@ -164,19 +160,7 @@ class Campaign:
         finally:
             self.executor.close()
             self._lock.release()
-
-    def _take_driver_lock(self) -> None:
-        try:
-            self._lock.acquire()
-        except CampaignError:
-            host, pid = lock_holder(self.paths.driver_lock) or ("?", "?")
-            raise UserError(
-                f"another hpc-agent driver (pid {pid} on {host}) is running this campaign "
-                f"({self.paths.root})",
-                fix="watch it with `hpc-agent status`, or stop it first; if it is dead, remove "
-                f"{self.paths.driver_lock}",
-            ) from None
-        self._locked_at = time.time()  # the last driver, if it died, died before this
+            self._lock = None
 
     def _run(self, argv: Sequence[str]) -> RunResult:
         self._record(
@@ -189,8 +173,11 @@ class Campaign:
                 argv=tuple(argv),
             )
         )
-        self._resume_after_cancel()
-        self._resolve_pending_submissions()
+        again = resumed_after_cancel(self.state)
+        if again:
+            self.reporter.info(f"resuming {len(again)} trial(s) stopped by `hpc-agent cancel`")
+            self._record(*again)
+        self.submissions.resolve_pending(self._locked_at)
         status = "done"
         while (g := self._next_generation()) is not None:
             gen = self.state.generations.get(g)
@@ -258,7 +245,7 @@ class Campaign:
             n=n,
             history=tuple(st.configs()),
             champion=st.champion(spec.campaign.mode),
-            analyses=tuple(self._analyses(g)),
+            analyses=tuple(analyses_before(self.paths, self.state, g)),
             generations_left=max(1, spec.campaign.generations - g),
             results_dir=self.paths.root,
             seed=spec.campaign.seed,
@@ -281,122 +268,20 @@ class Campaign:
                 plan.proposals, f"planner failed ({type(e).__name__}: {e}); TPE planned this generation"
             )
 
-    def _analyses(self, before: int) -> list[tuple[int, str]]:
-        out = []
-        for g, rec in self.state.generations.items():
-            if g < before and rec.analyzed:
-                try:
-                    out.append((g, self.paths.analysis(g).read_text(encoding="utf-8")))
-                except FileNotFoundError:
-                    pass
-        return out
-
     # ------------------------------------------------------------------ 2 prepare
     def prepare(self, g: int) -> None:
         """A folder per trial of generation g (whatever a killed driver left unwritten)."""
         exp = self.spec.experiment
         base = base_files(self.paths, exp)
         for t in self.state.trials_of(g):
-            prepare_trial(self.paths, t, exp, base, self._secret_env)
+            prepare_trial(self.paths, t, exp, base, self.submissions.secret_env)
 
     # ------------------------------------------------------------------ 3 submit
     def submit(self, g: int, planned: Sequence[TrialRecord]) -> None:
-        """Submit these trials of generation g as ONE submission under a new token. The trials
-        are assigned to it before the executor is called (:func:`hpc_agent.trial.assign`)."""
-        token = secrets.token_hex(4)
-        req = self._request(g, token, [t.trial_id for t in planned])
-        self._record(Submitting(generation=g, token=token, trials=req.trial_ids, executor=self.executor.name))
-        self._assign(req.trial_ids, token)
-        try:
-            sub = self.executor.submit(req)
-        except SubmitError as e:
-            self._assign(req.trial_ids, None)  # a chunk that did go through must not run them
-            self._record(SubmitFailed(token=token, error=e.message[:2000], job_ids=tuple(e.job_ids)))
-            if e.job_ids:
-                self.executor.cancel(e.job_ids)
-            raise UserError(
-                f"the scheduler refused generation {g}'s jobs: {e.message}",
-                fix=e.fix
-                or "fix the profile or [executor] values it names, then run again "
-                "(nothing was lost: the trials are still planned)",
-                log=e.script or None,
-            ) from None
-        self._record(Submitted(token=token, job_ids=tuple(sub.job_ids), trial_jobs=sub.trial_jobs))
+        """Submit these trials of generation g as ONE submission under a new token (see
+        :meth:`hpc_agent.submission.Submissions.submit`)."""
+        self.submissions.submit(g, planned)
         self.reconciler.submitted()
-        arrays = sorted({j.split("_")[0] for j in sub.job_ids})
-        jobs = "job " + ", ".join(arrays) if len(arrays) <= 3 else f"{len(arrays)} jobs"
-        self.reporter.info(f"generation {g}: submitted {len(planned)} trial(s) as {jobs}")
-
-    def _request(self, g: int, token: str, ids: Sequence[str]) -> SubmitRequest:
-        return SubmitRequest(
-            token=token,
-            generation=g,
-            campaign=self.spec.name,
-            trial_ids=tuple(ids),
-            trial_dirs=tuple(str(self.paths.trial(t).root) for t in ids),
-            queue_dir=str(self.paths.submission(g, token)),
-            submitit_dir=str(self.paths.submitit),
-            timeout_min=self.spec.experiment.job_timeout_min,
-            scrub_env=self._secret_env,
-        )
-
-    def _assign(self, trial_ids: Sequence[str], token: str | None) -> None:
-        for tid in trial_ids:
-            assign(self.paths.trial(tid).root, token)
-
-    def _resolve_pending_submissions(self) -> None:
-        """The driver died between 'submitting' and 'submitted': find what was submitted.
-
-        "No job found" is believed only once no request of that submission can still reach
-        the scheduler: the dead driver's sbatch died with it (PR_SET_PDEATHSIG), and a request
-        it had sent is acted on within ``executor.settle_s`` of that death (at the latest when
-        the next driver started). Then the trials are unassigned *before* a last look, so that
-        a job that appears even later cannot run them, and a job that got in before the last
-        look is adopted."""
-        for sub in self.state.pending_submissions():
-            req = self._request(sub.generation, sub.token, sub.trial_ids)
-            found = self._find_settled(req, sub.at)
-            if not found:
-                self._assign(sub.trial_ids, None)
-                found = self.executor.find(req)
-                if found:
-                    self._assign(sub.trial_ids, sub.token)
-            if found:
-                self.reporter.info(f"re-attached to {len(found)} job(s) of an interrupted submission")
-                self._record(Submitted(token=sub.token, job_ids=tuple(found), recovered=True))
-            else:
-                error = "the driver stopped before the scheduler answered; no job found"
-                self._record(SubmitFailed(token=sub.token, error=error))
-
-    def _find_settled(self, req: SubmitRequest, submitting_at: float) -> list[str]:
-        """``executor.find`` until it finds the jobs or the submission has settled."""
-        later_runs = [t for t in self.state.run_times if t > submitting_at]
-        died_by = min(later_runs[0] if later_runs else self._locked_at, submitting_at + SUBMIT_TIMEOUT_S)
-        settle_until = died_by + self.executor.settle_s
-        found = self.executor.find(req)
-        if found or time.time() >= settle_until:
-            return found
-        self.reporter.info(
-            f"an interrupted submission ({req.job_name}) has no job yet: looking again for "
-            f"{settle_until - time.time():.0f} s before submitting its trials anew"
-        )
-        while not found and time.time() < settle_until:
-            time.sleep(min(2.0, max(0.0, settle_until - time.time())))
-            found = self.executor.find(req)
-        return found
-
-    def _resume_after_cancel(self) -> None:
-        """Trials stopped by `hpc-agent cancel` in an unfinished generation run again."""
-        again = [
-            Requeued(trial=t.trial_id, reason="resumed after hpc-agent cancel", counted=False)
-            for t in self.state.trials.values()
-            if t.by_campaign_cancel
-            and t.state is TrialState.CANCELLED
-            and not self.state.generations[t.generation].done
-        ]
-        if again:
-            self.reporter.info(f"resuming {len(again)} trial(s) stopped by `hpc-agent cancel`")
-            self._record(*again)
 
     # ------------------------------------------------------------------ 4 wait
     def wait(self, g: int) -> bool:
@@ -439,6 +324,10 @@ class Campaign:
             self._touched_at = now
 
     def _stop_cancelled(self, g: int) -> None:
+        """``hpc-agent cancel``: what ended before it is recorded as it ended (a completed
+        trial stays completed), the rest of generation g is ``cancelled`` (resumed later)."""
+        open_trials = [t for t in self.state.trials_of(g) if not t.state.is_finished()]
+        self._record(*self.reconciler.reconcile(self.state, open_trials, poll=False))
         stopped = [
             cancelled_by_campaign(t.trial_id) for t in self.state.trials_of(g) if not t.state.is_finished()
         ]
@@ -448,10 +337,7 @@ class Campaign:
         )
 
     def _report_progress(self, g: int) -> None:
-        counts = self.state.counts(g)
-        running = self.reconciler.running(self.state.trials_of(g))
-        counts["submitted"] -= running
-        counts["running"] = running
+        counts = self.reconciler.counts(self.state, g)
         best = self.state.best(self.spec.campaign.mode)
         self.reporter.progress(g, counts, best.objective if best else None)
 
@@ -467,7 +353,14 @@ class Campaign:
         import polars as pl  # the driver loads Polars for the analysis, not to plan or poll
 
         table = pl.read_parquet(self.paths.trials_table)
-        ctx = AnalysisContext(self.spec, g, self.state, table, tuple(self._analyses(g)), self.paths.root)
+        ctx = AnalysisContext(
+            self.spec,
+            g,
+            self.state,
+            table,
+            tuple(analyses_before(self.paths, self.state, g)),
+            self.paths.root,
+        )
         author = self.planner.describe()
         try:
             text = self.planner.analyze(ctx)

@@ -16,8 +16,7 @@ from hpc_agent.executors import EXECUTOR_KINDS, executor_class
 from hpc_agent.journal import Journal
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.reconcile import cancelled_by_campaign
-from hpc_agent.results import load_state
-from hpc_agent.status import driver_info
+from hpc_agent.results import driver_info, load_state
 
 
 def cancel_campaign(results: Path) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 from hpc_agent.state import TrialState
 
@@ -106,3 +107,75 @@ class RichReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+# ------------------------------------------------------------------------------- hpc-agent status
+
+
+def print_status(report: Any, max_failures: int = 10, console: Console | None = None) -> None:
+    """Render a :class:`hpc_agent.status.StatusReport` for the terminal."""
+    console = console or Console()
+    drv = report.driver
+    driver = f"running (pid {drv['pid']} on {drv['host']})" if drv else "not running"
+    if report.cancelled:
+        driver += ", cancelled"
+    console.print(
+        f"[bold]{report.name}[/]  {report.results}  ·  driver {driver}  ·  "
+        f"{report.generations_done}/{report.generations_target} generations done",
+        highlight=False,
+    )
+    console.print(_generations_table(report))
+    if report.best:
+        b = report.best
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items()
+        )
+        console.print(
+            f"best so far: [bold green]{b['objective']:.6g}[/] (trial {b['trial_id']}: {params})",
+            highlight=False,
+        )
+    if report.queue:
+        console.print("queue:")
+        for row in report.queue[:20]:
+            reason = f" ({row.get('reason')})" if row.get("reason") and row.get("reason") != "None" else ""
+            console.print(f"  {row.get('job_id')} {row.get('state')}{reason}", highlight=False)
+    _print_requeues(console, report.requeues[: max_failures or 10], len(report.requeues))
+    if report.failures and max_failures:
+        console.print(f"not completed ({len(report.failures)}):")
+        for f in report.failures[:max_failures]:
+            logs = f["stderr"] + (f"  {f['job_log']}" if f.get("job_log") else "")
+            console.print(
+                f"  {f['trial_id']} [red]{f['state']}[/]: {f['reason']}  [dim]{logs}[/]", highlight=False
+            )
+
+
+def _generations_table(report: Any) -> Table:
+    better = "lower" if report.mode == "min" else "higher"
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("gen", "planner", "trials", "states", f"best {report.metric} ({better} is better)", "jobs"):
+        table.add_column(col)
+    for g in report.generations:
+        jobs = sorted({j.split("_")[0] for j in g.job_ids})
+        jobs_text = ", ".join(jobs[:3]) + (f" +{len(jobs) - 3}" if len(jobs) > 3 else "")
+        table.add_row(
+            str(g.generation),
+            g.planner,
+            str(g.trials),
+            describe_counts(g.counts, color=True) + (" [dim](done)[/]" if g.done else ""),
+            "" if g.best is None else f"{g.best:.6g}",
+            jobs_text,
+        )
+    return table
+
+
+def _print_requeues(console: Console, rows: list[dict[str, Any]], total: int) -> None:
+    if not rows:
+        return
+    console.print(f"requeued ({total}):")
+    for r in rows:
+        console.print(
+            f"  {r['trial_id']} {r['state']}: {r['attempts']} attempt(s); "
+            f"{r['progress_requeues']} requeue(s) after progress (cap {r['max_progress_requeues']}), "
+            f"{r['retries']} counted (max_retries {r['max_retries']})  [dim]{r['reason']}[/]",
+            highlight=False,
+        )

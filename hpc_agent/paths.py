@@ -24,7 +24,12 @@ from pathlib import Path
 
 from hpc_agent.trial import TrialPaths, generation_of, trial_id
 
-__all__ = ["ResultsPaths", "TrialPaths", "generation_of", "trial_id"]
+__all__ = ["ResultsPaths", "TrialPaths", "array_folder_name", "generation_of", "trial_id"]
+
+
+def array_folder_name(generation: int, token: str) -> str:
+    """``g0003.<token>``: the folder of one SLURM submission under ``submitit/``."""
+    return f"g{generation:04d}.{token}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,10 @@ class ResultsPaths:
 
     def analysis(self, generation: int) -> Path:
         return self.generation(generation) / "analysis.md"
+
+    def array_folder(self, generation: int, token: str) -> Path:
+        """SLURM: one submission's scripts, task lists and job logs (``submitit/g0003.<token>``)."""
+        return self.submitit / array_folder_name(generation, token)
 
     def submission(self, generation: int, token: str) -> Path:
         return self.generation(generation) / "submissions" / token

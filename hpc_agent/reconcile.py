@@ -73,19 +73,25 @@ class Reconciler:
         self._status[trial] = (mtime, data)
         return data
 
-    def running(self, trials: Sequence[TrialRecord]) -> int:
-        """How many of these submitted trials run now (their own attempt, per the last read)."""
-        n = 0
-        for t in trials:
+    def counts(self, state: CampaignState, generation: int) -> dict[str, int]:
+        """Generation's trials by state, ``running`` told from ``submitted`` by the status
+        files last read (this attempt's ``running``, not an earlier one's that died)."""
+        counts = state.counts(generation)
+        running = 0
+        for t in state.trials_of(generation):
             cached = self._status.get(t.trial_id)
             if t.state is TrialState.SUBMITTED and cached and is_running_for(cached[1], t.token):
-                n += 1
-        return n
+                running += 1
+        counts["submitted"] -= running
+        counts["running"] = running
+        return counts
 
     # ------------------------------------------------------------------ the entry point
-    def reconcile(self, state: CampaignState, open_trials: Sequence[TrialRecord]) -> list[Event]:
+    def reconcile(
+        self, state: CampaignState, open_trials: Sequence[TrialRecord], poll: bool = True
+    ) -> list[Event]:
         """The events that follow from what the open trials' files and the scheduler say now
-        ([] when nothing changed)."""
+        ([] when nothing changed); ``poll=False``: the status files only."""
         ended: list[tuple[TrialRecord, dict[str, Any]]] = []
         waiting: list[TrialRecord] = []
         for t in open_trials:
@@ -96,7 +102,7 @@ class Reconciler:
                 waiting.append(t)
         gone: list[Gone] = []
         now = time.monotonic()
-        if waiting and now - self._polled_at >= self.executor.poll_interval_s:
+        if poll and waiting and now - self._polled_at >= self.executor.poll_interval_s:
             self._polled_at = now
             gone = self._gone(state, waiting)
         if not ended and not gone:
@@ -200,6 +206,17 @@ def cancelled_by_campaign(trial: str) -> TrialEnded:
         reason="campaign cancelled (hpc-agent cancel)",
         by_campaign_cancel=True,
     )
+
+
+def resumed_after_cancel(state: CampaignState) -> list[Requeued]:
+    """Trials stopped by ``hpc-agent cancel`` in an unfinished generation go back to be run."""
+    return [
+        Requeued(trial=t.trial_id, reason="resumed after hpc-agent cancel", counted=False)
+        for t in state.trials.values()
+        if t.by_campaign_cancel
+        and t.state is TrialState.CANCELLED
+        and not state.generations[t.generation].done
+    ]
 
 
 def interrupted(

@@ -281,6 +281,35 @@ def campaign_report(
 ) -> str:
     """report.md: what was run, what was found, how it evolved, what failed. Pure."""
     camp = spec.campaign
+    lines = _report_head(state, spec, df)
+    lines += ["## Best configurations", ""]
+    if df.filter(pl.col("state") == "completed").height:
+        by = ["config_id"] if len(camp.seeds) > 1 else None
+        table = grouped(df, spec, by).head(5) if by else results_table(df, spec, ["completed"]).head(5)
+        lines += [render_markdown(table)]
+    else:
+        lines += ["No trial completed.", ""]
+    lines += ["## Progress", "", render_markdown(progress_table(df, camp.mode))]
+    for fig in figures:
+        lines += [f"![{Path(fig).stem}]({fig})", ""]
+    done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null())
+    effects = parameter_effects(done, spec.space.names, camp.mode)
+    if effects:
+        lines += ["## Parameter effects", ""] + [f"- {e}" for e in effects] + [""]
+    lines += _failures_section(df)
+    if analyses:
+        lines += ["## Analyses, generation by generation", ""]
+        for g in sorted(analyses):
+            # nest the analysis's headings under this section's
+            body = "\n".join(
+                "#" + ln if ln.startswith("#") else ln for ln in analyses[g].strip().splitlines()
+            )
+            lines += [body, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _report_head(state: CampaignState, spec: CampaignSpec, df: pl.DataFrame) -> list[str]:
+    camp = spec.campaign
     better = "lower" if camp.mode == "min" else "higher"
     lines = [f"# Campaign report: {camp.name}", ""]
     if camp.goal:
@@ -300,39 +329,21 @@ def campaign_report(
         "- search space: " + "; ".join(f"`{k}` {v}" for k, v in spec.space.describe().items()),
         "",
     ]
-    lines += ["## Best configurations", ""]
-    if df.filter(pl.col("state") == "completed").height:
-        by = ["config_id"] if len(camp.seeds) > 1 else None
-        table = grouped(df, spec, by).head(5) if by else results_table(df, spec, ["completed"]).head(5)
-        lines += [render_markdown(table)]
-    else:
-        lines += ["No trial completed.", ""]
-    lines += ["## Progress", "", render_markdown(progress_table(df, camp.mode))]
-    for fig in figures:
-        lines += [f"![{Path(fig).stem}]({fig})", ""]
-    done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null())
-    effects = parameter_effects(done, spec.space.names, camp.mode)
-    if effects:
-        lines += ["## Parameter effects", ""] + [f"- {e}" for e in effects] + [""]
+    return lines
+
+
+def _failures_section(df: pl.DataFrame) -> list[str]:
     failed = df.filter(pl.col("state") != "completed")
-    if failed.height:
-        reasons = (
-            failed.with_columns(pl.col("reason").fill_null("").str.slice(0, 120))
-            .group_by("state", "reason")
-            .len()
-            .sort("len", descending=True)
-            .head(10)
-        )
-        lines += ["## What did not complete", "", render_markdown(reasons)]
-    if analyses:
-        lines += ["## Analyses, generation by generation", ""]
-        for g in sorted(analyses):
-            # nest the analysis's headings under this section's
-            body = "\n".join(
-                "#" + ln if ln.startswith("#") else ln for ln in analyses[g].strip().splitlines()
-            )
-            lines += [body, ""]
-    return "\n".join(lines).rstrip() + "\n"
+    if not failed.height:
+        return []
+    reasons = (
+        failed.with_columns(pl.col("reason").fill_null("").str.slice(0, 120))
+        .group_by("state", "reason")
+        .len()
+        .sort("len", descending=True)
+        .head(10)
+    )
+    return ["## What did not complete", "", render_markdown(reasons)]
 
 
 def _pyplot() -> Any:

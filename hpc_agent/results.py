@@ -10,18 +10,22 @@ it (new keys filled with their defaults), so an upgrade alone is no spec change.
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hpc_agent import __version__
 from hpc_agent._io import atomic_write_text
-from hpc_agent.errors import UserError
+from hpc_agent.errors import CampaignError, UserError
 from hpc_agent.events import CampaignOpened, SpecChanged
-from hpc_agent.journal import Journal
+from hpc_agent.journal import FileLock, Journal, lock_holder, pid_alive
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.spec import CampaignSpec, spec_from_dict, to_toml
 from hpc_agent.state import CampaignState, replay
+
+DRIVER_LOCK_STALE_S = 900.0  # a driver touches its lock every 30 s; older than this, it died
 
 
 def check_results(spec: CampaignSpec, results: Path, force: bool = False) -> list[str]:
@@ -112,6 +116,42 @@ def _short(v: Any) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
+def acquire_driver_lock(paths: ResultsPaths) -> FileLock:
+    """Take the folder's driver lock (``driver.lock``, holding ``host pid``), or raise a
+    UserError naming the driver that holds it. One driver per results folder."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(paths.driver_lock, stale_s=DRIVER_LOCK_STALE_S, timeout_s=0.0)
+    try:
+        lock.acquire()
+    except CampaignError:
+        host, pid = lock_holder(paths.driver_lock) or ("?", "?")
+        raise UserError(
+            f"another hpc-agent driver (pid {pid} on {host}) is running this campaign ({paths.root})",
+            fix="watch it with `hpc-agent status`, or stop it first; if it is dead, remove "
+            f"{paths.driver_lock}",
+        ) from None
+    return lock
+
+
+def driver_info(paths: ResultsPaths) -> dict[str, Any] | None:
+    """The driver holding the results folder's lock, if it is alive (on this host we know;
+    on another host, ``alive`` is None and the lock's age tells how fresh it is)."""
+    holder = lock_holder(paths.driver_lock)
+    try:
+        age = time.time() - paths.driver_lock.stat().st_mtime
+    except OSError:
+        return None
+    if holder is None:
+        return None
+    host, pid = holder
+    alive: bool | None = None
+    if host == socket.gethostname():
+        alive = pid_alive(pid)
+        if not alive:
+            return None
+    return {"host": host, "pid": pid, "lock_age_s": round(age, 1), "alive": alive}
+
+
 def load_state(results: Path) -> CampaignState:
     """The state of the campaign in ``results`` (UserError when it is no results folder)."""
     journal = Journal(ResultsPaths(results).journal)
@@ -121,6 +161,18 @@ def load_state(results: Path) -> CampaignState:
             fix="pass the folder `hpc-agent run` wrote to, e.g. results/<campaign name>",
         )
     return replay(journal.iter())
+
+
+def analyses_before(paths: ResultsPaths, state: CampaignState, generation: int) -> list[tuple[int, str]]:
+    """(generation, analysis.md) of every analyzed generation before ``generation``, oldest first."""
+    out = []
+    for g, rec in state.generations.items():
+        if g < generation and rec.analyzed:
+            try:
+                out.append((g, paths.analysis(g).read_text(encoding="utf-8")))
+            except FileNotFoundError:
+                pass
+    return out
 
 
 def spec_of(state: CampaignState) -> CampaignSpec:

@@ -386,35 +386,12 @@ def _parse_campaign(t: Mapping[str, Any], base: Path) -> CampaignSection:
 def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
     w = "[experiment]"
     _only(t, _EXPERIMENT_KEYS, w)
-    raw_cmd = _get(t, "command", (str, list), w, None)
-    if raw_cmd is None:
-        raise SpecError(f"{w}: missing command", fix='add command = "python train.py"')
-    if isinstance(raw_cmd, str):
-        try:
-            command = tuple(shlex.split(raw_cmd))
-        except ValueError as e:
-            raise SpecError(f"{w} command = {raw_cmd!r}: cannot be split into words ({e})") from None
-    else:
-        if not all(isinstance(c, str) for c in raw_cmd):
-            raise SpecError(f"{w} command: a list command must hold strings only, got {raw_cmd!r}")
-        command = tuple(raw_cmd)
-    if not command:
-        raise SpecError(f"{w} command is empty", fix='set command = "python train.py"')
+    command = _command(t, w)
     workdir_raw = _get(t, "workdir", str, w, ".")
     workdir = (base / workdir_raw).resolve()
     if not workdir.is_dir():
         raise SpecError(f"{w} workdir = {workdir_raw!r}: no such folder ({workdir})")
-    editable = _get(t, "editable", list, w, [])
-    for name in editable:
-        if not isinstance(name, str) or not name:
-            raise SpecError(f"{w} editable: {name!r} is not a file name")
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise SpecError(
-                f"{w} editable: {name!r} must be a path inside workdir, without '..'",
-                fix='list files relative to workdir, e.g. editable = ["train.py"]',
-            )
-        if not (workdir / name).is_file():
-            raise SpecError(f"{w} editable: {name!r} is not a file in workdir ({workdir / name})")
+    editable = _editable(t, w, workdir)
     budget = _get(t, "time_budget_s", float, w, DEFAULT_TIME_BUDGET_S)
     if budget <= 0:
         raise SpecError(f"{w} time_budget_s = {budget}: expected a positive number of seconds")
@@ -435,23 +412,52 @@ def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
             raise SpecError(f"{w} env.{k} = {v!r}: expected a string or a number")
         if k.startswith("HPC_AGENT_"):
             raise SpecError(f"{w} env.{k}: HPC_AGENT_* variables are set by hpc-agent itself")
-    retries = _positive_int(_get(t, "max_retries", int, w, DEFAULT_MAX_RETRIES), f"{w} max_retries", 0)
-    progress_requeues = _positive_int(
-        _get(t, "max_progress_requeues", int, w, DEFAULT_MAX_PROGRESS_REQUEUES),
-        f"{w} max_progress_requeues",
-        0,
-    )
+    retries = _get(t, "max_retries", int, w, DEFAULT_MAX_RETRIES)
+    progress = _get(t, "max_progress_requeues", int, w, DEFAULT_MAX_PROGRESS_REQUEUES)
     return ExperimentSection(
         command=command,
         workdir=str(workdir),
-        editable=tuple(str(Path(e)) for e in editable),
+        editable=editable,
         time_budget_s=budget,
         kill_grace_s=grace,
         timeout_min=timeout_min,
         env=tuple((str(k), str(v)) for k, v in env.items()),
-        max_retries=retries,
-        max_progress_requeues=progress_requeues,
+        max_retries=_positive_int(retries, f"{w} max_retries", 0),
+        max_progress_requeues=_positive_int(progress, f"{w} max_progress_requeues", 0),
     )
+
+
+def _command(t: Mapping[str, Any], w: str) -> tuple[str, ...]:
+    raw_cmd = _get(t, "command", (str, list), w, None)
+    if raw_cmd is None:
+        raise SpecError(f"{w}: missing command", fix='add command = "python train.py"')
+    if isinstance(raw_cmd, str):
+        try:
+            command = tuple(shlex.split(raw_cmd))
+        except ValueError as e:
+            raise SpecError(f"{w} command = {raw_cmd!r}: cannot be split into words ({e})") from None
+    else:
+        if not all(isinstance(c, str) for c in raw_cmd):
+            raise SpecError(f"{w} command: a list command must hold strings only, got {raw_cmd!r}")
+        command = tuple(raw_cmd)
+    if not command:
+        raise SpecError(f"{w} command is empty", fix='set command = "python train.py"')
+    return command
+
+
+def _editable(t: Mapping[str, Any], w: str, workdir: Path) -> tuple[str, ...]:
+    editable = _get(t, "editable", list, w, [])
+    for name in editable:
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"{w} editable: {name!r} is not a file name")
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise SpecError(
+                f"{w} editable: {name!r} must be a path inside workdir, without '..'",
+                fix='list files relative to workdir, e.g. editable = ["train.py"]',
+            )
+        if not (workdir / name).is_file():
+            raise SpecError(f"{w} editable: {name!r} is not a file in workdir ({workdir / name})")
+    return tuple(str(Path(e)) for e in editable)
 
 
 def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:

@@ -8,16 +8,14 @@ takes a fraction of a second (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import socket
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_agent.defaults import DEFAULT_MAX_PROGRESS_REQUEUES, DEFAULT_MAX_RETRIES
 from hpc_agent.executors import EXECUTOR_KINDS, executor_class
-from hpc_agent.journal import lock_holder, pid_alive
 from hpc_agent.paths import ResultsPaths
-from hpc_agent.results import load_state
+from hpc_agent.results import driver_info, load_state
 from hpc_agent.state import CampaignState, TrialState
 from hpc_agent.trial import is_running_for, read_status
 
@@ -58,25 +56,6 @@ class StatusReport:
         return asdict(self)
 
 
-def driver_info(paths: ResultsPaths) -> dict[str, Any] | None:
-    """The driver holding the results folder's lock, if it is alive (on this host we know;
-    on another host, ``alive`` is None and the lock's age tells how fresh it is)."""
-    holder = lock_holder(paths.driver_lock)
-    try:
-        age = time.time() - paths.driver_lock.stat().st_mtime
-    except OSError:
-        return None
-    if holder is None:
-        return None
-    host, pid = holder
-    alive: bool | None = None
-    if host == socket.gethostname():
-        alive = pid_alive(pid)
-        if not alive:
-            return None
-    return {"host": host, "pid": pid, "lock_age_s": round(age, 1), "alive": alive}
-
-
 def live_counts(paths: ResultsPaths, state: CampaignState, generation: int) -> dict[str, int]:
     """Counts by state, with ``running`` read from the status files of submitted trials."""
     counts = state.counts(generation)
@@ -90,74 +69,17 @@ def live_counts(paths: ResultsPaths, state: CampaignState, generation: int) -> d
 
 
 def status_report(results: Path, queue: bool = True) -> StatusReport:
+    """Everything ``hpc-agent status`` shows (``queue``: also ask the scheduler)."""
     state = load_state(results)
     paths = ResultsPaths(results)
-    spec = state.spec
-    camp = spec.get("campaign", {})
+    camp = state.spec.get("campaign", {})
     mode = camp.get("mode", "min")
-    gens = []
+    gens = _generations(paths, state, mode)
     total: dict[str, int] = {s.value: 0 for s in TrialState}
-    for g, rec in state.generations.items():
-        counts = live_counts(paths, state, g)
-        for k, v in counts.items():
+    for g in gens:
+        for k, v in g.counts.items():
             total[k] += v
-        done = [
-            t.objective
-            for t in state.trials_of(g)
-            if t.state is TrialState.COMPLETED and t.objective is not None
-        ]
-        best = (min(done) if mode == "min" else max(done)) if done else None
-        jobs = sorted(
-            {
-                j
-                for s in state.submissions.values()
-                if s.generation == g and s.state == "submitted"
-                for j in s.job_ids
-            }
-        )
-        gens.append(
-            GenerationStatus(
-                g, rec.planner, rec.note, len(rec.trial_ids), counts, best, rec.analyzed, rec.done, jobs
-            )
-        )
-    best_t = state.best(mode)
-    best_info: dict[str, Any] | None = None
-    if best_t is not None:
-        best_info = {
-            "trial_id": best_t.trial_id,
-            "objective": best_t.objective,
-            "params": dict(best_t.params),
-            "generation": best_t.generation,
-        }
-    failures = []
-    for t in sorted(state.trials.values(), key=lambda t: t.trial_id):
-        if t.state.is_finished() and t.state is not TrialState.COMPLETED:
-            tp = paths.trial(t.trial_id)
-            failures.append(
-                {
-                    "trial_id": t.trial_id,
-                    "state": t.state.value,
-                    "reason": t.reason,
-                    "job_id": t.job_id,
-                    "stderr": str(tp.stderr),
-                    "job_log": _job_log(paths, t.generation, t.token, t.job_id),
-                }
-            )
-    exp = spec.get("experiment", {})
-    requeues = [
-        {
-            "trial_id": t.trial_id,
-            "state": t.state.value,
-            "attempts": t.attempt,
-            "progress_requeues": t.progress_requeues,
-            "max_progress_requeues": exp.get("max_progress_requeues", 50),
-            "retries": t.retries,
-            "max_retries": exp.get("max_retries", 2),
-            "reason": t.reason,
-        }
-        for t in sorted(state.trials.values(), key=lambda t: t.trial_id)
-        if t.progress_requeues or t.retries
-    ]
+    best = state.best(mode)
     report = StatusReport(
         name=state.name,
         results=str(results),
@@ -168,10 +90,17 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
         generations_done=state.completed_generations(),
         counts=total,
         driver=driver_info(paths),
-        best=best_info,
+        best=None
+        if best is None
+        else {
+            "trial_id": best.trial_id,
+            "objective": best.objective,
+            "params": dict(best.params),
+            "generation": best.generation,
+        },
         generations=gens,
-        failures=failures,
-        requeues=requeues,
+        failures=_failures(paths, state),
+        requeues=_requeues(state),
         cancelled=state.cancelled,
         last_run_end=state.last_run_end,
     )
@@ -180,11 +109,66 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
     return report
 
 
+def _generations(paths: ResultsPaths, state: CampaignState, mode: str) -> list[GenerationStatus]:
+    out = []
+    for g, rec in state.generations.items():
+        done = [
+            t.objective
+            for t in state.trials_of(g)
+            if t.state is TrialState.COMPLETED and t.objective is not None
+        ]
+        best = (min(done) if mode == "min" else max(done)) if done else None
+        subs = [s for s in state.submissions.values() if s.generation == g and s.state == "submitted"]
+        jobs = sorted({j for s in subs for j in s.job_ids})
+        counts = live_counts(paths, state, g)
+        out.append(
+            GenerationStatus(
+                g, rec.planner, rec.note, len(rec.trial_ids), counts, best, rec.analyzed, rec.done, jobs
+            )
+        )
+    return out
+
+
+def _failures(paths: ResultsPaths, state: CampaignState) -> list[dict[str, Any]]:
+    """Every trial that ended without completing, with the logs to read."""
+    return [
+        {
+            "trial_id": t.trial_id,
+            "state": t.state.value,
+            "reason": t.reason,
+            "job_id": t.job_id,
+            "stderr": str(paths.trial(t.trial_id).stderr),
+            "job_log": _job_log(paths, t.generation, t.token, t.job_id),
+        }
+        for t in sorted(state.trials.values(), key=lambda t: t.trial_id)
+        if t.state.is_finished() and t.state is not TrialState.COMPLETED
+    ]
+
+
+def _requeues(state: CampaignState) -> list[dict[str, Any]]:
+    """Every trial that ran more than once, with both requeue counts and their caps."""
+    exp = state.spec.get("experiment", {})
+    return [
+        {
+            "trial_id": t.trial_id,
+            "state": t.state.value,
+            "attempts": t.attempt,
+            "progress_requeues": t.progress_requeues,
+            "max_progress_requeues": exp.get("max_progress_requeues", DEFAULT_MAX_PROGRESS_REQUEUES),
+            "retries": t.retries,
+            "max_retries": exp.get("max_retries", DEFAULT_MAX_RETRIES),
+            "reason": t.reason,
+        }
+        for t in sorted(state.trials.values(), key=lambda t: t.trial_id)
+        if t.progress_requeues or t.retries
+    ]
+
+
 def _job_log(paths: ResultsPaths, generation: int, token: str | None, job_id: str | None) -> str | None:
     """The SLURM job log of an array task (scheduler messages: OOM kills, cancels), if any."""
     if not token or not job_id or "_" not in job_id:
         return None
-    log = paths.submitit / f"g{generation:04d}.{token}" / f"{job_id}_0_log.err"
+    log = paths.array_folder(generation, token) / f"{job_id}_0_log.err"
     return str(log) if log.exists() else None
 
 

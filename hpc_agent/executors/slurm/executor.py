@@ -66,6 +66,7 @@ from hpc_agent.executors.slurm.text import (
     split_parallelism,
     stop_before_s,
 )
+from hpc_agent.paths import array_folder_name
 from hpc_agent.runner import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ class SlurmExecutor(Executor):
         n = len(request.trial_dirs)
         if n == 0:
             return Submitted((), {})
-        folder = Path(request.submitit_dir) / f"g{request.generation:04d}.{request.token}"
+        folder = Path(request.submitit_dir) / array_folder_name(request.generation, request.token)
         folder.mkdir(parents=True, exist_ok=True)  # before sbatch: SLURM opens the logs there
         time_min = job_time_min(self.profile, request.timeout_min)
         bounds = chunk_bounds(n, self.max_array_size())

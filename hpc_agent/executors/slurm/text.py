@@ -342,6 +342,11 @@ def refusal_fix(stderr: str, profile: Profile, time_min: int, partitions: Sequen
     msg = stderr.lower()
     where = f"the profile ({profile.path})" if profile.path else "[executor] in campaign.toml (or --profile)"
     listed = describe_partitions(partitions)
+    return _access_fix(msg, profile, where, listed) or _resource_fix(msg, profile, time_min, where, listed)
+
+
+def _access_fix(msg: str, profile: Profile, where: str, listed: str) -> str:
+    """The fix for a partition, account, QOS, GRES or submit-limit refusal ("" otherwise)."""
     part = profile.partition or "the default partition"
     if "invalid partition" in msg:
         return (
@@ -373,6 +378,12 @@ def refusal_fix(stderr: str, profile: Profile, time_min: int, partitions: Sequen
             "[campaign] batch_size (or seeds), wait for your other jobs, or use another account "
             f"(`sacctmgr show assoc user={current_user()} format=account,maxsubmit`)"
         )
+    return ""
+
+
+def _resource_fix(msg: str, profile: Profile, time_min: int, where: str, listed: str) -> str:
+    """The fix for a time, feature, node, array, reservation or controller refusal."""
+    part = profile.partition or "the default partition"
     if "time limit" in msg:
         return (
             f"the job asks for {time_min} min, more than {part} allows (partitions: {listed}); lower "

@@ -1,0 +1,134 @@
+"""Submissions (phase 3): a generation's trials handed to the executor, exactly once.
+
+Each submission has a fresh token (it names the jobs, ``hpca.<campaign>.g0003.<token>``) and
+is journaled before (``submitting``) and after (``submitted`` / ``submit_failed``) the call.
+Before the executor is called, each trial is *assigned* to the token (``assignment.json``): a
+job of any other submission leaves it alone. A submission whose outcome a dead driver never
+wrote is resolved by :meth:`Submissions.resolve_pending` (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+
+from hpc_agent.errors import UserError
+from hpc_agent.events import SubmitFailed, Submitted, Submitting
+from hpc_agent.executors.base import SECRET_ENV_VARS, Executor, SubmitError, SubmitRequest
+from hpc_agent.paths import ResultsPaths
+from hpc_agent.reporter import Reporter
+from hpc_agent.spec import CampaignSpec
+from hpc_agent.state import CampaignState, TrialRecord
+from hpc_agent.trial import assign
+
+SUBMIT_TIMEOUT_S = 130.0  # an executor's submit call (sbatch) never outlives this
+
+
+class Submissions:
+    """The campaign's submissions: ``write`` records events (the campaign's journal and live
+    state), ``state`` reads the live state."""
+
+    def __init__(
+        self,
+        paths: ResultsPaths,
+        spec: CampaignSpec,
+        executor: Executor,
+        reporter: Reporter,
+        write: Callable[..., None],
+        state: Callable[[], CampaignState],
+    ) -> None:
+        self.paths = paths
+        self.spec = spec
+        self.executor = executor
+        self.reporter = reporter
+        self._write: Callable[..., None] = write
+        self._state = state
+        # the API key is never in a job's environment, whatever its variable is called
+        self.secret_env = tuple(dict.fromkeys((*SECRET_ENV_VARS, spec.planner.api_key_env)))
+
+    def submit(self, g: int, planned: Sequence[TrialRecord]) -> None:
+        """Submit these trials of generation g as ONE submission under a new token
+        (``submitting``, then ``submitted``). The trials are assigned to it before the
+        executor is called (:func:`hpc_agent.trial.assign`). A refusal is ``submit_failed``
+        and a UserError (exit 2) naming the scheduler's words and the fix; nothing is lost."""
+        token = secrets.token_hex(4)
+        req = self._request(g, token, [t.trial_id for t in planned])
+        self._write(Submitting(generation=g, token=token, trials=req.trial_ids, executor=self.executor.name))
+        self._assign(req.trial_ids, token)
+        try:
+            sub = self.executor.submit(req)
+        except SubmitError as e:
+            self._assign(req.trial_ids, None)  # a chunk that did go through must not run them
+            self._write(SubmitFailed(token=token, error=e.message[:2000], job_ids=tuple(e.job_ids)))
+            if e.job_ids:
+                self.executor.cancel(e.job_ids)
+            raise UserError(
+                f"the scheduler refused generation {g}'s jobs: {e.message}",
+                fix=e.fix
+                or "fix the profile or [executor] values it names, then run again "
+                "(nothing was lost: the trials are still planned)",
+                log=e.script or None,
+            ) from None
+        self._write(Submitted(token=token, job_ids=tuple(sub.job_ids), trial_jobs=sub.trial_jobs))
+        arrays = sorted({j.split("_")[0] for j in sub.job_ids})
+        jobs = "job " + ", ".join(arrays) if len(arrays) <= 3 else f"{len(arrays)} jobs"
+        self.reporter.info(f"generation {g}: submitted {len(planned)} trial(s) as {jobs}")
+
+    def _request(self, g: int, token: str, ids: Sequence[str]) -> SubmitRequest:
+        return SubmitRequest(
+            token=token,
+            generation=g,
+            campaign=self.spec.name,
+            trial_ids=tuple(ids),
+            trial_dirs=tuple(str(self.paths.trial(t).root) for t in ids),
+            queue_dir=str(self.paths.submission(g, token)),
+            submitit_dir=str(self.paths.submitit),
+            timeout_min=self.spec.experiment.job_timeout_min,
+            scrub_env=self.secret_env,
+        )
+
+    def _assign(self, trial_ids: Sequence[str], token: str | None) -> None:
+        for tid in trial_ids:
+            assign(self.paths.trial(tid).root, token)
+
+    def resolve_pending(self, locked_at: float) -> None:
+        """The driver died between 'submitting' and 'submitted': find what was submitted.
+
+        "No job found" is believed only once no request of that submission can still reach
+        the scheduler: the dead driver's sbatch died with it (PR_SET_PDEATHSIG), and a request
+        it had sent is acted on within ``executor.settle_s`` of that death (at the latest when
+        the next driver started). Then the trials are unassigned *before* a last look, so that
+        a job that appears even later cannot run them, and a job that got in before the last
+        look is adopted."""
+        for sub in self._state().pending_submissions():
+            req = self._request(sub.generation, sub.token, sub.trial_ids)
+            found = self._find_settled(req, sub.at, locked_at)
+            if not found:
+                self._assign(sub.trial_ids, None)
+                found = self.executor.find(req)
+                if found:
+                    self._assign(sub.trial_ids, sub.token)
+            if found:
+                self.reporter.info(f"re-attached to {len(found)} job(s) of an interrupted submission")
+                self._write(Submitted(token=sub.token, job_ids=tuple(found), recovered=True))
+            else:
+                error = "the driver stopped before the scheduler answered; no job found"
+                self._write(SubmitFailed(token=sub.token, error=error))
+
+    def _find_settled(self, req: SubmitRequest, submitting_at: float, locked_at: float) -> list[str]:
+        """``executor.find`` until it finds the jobs or the submission has settled."""
+        later_runs = [t for t in self._state().run_times if t > submitting_at]
+        died_by = min(later_runs[0] if later_runs else locked_at, submitting_at + SUBMIT_TIMEOUT_S)
+        settle_until = died_by + self.executor.settle_s
+        found = self.executor.find(req)
+        if found or time.time() >= settle_until:
+            return found
+        self.reporter.info(
+            f"an interrupted submission ({req.job_name}) has no job yet: looking again for "
+            f"{settle_until - time.time():.0f} s before submitting its trials anew"
+        )
+        while not found and time.time() < settle_until:
+            time.sleep(min(2.0, max(0.0, settle_until - time.time())))
+            found = self.executor.find(req)
+        return found

@@ -1,0 +1,166 @@
+"""The loop's recovery paths, through the scripted in-process executor: milliseconds each.
+
+Each test plays one thing a cluster does to a campaign (a driver killed inside submit, a job
+gone without a word, preemptions, a cancel racing the end of a trial) and checks what the
+journal and the trials say afterwards. The same paths run on real processes and the real
+local SLURM in test_campaign.py, test_slurm_cluster.py and test_survive_slurm.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpc_agent.campaign import Campaign, RunResult
+from hpc_agent.errors import UserError
+from hpc_agent.events import Cancelled
+from hpc_agent.journal import Journal
+from hpc_agent.planners.random import RandomPlanner
+from hpc_agent.results import load_state
+from hpc_agent.spec import load_spec
+from hpc_agent.state import TrialState
+from hpc_agent.testing import DriverKilled, Fate, ScriptedExecutor
+
+
+def results(camp: Path) -> Path:
+    return camp.parent / f"results-{camp.name}"
+
+
+def run(camp: Path, ex: ScriptedExecutor) -> RunResult:
+    return Campaign(load_spec(camp), results(camp), ex, RandomPlanner()).run()
+
+
+def events(camp: Path, name: str) -> list[dict[str, Any]]:
+    return [e for e in Journal(results(camp) / "journal.jsonl").read() if e["event"] == name]
+
+
+@pytest.fixture
+def camp(make_campaign: Callable[..., Path]) -> Path:
+    return make_campaign(generations=2, batch_size=3, experiment="max_retries = 2")
+
+
+def test_a_clean_campaign_takes_milliseconds(camp: Path) -> None:
+    t0 = time.perf_counter()
+    result = run(camp, ScriptedExecutor())
+    assert result.status == "done" and result.counts["completed"] == 6
+    assert time.perf_counter() - t0 < 5  # no process, no sleep: the loop alone
+
+
+def test_driver_killed_in_submit_before_the_scheduler_had_it_resubmits(camp: Path) -> None:
+    ex = ScriptedExecutor(kill_in_submit="before")
+    with pytest.raises(DriverKilled):
+        run(camp, ex)
+    assert len(events(camp, "submitting")) == 1 and not events(camp, "submitted")
+    assert run(camp, ex).status == "done"
+    (failed,) = events(camp, "submit_failed")
+    assert "no job found" in failed["error"]
+    assert len(ex.submissions) == 2 and all(n == 1 for n in ex.executions.values())  # once each
+
+
+def test_driver_killed_in_submit_after_the_scheduler_took_it_reattaches(camp: Path) -> None:
+    ex = ScriptedExecutor(kill_in_submit="after")
+    with pytest.raises(DriverKilled):
+        run(camp, ex)
+    assert run(camp, ex).status == "done"
+    recovered = [e for e in events(camp, "submitted") if e.get("recovered")]
+    assert len(recovered) == 1 and not events(camp, "submit_failed")
+    assert len(ex.submissions) == 2  # generation 0 once (re-attached), generation 1 once
+    assert all(n == 1 for n in ex.executions.values())
+
+
+def test_a_job_gone_without_status_is_lost_and_requeued(camp: Path) -> None:
+    ex = ScriptedExecutor(fates={"0000-0001": [Fate("vanish", ended_as="lost")]})
+    assert run(camp, ex).status == "done"
+    (requeued,) = events(camp, "requeued")
+    assert (
+        requeued["trial"] == "0000-0001"
+        and requeued["counted"]
+        and "without a final status" in requeued["reason"]
+    )
+    st = load_state(results(camp))
+    assert st.trials["0000-0001"].state is TrialState.COMPLETED and st.trials["0000-0001"].attempt == 2
+
+
+def test_scheduler_words_decide_a_vanished_trials_state(camp: Path) -> None:
+    ex = ScriptedExecutor(
+        fates={
+            "0000-0000": [Fate("vanish", ended_as="failed")],
+            "0000-0001": [Fate("vanish", ended_as="timeout")],
+        }
+    )
+    run(camp, ex)
+    st = load_state(results(camp))
+    assert (
+        st.trials["0000-0000"].state is TrialState.FAILED
+        and st.trials["0000-0001"].state is TrialState.TIMEOUT
+    )
+    assert not events(camp, "requeued")  # a verdict, not an interruption
+
+
+def test_preempted_twice_then_completes_and_a_third_time_gives_up(make_campaign: Callable[..., Path]) -> None:
+    twice = make_campaign(folder="twice", batch_size=1, experiment="max_retries = 2")
+    run(twice, ScriptedExecutor(fates={"0000-0000": [Fate("preempt"), Fate("preempt")]}))
+    st = load_state(results(twice))
+    assert st.trials["0000-0000"].state is TrialState.COMPLETED and st.trials["0000-0000"].retries == 2
+    thrice = make_campaign(folder="thrice", batch_size=1, experiment="max_retries = 2")
+    result = run(thrice, ScriptedExecutor(fates={"0000-0000": [Fate("preempt")] * 3}))
+    t = load_state(results(thrice)).trials["0000-0000"]
+    assert t.state is TrialState.PREEMPTED and "gave up after 2 requeue(s)" in t.reason and result.failed
+
+
+def test_preemptions_after_progress_do_not_count(make_campaign: Callable[..., Path]) -> None:
+    camp = make_campaign(batch_size=1, experiment="max_retries = 0")
+    fates = [Fate("time_limit", checkpoint=True)] * 4
+    run(camp, ScriptedExecutor(fates={"0000-0000": fates}))
+    t = load_state(results(camp)).trials["0000-0000"]
+    assert t.state is TrialState.COMPLETED and t.progress_requeues == 4 and t.retries == 0 and t.attempt == 5
+
+
+def test_a_cancel_racing_the_end_of_trials_keeps_what_completed(camp: Path) -> None:
+    """Trial 0 completes and, before the driver reads it, `hpc-agent cancel` writes its event:
+    the completed trial stays completed, the unfinished ones are cancelled (not requeued)."""
+    ex = ScriptedExecutor(fates={"0000-0001": [Fate("hang")], "0000-0002": [Fate("hang")]})
+    original_poll = ex.poll
+
+    def poll_then_cancel(job_ids: Any) -> Any:
+        out = original_poll(job_ids)
+        Journal(results(camp) / "journal.jsonl").write([Cancelled(reason="test")])
+        ex.cancel(list(job_ids))
+        return out
+
+    ex.poll = poll_then_cancel  # type: ignore[method-assign]
+    result = run(camp, ex)
+    st = load_state(results(camp))
+    assert result.status == "cancelled"
+    assert st.trials["0000-0000"].state is TrialState.COMPLETED
+    for t in ("0000-0001", "0000-0002"):
+        assert st.trials[t].state is TrialState.CANCELLED and st.trials[t].by_campaign_cancel
+    assert not events(camp, "requeued")
+    # resumed: the cancelled trials run again, the completed one does not
+    ex.poll = original_poll  # type: ignore[method-assign]
+    ex.fates.clear()
+    assert run(camp, ex).status == "done"
+    assert ex.executions["0000-0000"] == 1 and ex.executions["0000-0001"] == 2
+
+
+def test_a_refused_submission_loses_nothing(camp: Path) -> None:
+    ex = ScriptedExecutor(refuse_next="sbatch: error: Invalid partition name specified")
+    with pytest.raises(UserError, match="Invalid partition"):
+        run(camp, ex)
+    st = load_state(results(camp))
+    assert all(t.state is TrialState.PLANNED for t in st.trials.values())
+    for t in st.trials.values():  # no job may run them until they are submitted again
+        assert json.loads((results(camp) / f"gen-0000/trials/{t.trial_id}/assignment.json").read_text()) == {
+            "token": None
+        }
+    assert run(camp, ex).status == "done" and len(events(camp, "planned")) == 2
+
+
+def test_a_diverged_metric_is_a_failure_with_its_reason(camp: Path) -> None:
+    run(camp, ScriptedExecutor(fates={"0000-0000": [Fate("diverge")]}))
+    t = load_state(results(camp)).trials["0000-0000"]
+    assert t.state is TrialState.FAILED and "diverged" in t.reason
