@@ -6,43 +6,41 @@ Every derived file is written atomically (a temporary file in the same folder, t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
-
-
 def atomic_write_text(path: str | os.PathLike[str], text: str, fsync: bool = False) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half
+    of one: a temporary file beside it (named after this process, so two writers never share
+    one), then ``os.replace``. Permissions follow the umask (a shared group can read results)."""
+    target = os.fspath(path)
+    tmp = f"{os.path.dirname(target) or '.'}/.{os.path.basename(target)}.{os.getpid()}.tmp"
+    data = text.encode("utf-8")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from a shared group
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, p)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    except FileNotFoundError:  # the folder does not exist yet
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, fsync: bool = False) -> None:
+    """``data`` as indented JSON, written atomically (see :func:`atomic_write_text`)."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", fsync=fsync)
 
 

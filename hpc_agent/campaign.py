@@ -314,8 +314,7 @@ class Campaign:
                         self.reporter.info(f"trial {e.trial} requeued: {e.reason}")
             self._report_progress(g)
             self._touch_lock()
-            delay = 0.05 if events else min(delay * 1.5, STATUS_INTERVAL_S, self.executor.poll_interval_s)
-            time.sleep(delay)
+            time.sleep(delay := _next_delay(delay, bool(events), len(open_trials), self.executor))
 
     def _touch_lock(self) -> None:
         now = time.monotonic()
@@ -344,7 +343,8 @@ class Campaign:
     # ------------------------------------------------------------------ 5 gather
     def gather(self) -> None:
         """Every trial's metrics and the journal's records -> trials.parquet."""
-        write_table(gather_table(self.paths, self.state, self.spec), self.paths.trials_table)
+        table = gather_table(self.paths, self.state, self.spec, known=self.reconciler.summaries)
+        write_table(table, self.paths.trials_table)
 
     # ------------------------------------------------------------------ 6 analyze
     def analyze(self, g: int) -> None:
@@ -370,6 +370,17 @@ class Campaign:
         atomic_write_text(self.paths.analysis(g), text.rstrip() + "\n")
         self._record(Analyzed(generation=g, author=author))
         self.reporter.generation_done(g, text)
+
+
+def _next_delay(delay: float, changed: bool, n_open: int, executor: Executor) -> float:
+    """How long the wait loop sleeps: from 50 ms right after a change, backing off to
+    STATUS_INTERVAL_S while nothing changes; with many trials open, a pass over their status
+    files costs more, so the shortest sleep grows with them (0.25 ms a trial: 250 ms at 1,000),
+    keeping the driver's own CPU small however wide the generation."""
+    shortest = min(STATUS_INTERVAL_S, max(0.05, n_open * 0.00025))
+    if changed:
+        return shortest
+    return max(shortest, min(delay * 1.5, STATUS_INTERVAL_S, executor.poll_interval_s))
 
 
 def exit_message(result: RunResult) -> str:

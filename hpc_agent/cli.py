@@ -63,6 +63,7 @@ def cli() -> None:
 
 
 def main() -> None:
+    """The ``hpc-agent`` console script."""
     cli(prog_name="hpc-agent")
 
 

@@ -8,15 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
-from rich.markdown import Markdown
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from hpc_agent.state import TrialState
@@ -37,6 +28,7 @@ _COLORS = {"running": "cyan", "completed": "green", "failed": "red", "timeout": 
 
 
 def describe_counts(counts: Mapping[str, int], color: bool = False) -> str:
+    """ "3 running · 5 completed": the non-zero counts in a fixed order (rich markup when ``color``)."""
     parts = []
     for s in _SHOWN:
         n = counts.get(s, 0)
@@ -53,12 +45,22 @@ class RichReporter:
         self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal
         self.show_analysis = show_analysis
-        self._progress: Progress | None = None
+        self._progress: Any = None
         self._tasks: dict[int, Any] = {}
         self._last_line: dict[int, str] = {}
         self._last_print = 0.0
 
-    def _bar(self) -> Progress:
+    def _bar(self) -> Any:
+        # rich's progress and markdown are loaded by a running campaign, not by `status`
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         if self._progress is None:
             self._progress = Progress(
                 SpinnerColumn(),
@@ -73,12 +75,16 @@ class RichReporter:
         return self._progress
 
     def info(self, message: str) -> None:
+        """A message, as it is (no markup)."""
         self.console.print(message, highlight=False, markup=False)
 
     def warn(self, message: str) -> None:
+        """A warning, marked as one."""
         self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
     def progress(self, generation: int, counts: Mapping[str, int], best: float | None) -> None:
+        """Update generation's bar (terminal), or print a line when the counts changed (at most
+        every 5 s)."""
         total = sum(counts.values())
         done = sum(counts.get(s, 0) for s in _FINISHED)
         best_text = f" · best {best:.5g}" if best is not None else ""
@@ -97,13 +103,17 @@ class RichReporter:
             self.console.print(line, highlight=False, markup=False)
 
     def generation_done(self, generation: int, analysis: str) -> None:
+        """Show the generation's analysis (rendered markdown on a terminal)."""
         if self.show_analysis and analysis.strip():
             if self.live:
+                from rich.markdown import Markdown
+
                 self.console.print(Markdown(analysis))
             else:
                 self.console.print(analysis, highlight=False, markup=False)
 
     def close(self) -> None:
+        """Stop the progress display (call before printing anything else)."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -79,6 +79,8 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class CampaignOpened(Event):
+    """A new results folder: the campaign's resolved spec and its two hashes."""
+
     kind: ClassVar[str] = "campaign"
     name: str = ""
     spec: Mapping[str, Any] = field(default_factory=dict)
@@ -88,12 +90,16 @@ class CampaignOpened(Event):
 
 @dataclass(frozen=True)
 class SpecChanged(CampaignOpened):
+    """A later run whose spec differs (``forced``: its identity changed, under ``--force``)."""
+
     kind: ClassVar[str] = "spec"
     forced: bool = False
 
 
 @dataclass(frozen=True)
 class RunStarted(Event):
+    """A driver took the results folder: who it is and what it runs with."""
+
     kind: ClassVar[str] = "run"
     pid: int = 0
     host: str = ""
@@ -105,6 +111,8 @@ class RunStarted(Event):
 
 @dataclass(frozen=True)
 class RunEnded(Event):
+    """A driver stopped: done, exhausted, cancelled, interrupted or failed (with the error)."""
+
     kind: ClassVar[str] = "run_ended"
     status: str = ""
     error: str | None = None
@@ -112,6 +120,8 @@ class RunEnded(Event):
 
 @dataclass(frozen=True)
 class Cancelled(Event):
+    """``hpc-agent cancel`` was run: a running driver stops at its next poll."""
+
     kind: ClassVar[str] = "cancelled"
     reason: str = ""
     pid: int = 0
@@ -136,6 +146,7 @@ class PlannedTrial:
     patch: tuple[Mapping[str, Any], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The trial as the ``planned`` event (and plan.json) writes it."""
         return {
             "id": self.trial_id,
             "index": self.index,
@@ -150,6 +161,7 @@ class PlannedTrial:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PlannedTrial:
+        """The trial from a ``planned`` event's record (missing fields defaulted)."""
         return cls(
             trial_id=str(d["id"]),
             index=int(d["index"]),
@@ -165,6 +177,8 @@ class PlannedTrial:
 
 @dataclass(frozen=True)
 class PlanningStarted(Event):
+    """The planner is about to be asked for generation ``generation``."""
+
     kind: ClassVar[str] = "planning"
     generation: int = 0
     planner: str = ""
@@ -172,6 +186,8 @@ class PlanningStarted(Event):
 
 @dataclass(frozen=True)
 class Planned(Event):
+    """Generation ``generation``'s trials, as the planner proposed them (after validation)."""
+
     kind: ClassVar[str] = "planned"
     generation: int = 0
     planner: str = ""
@@ -180,6 +196,7 @@ class Planned(Event):
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Event:
+        """The event of a ``planned`` record (its trials parsed)."""
         trials = tuple(PlannedTrial.from_dict(t) for t in record.get("trials", ()))
         return cls(
             generation=int(record["generation"]),
@@ -192,6 +209,8 @@ class Planned(Event):
 
 @dataclass(frozen=True)
 class Analyzed(Event):
+    """Generation ``generation``'s analysis.md is written; ``author`` says by whom."""
+
     kind: ClassVar[str] = "analyzed"
     generation: int = 0
     author: str = ""
@@ -199,6 +218,8 @@ class Analyzed(Event):
 
 @dataclass(frozen=True)
 class GenerationDone(Event):
+    """Generation ``generation`` is finished (every trial ended, analysis written)."""
+
     kind: ClassVar[str] = "generation_done"
     generation: int = 0
 
@@ -208,6 +229,8 @@ class GenerationDone(Event):
 
 @dataclass(frozen=True)
 class Submitting(Event):
+    """Trials are about to be submitted under ``token`` (written before the executor is called)."""
+
     kind: ClassVar[str] = "submitting"
     generation: int = 0
     token: str = ""
@@ -217,6 +240,8 @@ class Submitting(Event):
 
 @dataclass(frozen=True)
 class Submitted(Event):
+    """The executor took submission ``token``: its job ids (``recovered``: found by name later)."""
+
     kind: ClassVar[str] = "submitted"
     token: str = ""
     job_ids: tuple[str, ...] = ()
@@ -226,6 +251,8 @@ class Submitted(Event):
 
 @dataclass(frozen=True)
 class SubmitFailed(Event):
+    """Submission ``token`` was refused, or turned out never to have reached the scheduler."""
+
     kind: ClassVar[str] = "submit_failed"
     token: str = ""
     error: str = ""
@@ -237,6 +264,8 @@ class SubmitFailed(Event):
 
 @dataclass(frozen=True)
 class TrialEnded(Event):
+    """A trial's final state, objective and reason (its last attempt's exit code and duration)."""
+
     kind: ClassVar[str] = "trial_ended"
     trial: str = ""
     state: str = ""

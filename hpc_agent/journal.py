@@ -68,6 +68,7 @@ class FileLock:
         self._held = False
 
     def acquire(self) -> None:
+        """Take the lock, breaking a stale one; CampaignError after ``timeout_s``."""
         deadline = time.monotonic() + self.timeout_s
         delay = 0.001
         me = f"{socket.gethostname()} {os.getpid()}\n".encode()
@@ -113,6 +114,7 @@ class FileLock:
         return True
 
     def release(self) -> None:
+        """Give the lock back (if this object holds it)."""
         if self._held:
             self._held = False
             with contextlib.suppress(FileNotFoundError):
@@ -156,6 +158,7 @@ class Journal:
         self._lock = FileLock(self.path.with_name(self.path.name + ".lock"))
 
     def exists(self) -> bool:
+        """Does the journal hold anything yet?"""
         return self.path.exists() and self.path.stat().st_size > 0
 
     def write(self, events: Sequence[Event]) -> Written:
@@ -198,6 +201,7 @@ class Journal:
         return start, start + len(data)
 
     def size(self) -> int:
+        """The journal's size in bytes (0 when it does not exist)."""
         try:
             return self.path.stat().st_size
         except FileNotFoundError:
@@ -248,6 +252,7 @@ class Journal:
         os.ftruncate(fd, keep)
 
     def read(self) -> list[dict[str, Any]]:
+        """Every complete event, as a list (see :meth:`iter`)."""
         return list(self.iter())
 
     def iter(self) -> Iterator[dict[str, Any]]:

@@ -50,6 +50,7 @@ class MetricSummary:
 
 
 def schema(metric: str, report_metrics: Sequence[str] = ()) -> dict[str, pl.DataType]:
+    """The columns the gather reads: ``step`` and the metrics, all Float64."""
     out: dict[str, pl.DataType] = {"step": pl.Float64()}
     for m in (metric, *report_metrics):
         out[m] = pl.Float64()
@@ -133,7 +134,16 @@ def _read_torn(tid: str, path: Path, columns: Mapping[str, pl.DataType]) -> tupl
 
 def _read_slowly(tid: str, data: bytes, columns: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame, str]:
     """Line by line with the json module: keeps what is valid, says what is not."""
-    rows: list[dict[str, Any]] = []
+    parsed, problem = parse_lines(data, tuple(columns))
+    rows = [{TRIAL_COL: tid, **row} for row in parsed]
+    df = pl.DataFrame(rows, schema={TRIAL_COL: pl.String(), **columns}) if rows else _empty(columns)
+    return df, problem
+
+
+def parse_lines(data: bytes, columns: Sequence[str]) -> tuple[list[dict[str, float | None]], str]:
+    """A metrics file's rows (the schema's columns, as floats or None) and what is wrong
+    with it ("": nothing). A torn last line is skipped: that line was never finished."""
+    rows: list[dict[str, float | None]] = []
     problems: list[str] = []
     lines = data.split(b"\n")
     for n, raw in enumerate(lines, 1):
@@ -149,7 +159,7 @@ def _read_slowly(tid: str, data: bytes, columns: Mapping[str, pl.DataType]) -> t
         if not isinstance(obj, dict):
             problems.append(f"line {n} is not a JSON object")
             continue
-        row: dict[str, Any] = {TRIAL_COL: tid}
+        row: dict[str, float | None] = {}
         for key in columns:
             value = obj.get(key)
             if value is None:
@@ -160,8 +170,10 @@ def _read_slowly(tid: str, data: bytes, columns: Mapping[str, pl.DataType]) -> t
                 row[key] = None
                 problems.append(f"{key}={value!r} on line {n} is not a number")
         rows.append(row)
-    df = pl.DataFrame(rows, schema={TRIAL_COL: pl.String(), **columns}) if rows else _empty(columns)
-    return df, "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+    return rows, "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+
+
+SMALL_BATCH_BYTES = 256 * 1024  # below this, the json module summarizes faster than a Polars scan
 
 
 def summarize(
@@ -171,22 +183,102 @@ def summarize(
     objective: str = "last",
     report_metrics: Sequence[str] = (),
 ) -> dict[str, MetricSummary]:
-    """Per trial: lines logged, last step, objective (``last`` or ``best``), last values."""
+    """Per trial: lines logged, last step, objective (``last`` or ``best``), last values.
+
+    One lazy Polars scan for everything, aggregated per file before the file is mapped to its
+    trial; a handful of small files (what the driver concludes between two polls) is read with
+    the json module instead, with the same result."""
     cols = schema(metric, report_metrics)
-    df, errors = scan(files, cols)
+    sizes = {tid: _size(path) for tid, path in files.items()}
+    if sum(sizes.values()) <= SMALL_BATCH_BYTES:
+        out = {
+            tid: _summary_of_rows(
+                tid, *parse_lines(files[tid].read_bytes(), tuple(cols)), metric, mode, objective
+            )
+            for tid, size in sizes.items()
+            if size
+        }
+    else:
+        out = _summarize_scan({t: files[t] for t, n in sizes.items() if n}, cols, metric, mode, objective)
+    for tid in files:
+        if tid not in out:
+            out[tid] = MetricSummary(trial_id=tid)
+    return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # never logged anything
+
+
+def _summary_of_rows(
+    tid: str, rows: list[dict[str, float | None]], error: str, metric: str, mode: str, objective: str
+) -> MetricSummary:
+    """What :func:`summarize` says of one trial's parsed rows (the same as the Polars path)."""
+
+    def last(col: str) -> float | None:
+        return next((r[col] for r in reversed(rows) if r[col] is not None), None)
+
+    if objective == "last":
+        obj = last(metric)
+    else:
+        finite = [v for r in rows if (v := r[metric]) is not None and not math.isnan(v)]
+        obj = (min(finite) if mode == "min" else max(finite)) if finite else None
+    step = last("step")
+    if not rows:
+        return MetricSummary(trial_id=tid, error=error)
+    return MetricSummary(
+        trial_id=tid,
+        n_lines=len(rows),
+        last_step=int(step) if step is not None and math.isfinite(step) else None,
+        objective=obj,
+        last={c: last(c) for c in rows[0] if c != "step"},
+        error=error,
+    )
+
+
+def _aggregations(cols: Mapping[str, pl.DataType], metric: str, mode: str, objective: str) -> list[pl.Expr]:
+    m = pl.col(metric)
+    finite = m.filter(m.is_not_nan())
+    best = finite.min() if mode == "min" else finite.max()
+    return [
+        pl.len().alias("__n"),
+        pl.col("step").drop_nulls().last().alias("__step"),
+        (m.drop_nulls().last() if objective == "last" else best).alias("__objective"),
+        *[pl.col(c).drop_nulls().last().alias(c) for c in cols if c != "step"],
+    ]
+
+
+def _summarize_scan(
+    files: Mapping[str, Path], cols: Mapping[str, pl.DataType], metric: str, mode: str, objective: str
+) -> dict[str, MetricSummary]:
+    """The Polars path: clean files in ONE lazy scan grouped by file (the file -> trial
+    mapping is done on the group keys, not on every row); torn or broken files apart."""
+    aggs = _aggregations(cols, metric, mode, objective)
+    clean = {tid: p for tid, p in files.items() if _ends_with_newline(p, _size(p))}
+    frames: list[pl.DataFrame] = []
+    errors: dict[str, str] = {}
+    if clean:
+        by_path = {str(p): tid for tid, p in clean.items()}
+        try:
+            lf = pl.scan_ndjson(list(by_path), schema=dict(cols), include_file_paths=_PATH_COL)
+            grouped = lf.group_by(_PATH_COL, maintain_order=True).agg(aggs).collect()
+            ids = grouped.get_column(_PATH_COL).replace_strict(by_path, return_dtype=pl.String())
+            frames.append(grouped.drop(_PATH_COL).insert_column(0, ids.alias(TRIAL_COL)))
+        except pl.exceptions.PolarsError:  # a bad file: find it by bisection, read it slowly
+            df, errs = _collect(list(clean.items()), cols)
+            frames.append(df.group_by(TRIAL_COL, maintain_order=True).agg(aggs))
+            errors.update(errs)
+    others = {tid: p for tid, p in files.items() if tid not in clean}
+    if others:
+        df, errs = scan(others, cols)
+        frames.append(df.group_by(TRIAL_COL, maintain_order=True).agg(aggs))
+        errors.update(errs)
     out: dict[str, MetricSummary] = {}
-    if df.height:
-        m = pl.col(metric)
-        finite = m.filter(m.is_not_nan())
-        best = finite.min() if mode == "min" else finite.max()
-        aggs = [
-            pl.len().alias("__n"),
-            pl.col("step").drop_nulls().last().alias("__step"),
-            (m.drop_nulls().last() if objective == "last" else best).alias("__objective"),
-            *[pl.col(c).drop_nulls().last().alias(c) for c in cols if c != "step"],
-        ]
-        summary = df.group_by(TRIAL_COL, maintain_order=True).agg(aggs)
-        for row in summary.iter_rows(named=True):
+    for frame in frames:
+        for row in frame.iter_rows(named=True):
             tid = row[TRIAL_COL]
             step = row["__step"]
             out[tid] = MetricSummary(
@@ -197,9 +289,9 @@ def summarize(
                 last={c: row[c] for c in cols if c != "step"},
                 error=errors.get(tid, ""),
             )
-    for tid in files:
+    for tid, err in errors.items():
         if tid not in out:
-            out[tid] = MetricSummary(trial_id=tid, error=errors.get(tid, ""))
+            out[tid] = MetricSummary(trial_id=tid, error=err)
     return out
 
 
@@ -303,12 +395,20 @@ def trials_table(
     return df.select(ordered)
 
 
-def gather_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) -> pl.DataFrame:
-    """The trials table: every trial's metrics (one lazy scan) joined with the journal's record."""
+def gather_table(
+    paths: ResultsPaths,
+    state: CampaignState,
+    spec: CampaignSpec,
+    known: Mapping[str, MetricSummary] | None = None,
+) -> pl.DataFrame:
+    """The trials table: every trial's metrics (one lazy scan) joined with the journal's
+    record. ``known``: summaries of finished trials already read (their files no longer
+    change), so that a campaign's bookkeeping does not grow with its history."""
     camp = spec.campaign
+    known = known or {}
     trials = sorted(state.trials.values(), key=lambda t: t.trial_id)
-    files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials}
-    summaries = summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics)
+    files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials if t.trial_id not in known}
+    summaries = {**known, **summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics)}
     return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.report_metrics))
 
 

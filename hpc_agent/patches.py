@@ -100,6 +100,7 @@ def _closest_line(text: str, search: str) -> str:
 
 
 def unified_diff(before: Mapping[str, str], after: Mapping[str, str]) -> str:
+    """The change from ``before`` to ``after`` (file name -> text) as a unified diff (patch.diff)."""
     chunks: list[str] = []
     for name in sorted(after):
         old, new = before.get(name, ""), after[name]
@@ -114,6 +115,7 @@ def unified_diff(before: Mapping[str, str], after: Mapping[str, str]) -> str:
 
 
 def read_files(root: Path, names: Sequence[str]) -> dict[str, str]:
+    """The text of these files under ``root``."""
     return {n: (root / n).read_text(encoding="utf-8") for n in names}
 
 
@@ -130,11 +132,12 @@ def build_code_dir(workdir: Path, files: Mapping[str, str], dest: Path, skip: Se
     files and everything else is a symbolic link to the original. ``skip``: paths (such as the
     results folder) never linked, so a campaign inside its own workdir does not recurse."""
     dest.mkdir(parents=True, exist_ok=True)
-    skip_set = {p.resolve() for p in skip}
+    here = workdir.resolve()
+    skip_names = {p.resolve().name for p in skip if p.resolve().parent == here}
     dirs_with_files = {PurePosixPath(n).parts[0] for n in files if len(PurePosixPath(n).parts) > 1}
     for entry in sorted(os.listdir(workdir)):
         src = workdir / entry
-        if src.resolve() in skip_set:
+        if entry in skip_names:
             continue
         target = dest / entry
         if entry in files:

@@ -80,12 +80,15 @@ class ResultsPaths:
         return self.root / "plots"
 
     def generation(self, generation: int) -> Path:
+        """A generation's folder, ``gen-0003``."""
         return self.root / f"gen-{generation:04d}"
 
     def plan(self, generation: int) -> Path:
+        """Generation's plan.json: its proposals, the planner's note and reasoning."""
         return self.generation(generation) / "plan.json"
 
     def analysis(self, generation: int) -> Path:
+        """Generation's analysis.md."""
         return self.generation(generation) / "analysis.md"
 
     def array_folder(self, generation: int, token: str) -> Path:
@@ -93,7 +96,10 @@ class ResultsPaths:
         return self.submitit / array_folder_name(generation, token)
 
     def submission(self, generation: int, token: str) -> Path:
+        """Local executor: what one submission ran (queue.json, lanes, claims)."""
         return self.generation(generation) / "submissions" / token
 
     def trial(self, trial: str) -> TrialPaths:
-        return TrialPaths(self.generation(generation_of(trial)) / "trials" / trial)
+        """The trial's folder (``gen-0003/trials/0003-0007``): built from strings, since the
+        driver asks for thousands of them."""
+        return TrialPaths(Path(f"{self.root}/gen-{generation_of(trial):04d}/trials/{trial}"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hpc_agent.events import PlannedTrial
-from hpc_agent.planners.base import Proposal, config_key, unique
+from hpc_agent.planners.base import Proposal, unique
 from hpc_agent.space import Space
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import CampaignState
@@ -21,7 +21,7 @@ from hpc_agent.trial import trial_id
 
 def history_keys(state: CampaignState) -> set[str]:
     """Every experiment already planned, as config keys (params, parent lineage and patch)."""
-    return {config_key(c.params, c.patch, c.parent) for c in state.configs()}
+    return state.config_keys()
 
 
 def baseline(spec: CampaignSpec, generation: int, seen: set[str]) -> list[Proposal]:

@@ -18,13 +18,15 @@ nothing changed. What it believes, in order:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hpc_agent._io import read_json
 from hpc_agent.events import Event, Requeued, TrialEnded
 from hpc_agent.executors.base import Executor, JobStatus
-from hpc_agent.metrics import outcome, summarize
+from hpc_agent.metrics import MetricSummary, outcome, summarize
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.spec import CampaignSpec, ExperimentSection
 from hpc_agent.state import CampaignState, TrialRecord, TrialState
@@ -34,7 +36,6 @@ from hpc_agent.trial import (
     checkpoint_written_since,
     ends_attempt,
     is_running_for,
-    read_status,
 )
 
 GONE_CONFIRMATIONS = 2  # polls that must see a job gone before its trial is concluded
@@ -51,8 +52,11 @@ class Reconciler:
         self.executor = executor
         self.job_info: dict[str, JobStatus] = {}
         self._status: dict[str, tuple[int, dict[str, Any] | None]] = {}  # trial -> (mtime_ns, status)
+        self._paths: dict[str, str] = {}  # trial -> its status.json (the hot path: no pathlib)
         self._gone_seen: dict[str, int] = {}
         self._polled_at = -float("inf")
+        # metrics of trials that ended for good: their files no longer change (for the gather)
+        self.summaries: dict[str, MetricSummary] = {}
 
     def submitted(self) -> None:
         """A submission was just made: the scheduler is not asked about it before an interval."""
@@ -61,15 +65,18 @@ class Reconciler:
     # ------------------------------------------------------------------ status files
     def status(self, trial: str, fresh: bool = False) -> dict[str, Any] | None:
         """The trial's status.json, read again only when it changed (or ``fresh``)."""
-        path = self.paths.trial(trial).status
+        path = self._paths.get(trial)
+        if path is None:
+            path = self._paths[trial] = str(self.paths.trial(trial).status)
         try:
-            mtime = path.stat().st_mtime_ns
+            mtime = os.stat(path).st_mtime_ns
         except FileNotFoundError:
             return None
         cached = self._status.get(trial)
         if cached and cached[0] == mtime and not fresh:
             return cached[1]
-        data = read_status(path.parent)
+        data = read_json(path)
+        data = data if isinstance(data, dict) else None
         self._status[trial] = (mtime, data)
         return data
 
@@ -162,6 +169,8 @@ class Reconciler:
                 events.append(interrupted(t, reason, status, st, exp))
             else:
                 events.append(trial_ended(t, st, objective, reason, status))
+                if t.trial_id in summaries:
+                    self.summaries[t.trial_id] = summaries[t.trial_id]
         for t, st, reason, last in gone:
             if TrialState(st).is_retryable():
                 events.append(interrupted(t, reason, self._progress_of(t, last), st, exp))

@@ -136,6 +136,8 @@ def _pm(mean: Any, std: Any) -> str:
 
 
 def render_markdown(df: pl.DataFrame) -> str:
+    """A frame as a Markdown table (numbers right-aligned; ``x_mean``/``x_std`` as ``x`` = mean ±
+    std)."""
     names, rows = _cells(df)
     numeric = [df.schema[c].is_numeric() if c in df.schema else True for c in names]
     esc = [[cell.replace("|", "\\|").replace("\n", " ") for cell in row] for row in rows]
@@ -171,6 +173,7 @@ _LATEX_SPECIAL = {
 
 
 def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 

@@ -11,13 +11,18 @@ from typing import Any, Protocol
 class Reporter(Protocol):
     """Messages, a generation's progress (trials by state, best so far), its analysis."""
 
-    def info(self, message: str) -> None: ...
+    def info(self, message: str) -> None:
+        """Something worth saying (a submission, a requeue, a plan's note)."""
 
-    def warn(self, message: str) -> None: ...
+    def warn(self, message: str) -> None:
+        """Something that went wrong and was dealt with (a planner's failure, a cancel)."""
 
-    def progress(self, generation: int, counts: Mapping[str, int], best: float | None) -> None: ...
+    def progress(self, generation: int, counts: Mapping[str, int], best: float | None) -> None:
+        """Generation's trials by state (``running`` included) and the best objective so far;
+        called often: a reporter decides what to show."""
 
-    def generation_done(self, generation: int, analysis: str) -> None: ...
+    def generation_done(self, generation: int, analysis: str) -> None:
+        """Generation is finished; its analysis (markdown)."""
 
 
 class SilentReporter:
@@ -27,15 +32,17 @@ class SilentReporter:
         self.stream = stream
 
     def info(self, message: str) -> None:
+        """Print ``message`` to the stream, if any."""
         if self.stream:
             print(message, file=self.stream)
 
     def warn(self, message: str) -> None:
+        """Print ``warning: message`` to the stream, if any."""
         if self.stream:
             print(f"warning: {message}", file=self.stream)
 
     def progress(self, generation: int, counts: Mapping[str, int], best: float | None) -> None:
-        pass
+        """Nothing: a silent reporter shows no progress."""
 
     def generation_done(self, generation: int, analysis: str) -> None:
-        pass
+        """Nothing: a silent reporter shows no analysis."""

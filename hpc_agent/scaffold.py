@@ -22,6 +22,8 @@ def examples_root() -> Path:
 
 
 def scaffold(name: str, template: str, where: Path | None = None) -> Path:
+    """Copy the ``template`` example into a new folder ``name`` (named in its campaign.toml);
+    returns the folder (UserError if it exists or the name is not a valid campaign name)."""
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", Path(name).name):
         raise UserError(f"campaign name {name!r}: expected letters, digits, '.', '_' or '-'")
     src = examples_root() / template

@@ -83,6 +83,8 @@ def run_array_task(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hpc_agent.slurm_task TASKS.json``: run this array task's trial (exit 0, whatever
+    the trial did: its status.json says)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m hpc_agent.slurm_task TASKS.json (run by SLURM array tasks)", file=sys.stderr)

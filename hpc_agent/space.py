@@ -16,6 +16,7 @@ the canonical form used to refuse duplicate configurations.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -39,6 +40,8 @@ def _is_number(value: object) -> bool:
 
 @dataclass(frozen=True)
 class FloatParam:
+    """A float in [low, high], uniform or on a log scale, optionally on a grid of ``step``."""
+
     name: str
     low: float
     high: float
@@ -66,6 +69,7 @@ class FloatParam:
         return x, None
 
     def sample(self, rng: random.Random) -> float:
+        """A random value (log-uniform when ``log``)."""
         if self.log:
             x = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
         else:
@@ -75,16 +79,19 @@ class FloatParam:
         return value
 
     def describe(self) -> str:
+        """ "float in [0.0001, 0.1], log scale"."""
         scale = ", log scale" if self.log else ""
         step = f", step {self.step:g}" if self.step is not None else ""
         return f"float in [{self.low:g}, {self.high:g}]{scale}{step}"
 
     def cardinality(self) -> float:
+        """How many distinct values (infinite without a step)."""
         if self.step is None:
             return math.inf
         return math.floor((self.high - self.low) / self.step + 1e-9) + 1
 
     def to_dict(self) -> dict[str, Any]:
+        """The parameter as the spec writes it."""
         out: dict[str, Any] = {"type": "float", "low": self.low, "high": self.high, "log": self.log}
         if self.step is not None:
             out["step"] = self.step
@@ -95,6 +102,8 @@ class FloatParam:
 
 @dataclass(frozen=True)
 class IntParam:
+    """An integer in [low, high], uniform or on a log scale, optionally every ``step``."""
+
     name: str
     low: int
     high: int
@@ -105,6 +114,7 @@ class IntParam:
     kind = "int"
 
     def normalize(self, value: object) -> tuple[int | None, str | None]:
+        """The value as an int inside the range, or why it is not one."""
         if not _is_number(value) or (isinstance(value, float) and not value.is_integer()):
             return None, f"{self.name}={value!r} is not an integer (expected {self.describe()})"
         x = int(value)  # type: ignore[call-overload]
@@ -115,6 +125,7 @@ class IntParam:
         return x, None
 
     def sample(self, rng: random.Random) -> int:
+        """A random value (log-uniform when ``log``)."""
         if self.log:
             x = math.exp(rng.uniform(math.log(self.low), math.log(self.high + 1)))
             k = int((min(int(x), self.high) - self.low) // self.step)
@@ -123,14 +134,17 @@ class IntParam:
         return self.low + k * self.step
 
     def describe(self) -> str:
+        """ "int in [16, 256], log scale"."""
         scale = ", log scale" if self.log else ""
         step = f", step {self.step}" if self.step != 1 else ""
         return f"int in [{self.low}, {self.high}]{scale}{step}"
 
     def cardinality(self) -> float:
+        """How many distinct values."""
         return (self.high - self.low) // self.step + 1
 
     def to_dict(self) -> dict[str, Any]:
+        """The parameter as the spec writes it."""
         out: dict[str, Any] = {"type": "int", "low": self.low, "high": self.high, "log": self.log}
         if self.step != 1:
             out["step"] = self.step
@@ -141,6 +155,8 @@ class IntParam:
 
 @dataclass(frozen=True)
 class ChoiceParam:
+    """One of a list of values (strings, numbers or booleans)."""
+
     name: str
     values: tuple[Scalar, ...]
     default: Scalar | None = None
@@ -148,6 +164,7 @@ class ChoiceParam:
     kind = "choice"
 
     def normalize(self, value: object) -> tuple[Scalar | None, str | None]:
+        """The value if it is one of the choices (1 and 1.0 are the same), else why not."""
         for v in self.values:
             # bool is an int in Python: compare types too, so True never matches 1
             if type(v) is type(value) and v == value:
@@ -157,15 +174,19 @@ class ChoiceParam:
         return None, f"{self.name}={value!r} is not one of {list(self.values)!r}"
 
     def sample(self, rng: random.Random) -> Scalar:
+        """A random choice."""
         return rng.choice(self.values)
 
     def describe(self) -> str:
+        """ "one of ['relu', 'gelu']"."""
         return f"one of {json.dumps(list(self.values))}"
 
     def cardinality(self) -> float:
+        """How many choices."""
         return len(self.values)
 
     def to_dict(self) -> dict[str, Any]:
+        """The parameter as the spec writes it."""
         out: dict[str, Any] = {"type": "choice", "values": list(self.values)}
         if self.default is not None:
             out["default"] = self.default
@@ -183,6 +204,7 @@ class Space:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The parameters' names, in the spec's order."""
         return tuple(p.name for p in self.params)
 
     def __getitem__(self, name: str) -> Param:
@@ -213,9 +235,11 @@ class Space:
         return out, errors
 
     def contains(self, params: Mapping[str, object]) -> bool:
+        """Is this configuration inside the space?"""
         return not self.validate(params)[1]
 
     def sample(self, rng: random.Random) -> dict[str, Scalar]:
+        """A random configuration."""
         return {p.name: p.sample(rng) for p in self.params}
 
     def defaults(self) -> dict[str, Scalar] | None:
@@ -232,9 +256,11 @@ class Space:
         return n
 
     def describe(self) -> dict[str, str]:
+        """Each parameter described in words."""
         return {p.name: p.describe() for p in self.params}
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The space as the spec writes it."""
         return {p.name: p.to_dict() for p in self.params}
 
     @staticmethod
@@ -358,6 +384,22 @@ def _with_default(param: Any, raw: Mapping[str, Any], where: str) -> Any:
 
 
 def check_names(space: Space, reserved: Sequence[str]) -> None:
+    """SpecError when a parameter's name is one hpc-agent reserves (``seed``)."""
     clash = [n for n in space.names if n in reserved]
     if clash:
         raise SpecError(f"[space]: parameter name(s) {clash} are reserved", fix="rename them")
+
+
+def config_key(
+    params: Mapping[str, Any], patch: Sequence[Mapping[str, Any]] | None, parent: str | None
+) -> str:
+    """Identity of an experiment: its configuration, the code it runs on (the parent whose
+    code it inherits) and its own edits. Equal keys are duplicates; the same parameters on
+    another parent's code are a new experiment."""
+    key = Space.key(params)
+    if parent:
+        key += "@" + parent
+    if patch:
+        text = json.dumps([dict(e) for e in patch], sort_keys=True)
+        key += "#" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return key

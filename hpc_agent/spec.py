@@ -65,6 +65,8 @@ _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]{0,127}$")
 
 @dataclass(frozen=True)
 class CampaignSection:
+    """``[campaign]``: what to optimize and how much of it to run."""
+
     name: str
     metric: str
     mode: str = "min"
@@ -80,6 +82,8 @@ class CampaignSection:
 
 @dataclass(frozen=True)
 class ExperimentSection:
+    """``[experiment]``: how to run one trial (command, budget, editable files, retries)."""
+
     command: tuple[str, ...]
     workdir: str  # absolute, resolved against the spec's folder
     editable: tuple[str, ...] = ()
@@ -92,6 +96,8 @@ class ExperimentSection:
 
     @property
     def job_timeout_min(self) -> int:
+        """The job's time limit: ``timeout_min`` if set, else the budget plus grace plus start-up,
+        rounded up."""
         if self.timeout_min:
             return self.timeout_min
         return math.ceil((self.time_budget_s + self.kill_grace_s) / 60) + JOB_OVERHEAD_MIN
@@ -99,6 +105,8 @@ class ExperimentSection:
 
 @dataclass(frozen=True)
 class PlannerSection:
+    """``[planner]``: who plans, and how to reach and pay an LLM."""
+
     kind: str = "auto"
     model: str = ""  # "" -> $HPC_AGENT_MODEL
     base_url: str = ""  # "" -> $OPENAI_BASE_URL
@@ -117,6 +125,8 @@ class PlannerSection:
 
 @dataclass(frozen=True)
 class ExecutorSection:
+    """``[executor]``: where trials run; single profile keys may be overridden here."""
+
     kind: str = "auto"
     parallelism: int = 0  # 0 = local: number of cores; slurm: no throttle (or the profile's)
     profile: str = ""  # a name from slurm_templates/ or a path to a profile .toml
@@ -124,11 +134,14 @@ class ExecutorSection:
     overrides: tuple[tuple[str, Any], ...] = ()  # single profile values ([executor] partition = ...)
 
     def overrides_dict(self) -> dict[str, Any]:
+        """The profile keys this spec overrides."""
         return dict(self.overrides)
 
 
 @dataclass(frozen=True)
 class CampaignSpec:
+    """A whole validated campaign.toml (paths absolute, defaults filled in)."""
+
     campaign: CampaignSection
     experiment: ExperimentSection
     space: Space
@@ -138,10 +151,12 @@ class CampaignSpec:
 
     @property
     def name(self) -> str:
+        """The campaign's name (it names the results folder and the jobs)."""
         return self.campaign.name
 
     @property
     def trials_per_generation(self) -> int:
+        """Proposals times seeds."""
         return self.campaign.batch_size * len(self.campaign.seeds)
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +193,7 @@ class CampaignSpec:
         return _hash(ident)
 
     def spec_hash(self) -> str:
+        """A hash of everything: a change is journaled as a ``spec`` event."""
         return _hash(self.to_dict())
 
     def with_overrides(self, **values: Any) -> CampaignSpec:

@@ -20,6 +20,7 @@ from typing import Any
 
 from hpc_agent import events as ev
 from hpc_agent.events import Event
+from hpc_agent.space import config_key
 
 
 class TrialState(str, Enum):
@@ -40,6 +41,7 @@ class TrialState(str, Enum):
     CANCELLED = "cancelled"
 
     def is_finished(self) -> bool:
+        """Has the trial ended for good (or until a requeue)?"""
         return self in _FINISHED
 
     def is_retryable(self) -> bool:
@@ -62,6 +64,8 @@ STATE_ORDER = tuple(TrialState)
 
 @dataclass(frozen=True)
 class TrialRecord:
+    """One trial as the journal knows it: its plan, where it stands, and how it ended."""
+
     trial_id: str
     generation: int
     index: int
@@ -96,6 +100,8 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class SubmissionRecord:
+    """One submission: its trials, and whether the scheduler took it."""
+
     token: str
     generation: int
     trial_ids: tuple[str, ...]
@@ -109,6 +115,8 @@ class SubmissionRecord:
 
 @dataclass(frozen=True)
 class GenerationRecord:
+    """One generation: its planner and trials, and which phases are done."""
+
     generation: int
     planner: str = ""
     note: str = ""  # e.g. "LLM unreachable: fell back to TPE"
@@ -141,6 +149,7 @@ class CampaignState:
     started_at: float = 0.0
     events: int = 0
     _configs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # config -> trials
+    _keys: dict[str, str] = field(default_factory=dict, repr=False)  # config -> its config_key
     _config_cache: dict[str, ConfigResult] = field(default_factory=dict, repr=False)
     _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
 
@@ -155,14 +164,24 @@ class CampaignState:
     def _set_trial(self, record: TrialRecord) -> None:
         self.trials[record.trial_id] = record
         self._config_cache.pop(record.config_id, None)
-        self._best.clear()
+        for mode, best in list(self._best.items()):  # the best so far, kept up to date
+            if best is not None and best.trial_id == record.trial_id:
+                del self._best[mode]  # the best trial itself changed: look again when asked
+            elif (
+                record.state is TrialState.COMPLETED
+                and _finite(record.objective)
+                and (best is None or _better(record, best, mode))
+            ):
+                self._best[mode] = record
 
     # ------------------------------------------------------------------ queries
     def trials_of(self, generation: int) -> list[TrialRecord]:
+        """The trials of one generation, in plan order."""
         g = self.generations.get(generation)
         return [self.trials[t] for t in g.trial_ids] if g else []
 
     def completed_generations(self) -> int:
+        """How many generations are done."""
         return sum(1 for g in self.generations.values() if g.done)
 
     def next_generation(self) -> int:
@@ -177,6 +196,7 @@ class CampaignState:
         return [s for s in self.submissions.values() if s.state == "submitting"]
 
     def counts(self, generation: int | None = None) -> dict[str, int]:
+        """Trials by state (of one generation, or all)."""
         trials = self.trials_of(generation) if generation is not None else list(self.trials.values())
         out = {s.value: 0 for s in STATE_ORDER}
         for t in trials:
@@ -206,6 +226,15 @@ class CampaignState:
             out.append(c)
         return out
 
+    def config_keys(self) -> set[str]:
+        """Every experiment planned so far, as :func:`hpc_agent.space.config_key` keys (each
+        computed once, when first asked for)."""
+        for cid, trial_ids in self._configs.items():
+            if cid not in self._keys:
+                t = self.trials[trial_ids[0]]
+                self._keys[cid] = config_key(t.params, t.patch, t.parent)
+        return set(self._keys.values())
+
     def champion(self, mode: str) -> ConfigResult | None:
         """The best configuration so far (mean objective over its completed seeds)."""
         scored = [c for c in self.configs() if c.objective is not None and not c.pending]
@@ -217,6 +246,8 @@ class CampaignState:
 
 @dataclass(frozen=True)
 class ConfigResult:
+    """One proposal's result over its seeds: the unit the planners learn from."""
+
     config_id: str
     generation: int
     params: Mapping[str, Any]
@@ -233,6 +264,12 @@ class ConfigResult:
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def _better(a: TrialRecord, b: TrialRecord, mode: str) -> bool:
+    """Is trial a better than trial b (ties: the earlier trial id wins, as in ``best``)?"""
+    sign = 1.0 if mode == "min" else -1.0
+    return (sign * (a.objective or 0.0), a.trial_id) < (sign * (b.objective or 0.0), b.trial_id)
 
 
 def _config_result(cid: str, trials: list[TrialRecord]) -> ConfigResult:

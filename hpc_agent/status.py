@@ -22,6 +22,8 @@ from hpc_agent.trial import is_running_for, read_status
 
 @dataclass
 class GenerationStatus:
+    """One generation's line in ``hpc-agent status``."""
+
     generation: int
     planner: str
     note: str
@@ -35,6 +37,8 @@ class GenerationStatus:
 
 @dataclass
 class StatusReport:
+    """What ``hpc-agent status`` shows (``--json`` prints this, as a dict)."""
+
     name: str
     results: str
     metric: str
@@ -53,6 +57,7 @@ class StatusReport:
     last_run_end: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain data."""
         return asdict(self)
 
 

@@ -107,6 +107,7 @@ def checkpoint_dir() -> Path:
 
 
 def trial_dir() -> Path | None:
+    """The trial's folder (``HPC_AGENT_TRIAL_DIR``), or None outside a campaign."""
     d = os.environ.get("HPC_AGENT_TRIAL_DIR")
     return Path(d) if d else None
 
@@ -117,6 +118,7 @@ def seed() -> int:
 
 
 def time_budget_s() -> float | None:
+    """The trial's time budget in seconds (``HPC_AGENT_TIME_BUDGET_S``), or None outside a campaign."""
     b = os.environ.get("HPC_AGENT_TIME_BUDGET_S")
     return float(b) if b else None
 

@@ -128,6 +128,7 @@ class Launch:
     unset_env: tuple[str, ...] = ()  # removed from the command's environment (secrets)
 
     def write(self, folder: str | os.PathLike[str]) -> None:
+        """Write ``launch.json`` into the trial folder (atomically)."""
         data = asdict(self)
         data["command"], data["unset_env"], data["env"] = (
             list(self.command),

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from hpc_agent import metrics
 from hpc_agent.metrics import outcome, summarize
+
+
+@pytest.fixture(autouse=True, params=["polars", "json"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs through both readers: one Polars scan (big batches) and the json module
+    (the handful of small files the driver concludes between two polls): same answers."""
+    monkeypatch.setattr(metrics, "SMALL_BATCH_BYTES", 0 if request.param == "polars" else 1 << 40)
+    return str(request.param)
 
 
 def write(root: Path, tid: str, text: str | bytes) -> Path:

@@ -29,6 +29,7 @@ EXECUTOR_KINDS: dict[str, tuple[str, str]] = {
 
 
 def slurm_available() -> bool:
+    """Is ``sbatch`` on PATH?"""
     return shutil.which("sbatch") is not None
 
 

@@ -41,6 +41,7 @@ class SubmitRequest:
 
     @property
     def job_name(self) -> str:
+        """The jobs' name: ``hpca.<campaign>.g0003.<token>`` (how a restarted driver finds them)."""
         return job_name(self.campaign, self.generation, self.token)
 
 
@@ -51,6 +52,8 @@ def job_name(campaign: str, generation: int, token: str) -> str:
 
 @dataclass(frozen=True)
 class Submitted:
+    """What ``submit`` returns: every job id, and each trial's job where one task runs one trial."""
+
     job_ids: tuple[str, ...]
     trial_jobs: dict[str, str] | None = None  # trial id -> job id, where one task runs one trial
 

@@ -26,6 +26,7 @@ from hpc_agent.executors.lane import run_lane
 
 
 def default_parallelism() -> int:
+    """The cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -50,9 +51,12 @@ class LocalExecutor(Executor):
         return cls(parallelism, poll_interval_s or DEFAULT_POLL_LOCAL_S)
 
     def describe(self) -> str:
+        """``local (N at a time)``."""
         return f"local ({self.parallelism} at a time)"
 
     def submit(self, request: SubmitRequest) -> Submitted:
+        """One submitit local job per lane (at most ``parallelism``), each pulling trials from the
+        submission's queue; job ids are the lanes' controller pids."""
         import submitit  # loaded when a local submission is made, not to plan or report
 
         queue_dir = Path(request.queue_dir)
@@ -75,6 +79,8 @@ class LocalExecutor(Executor):
         return Submitted(tuple(str(j.job_id) for j in jobs), None)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """A lane is alive while its controller process is (read from ``/proc``; our own children
+        are reaped)."""
         out = {}
         for jid in job_ids:
             job = self._jobs.get(jid)
@@ -88,9 +94,11 @@ class LocalExecutor(Executor):
         return out
 
     def close(self) -> None:
+        """Forget the lanes' handles (the lanes go on)."""
         self._jobs.clear()
 
     def find(self, request: SubmitRequest) -> list[str]:
+        """The lanes a dead driver started for this submission (from their ``lane-*.json``)."""
         found = []
         for lane_file in sorted(Path(request.queue_dir).glob("lane-*.json")):
             info = read_json(lane_file)
@@ -99,6 +107,7 @@ class LocalExecutor(Executor):
         return found
 
     def cancel(self, job_ids: Sequence[str], tokens: Sequence[str] = ()) -> None:
+        """SIGTERM to each live lane's controller (it passes it on to its trial: ``preempted``)."""
         for jid in job_ids:
             if jid.isdigit() and _local_job_alive(jid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -22,16 +22,14 @@ the same plan.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpc_agent.analysis import AnalysisContext, deterministic_analysis
-from hpc_agent.space import Scalar, Space
+from hpc_agent.space import Scalar, Space, config_key
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import ConfigResult
 
@@ -40,6 +38,10 @@ __all__ = ["AnalysisContext", "Plan", "PlanContext", "Planner", "Proposal", "con
 
 @dataclass(frozen=True)
 class Proposal:
+    """One experiment a planner proposes: a configuration, why (``hypothesis``), and optionally a
+    code change (``patch``, edits of the ``parent``'s editable files); ``source`` says who
+    proposed it."""
+
     params: Mapping[str, Scalar]
     hypothesis: str = ""
     patch: tuple[Mapping[str, Any], ...] | None = None  # search/replace edits (hpc_agent.patches)
@@ -47,26 +49,15 @@ class Proposal:
     source: str = ""  # baseline, random, tpe, llm, tpe-fill, ...
 
     def key(self) -> str:
+        """Its identity (see :func:`hpc_agent.space.config_key`): equal keys are duplicates."""
         return config_key(self.params, self.patch, self.parent)
-
-
-def config_key(
-    params: Mapping[str, Any], patch: Sequence[Mapping[str, Any]] | None, parent: str | None
-) -> str:
-    """Identity of an experiment: its configuration, the code it runs on (the parent whose
-    code it inherits) and its own edits. Equal keys are duplicates; the same parameters on
-    another parent's code are a new experiment."""
-    key = Space.key(params)
-    if parent:
-        key += "@" + parent
-    if patch:
-        text = json.dumps([dict(e) for e in patch], sort_keys=True)
-        key += "#" + hashlib.sha256(text.encode()).hexdigest()[:12]
-    return key
 
 
 @dataclass(frozen=True)
 class Plan:
+    """What ``propose`` returns: the proposals, a note on what happened while planning (fallbacks,
+    repairs, a batch cut short) and the planner's own reasoning (plan.json)."""
+
     proposals: tuple[Proposal, ...]
     note: str = ""  # what happened while planning (fallbacks, repairs, a batch cut short)
     rationale: str = ""  # the planner's own reasoning for this batch (plan.json)
@@ -74,6 +65,10 @@ class Plan:
 
 @dataclass(frozen=True)
 class PlanContext:
+    """What ``propose`` is given: the campaign, the generation, how many proposals, every
+    configuration so far (finished or in flight), the champion, the analyses, generations
+    left, the seed, and the keys already taken by this batch (the baseline)."""
+
     spec: CampaignSpec
     generation: int
     n: int
@@ -87,6 +82,7 @@ class PlanContext:
 
     @property
     def space(self) -> Space:
+        """The campaign's search space."""
         return self.spec.space
 
     def seen_keys(self) -> set[str]:
@@ -149,4 +145,5 @@ def fill_random(
 
 
 def fits(space: Space, params: Mapping[str, Any]) -> bool:
+    """Is this configuration inside the space?"""
     return not space.validate(params)[1]

@@ -34,6 +34,7 @@ REASKS = 8  # asks per slot before a duplicate is replaced by a random unseen co
 
 
 def distributions(space: Space) -> dict[str, BaseDistribution]:
+    """The space as Optuna distributions."""
     out: dict[str, BaseDistribution] = {}
     for p in space.params:
         if isinstance(p, FloatParam):
@@ -46,6 +47,8 @@ def distributions(space: Space) -> dict[str, BaseDistribution]:
 
 
 class TPEPlanner(Planner):
+    """Optuna's TPE, a batch per generation (see the module docstring); the embedded default."""
+
     name = "tpe"
 
     def __init__(self, startup_trials: int = 8) -> None:
@@ -53,9 +56,13 @@ class TPEPlanner(Planner):
 
     @classmethod
     def for_spec(cls, spec: CampaignSpec) -> TPEPlanner:
+        """A TPE planner with the campaign's ``tpe_startup_trials``."""
         return cls(spec.planner.tpe_startup_trials)
 
     def propose(self, ctx: PlanContext) -> Plan:
+        """``ctx.n`` unseen configurations: the history told to an in-memory study (in flight as
+        RUNNING: constant liar), then asked one by one; duplicates re-asked, then
+        replaced by random unseen ones."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         space = ctx.space
         dists = distributions(space)

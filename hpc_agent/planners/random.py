@@ -8,9 +8,13 @@ from hpc_agent.planners.base import Plan, PlanContext, Planner, fill_random
 
 
 class RandomPlanner(Planner):
+    """Uniform random configurations (log scales respected), seeded by the campaign seed and the
+    generation."""
+
     name = "random"
 
     def propose(self, ctx: PlanContext) -> Plan:
+        """``ctx.n`` unseen random configurations (fewer when the space runs out)."""
         rng = _random.Random(f"{ctx.seed}:{ctx.generation}")
         seen = ctx.seen_keys()
         proposals = fill_random(ctx.space, ctx.n, seen, rng, source="random")

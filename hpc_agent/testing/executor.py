@@ -73,6 +73,8 @@ class ScriptedExecutor(Executor):
 
     # ------------------------------------------------------------------ the seam
     def submit(self, request: SubmitRequest) -> Submitted:
+        """Records the submission and makes one job per trial; plays ``refuse_next`` and
+        ``kill_in_submit``."""
         if self.refuse_next:
             message, self.refuse_next = self.refuse_next, ""
             raise SubmitError(message=message, fix="scripted refusal")
@@ -112,9 +114,11 @@ class ScriptedExecutor(Executor):
         return out
 
     def find(self, request: SubmitRequest) -> list[str]:
+        """The jobs of this submission's token."""
         return sorted(j.job_id for j in self.jobs.values() if j.token == request.token)
 
     def cancel(self, job_ids: Sequence[str], tokens: Sequence[str] = ()) -> None:
+        """Ends these jobs (and those of these tokens); a running attempt writes ``cancelled``."""
         for job in self.jobs.values():
             if (job.job_id in job_ids or job.token in tokens) and job.state != "gone":
                 if job.state == "running":

@@ -17,6 +17,7 @@ QUERY_TIMEOUT_S = 60.0  # squeue, sacct, scontrol, scancel
 
 
 def run_command(args: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """Run a SLURM command with a time limit (SlurmQueryError when it is missing or hangs)."""
     try:
         return subprocess.run(
             list(args),
@@ -33,6 +34,7 @@ def run_command(args: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S) -> subp
 
 
 def query(args: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S) -> str:
+    """A SLURM command's stdout (SlurmQueryError with its stderr when it fails)."""
     proc = run_command(args, timeout_s)
     if proc.returncode != 0:
         err = proc.stderr.strip() or f"exit code {proc.returncode}"
@@ -41,6 +43,8 @@ def query(args: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S) -> str:
 
 
 def squeue_text(arrays: Sequence[str], fmt: str, *, expand: bool, all_states: bool) -> str:
+    """``squeue`` of these arrays in format ``fmt`` (``expand``: one line per array task;
+    ``all_states``: recently ended jobs too); "" for job ids squeue no longer knows."""
     args = ["squeue", "--noheader", "-j", ",".join(arrays), "-o", fmt]
     if expand:
         args.append("-r")

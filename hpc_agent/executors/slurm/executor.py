@@ -116,6 +116,7 @@ class SlurmExecutor(Executor):
         return cls.from_profile(profile, overrides, parallelism=parallelism, poll_interval_s=poll_interval_s)
 
     def describe(self) -> str:
+        """``slurm (profile NAME, partition P, at most N at a time, polls every S s)``."""
         p = self.profile
         where = f"profile {p.name}" if p.name else "no profile: the cluster's defaults"
         bits = [where]
@@ -138,6 +139,8 @@ class SlurmExecutor(Executor):
         return self._config
 
     def max_array_size(self) -> int:
+        """The most tasks one array may have: the cluster's ``MaxArraySize``, lowered by the
+        profile's ``max_array_size``."""
         limit = max_array_size(self.cluster_config())
         if self.profile.max_array_size:
             limit = min(limit, self.profile.max_array_size)
@@ -362,6 +365,7 @@ class SlurmExecutor(Executor):
             return []
 
     def close(self) -> None:
+        """Forget the last squeue answer (the jobs go on)."""
         self._last.clear()
 
 

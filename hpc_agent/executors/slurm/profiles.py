@@ -61,6 +61,7 @@ class Profile:
 
     @property
     def extra(self) -> dict[str, Any]:
+        """``additional_parameters`` as a dict of sbatch options."""
         return dict(self.additional_parameters)
 
     def to_dict(self) -> dict[str, Any]:

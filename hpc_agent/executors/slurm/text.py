@@ -223,6 +223,7 @@ def max_array_size(config: Mapping[str, str]) -> int:
 
 
 def accounting_enabled(config: Mapping[str, str]) -> bool:
+    """Does the cluster keep accounting (so that ``sacct`` can say how a job ended)?"""
     storage = config.get("AccountingStorageType", "")
     return bool(storage) and not storage.endswith("/none")
 
@@ -300,6 +301,8 @@ def job_status(row: QueueRow) -> JobStatus:
 
 @dataclass(frozen=True)
 class Partition:
+    """One partition as ``sinfo`` lists it."""
+
     name: str
     time_limit: str  # as sinfo prints it: "infinite", "5:00", "2-00:00:00"
     gres: str  # "(null)" when the nodes have none
@@ -320,6 +323,7 @@ def parse_sinfo_partitions(text: str) -> list[Partition]:
 
 
 def describe_partitions(partitions: Sequence[Partition]) -> str:
+    """The partitions for an error message: name, default, time limit, GRES."""
     if not partitions:
         return "(sinfo listed none)"
     return ", ".join(
@@ -331,6 +335,7 @@ def describe_partitions(partitions: Sequence[Partition]) -> str:
 
 
 def current_user() -> str:
+    """This user's name (for the ``sacctmgr`` commands a fix suggests)."""
     try:
         return getpass.getuser()
     except Exception:  # pragma: no cover - no passwd entry
