@@ -24,7 +24,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-import hpc_agent.llm as llm
+import hpc_agent.llm.transport as transport
 from hpc_agent.cli import cli
 from hpc_agent.planners.llm import View, build_prompt, load_brief, propose_task
 from hpc_agent.spec import load_spec
@@ -163,7 +163,7 @@ def campaign_bench(work: Path) -> dict[str, Any]:
     (camp / "train.py").write_text(TRAIN)
     (camp / "campaign.toml").write_text(SPEC)
     researcher = ScriptedResearcher()
-    llm.BACKOFF_BASE_S = 0.01
+    transport.BACKOFF_BASE_S = 0.01
     with FakeLLM([researcher] * 50) as fake:
         env = {
             "OPENAI_BASE_URL": fake.base_url,

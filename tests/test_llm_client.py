@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import hpc_agent.llm as llm
+import hpc_agent.llm.transport as transport
 from hpc_agent.errors import UserError
 from hpc_agent.llm import LLMClient, LLMConfig, LLMUnavailable, format_log, parse_json_reply, resolve_config
 from hpc_agent.spec import PlannerSection
@@ -26,7 +27,7 @@ HELLO = [{"role": "system", "content": "Reply in JSON."}, {"role": "user", "cont
 
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llm, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(transport, "BACKOFF_BASE_S", 0.01)
     monkeypatch.setenv("TEST_LLM_KEY", KEY)
 
 
@@ -198,10 +199,12 @@ def test_429_then_success_honours_retry_after(tmp_path: Path) -> None:
 def test_retry_after_as_http_date_and_ms() -> None:
     from email.utils import formatdate
 
-    assert llm._retry_after({"retry-after-ms": "1500"}) == 1.5
-    assert 5 <= (llm._retry_after({"retry-after": formatdate(__import__("time").time() + 10)}) or 0) <= 10
-    assert llm._retry_after({"retry-after": "soon"}) is None
-    assert llm._retry_after({}) is None
+    assert transport.retry_after({"retry-after-ms": "1500"}) == 1.5
+    assert (
+        5 <= (transport.retry_after({"retry-after": formatdate(__import__("time").time() + 10)}) or 0) <= 10
+    )
+    assert transport.retry_after({"retry-after": "soon"}) is None
+    assert transport.retry_after({}) is None
 
 
 def test_transport_faults_are_retried(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from conftest import TINY_TRAIN
 
-import hpc_agent.llm as llm
+import hpc_agent.llm.transport as transport
 from hpc_agent.campaign import load_state
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.planners import resolve_planner_kind
@@ -35,7 +35,7 @@ FAST = ("--executor", "local", "--poll-interval", "0.05", "-q")
 
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llm, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(transport, "BACKOFF_BASE_S", 0.01)
 
 
 @pytest.fixture
