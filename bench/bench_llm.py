@@ -149,7 +149,7 @@ class ScriptedResearcher:
         if ask.startswith("Your reply had problems"):
             n = int(re.search(r"exactly (\d+) new proposal", ask).group(1))  # type: ignore[union-attr]
             return {"json": {"analysis": "fixed", "proposals": self.proposals(n)}}
-        if "must be []" in ask:
+        if "nothing more will run" in ask:
             return {"json": {"analysis": analysis, "proposals": []}}
         n = int(re.search(r"propose exactly (\d+) new experiment", ask, re.I).group(1))  # type: ignore[union-attr]
         first = self.calls == 1

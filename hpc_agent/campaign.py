@@ -743,6 +743,8 @@ class Campaign:
         ctx = AnalysisContext(self.spec, g, self.state, table, tuple(self._analyses(g)), self.paths.root)
         try:
             text = self.planner.analyze(ctx)
+            # a planner that wrote the deterministic analysis itself says why (the LLM planner)
+            fallback = str(getattr(self.planner, "analysis_fallback", "") or "")
         except Exception as e:
             from hpc_agent.analysis import deterministic_analysis
 
@@ -750,8 +752,14 @@ class Campaign:
                 f"analysis by {self.planner.describe()} failed ({e}); writing the deterministic one"
             )
             text = deterministic_analysis(ctx)
+            fallback = f"analysis by {self.planner.describe()} failed ({e})"
         atomic_write_text(self.paths.analysis(g), text.rstrip() + "\n")
-        self._record("analyzed", generation=g, author=self.planner.describe())
+        author = (
+            {"author": "deterministic", "fallback": fallback}
+            if fallback
+            else {"author": self.planner.describe()}
+        )
+        self._record("analyzed", generation=g, **author)
         self.reporter.generation_done(g, text)
 
 

@@ -25,21 +25,23 @@ from __future__ import annotations
 
 from hpc_agent.llm.client import LLMClient, Reply
 from hpc_agent.llm.config import DEFAULT_BASE_URL, LLMConfig, redact, redact_url, resolve_config
-from hpc_agent.llm.log import LOG_NAME, LOG_VERSION, MODES, ExchangeLog, read_log
+from hpc_agent.llm.log import LOG_NAME, LOG_VERSION, MODES, ExchangeLog, Memory, read_log
 from hpc_agent.llm.parsing import parse_json_reply
 from hpc_agent.llm.render import format_log
 from hpc_agent.llm.tokens import estimate_tokens, messages_tokens
-from hpc_agent.llm.transport import LLMUnavailable
+from hpc_agent.llm.transport import ContextExceeded, LLMUnavailable
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "LOG_NAME",
     "LOG_VERSION",
     "MODES",
+    "ContextExceeded",
     "ExchangeLog",
     "LLMClient",
     "LLMConfig",
     "LLMUnavailable",
+    "Memory",
     "Reply",
     "estimate_tokens",
     "format_log",

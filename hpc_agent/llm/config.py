@@ -34,9 +34,12 @@ class LLMConfig:
     max_retries: int = 3
     request_timeout_s: float = 300.0
     structured_output: str = "auto"
+    max_tokens: int = 0  # 0: each request sized by its caller
+    check_model: bool = True  # False: a model the endpoint does not list is probed, not refused
     price_in_per_mtok: float = 0.0
     price_out_per_mtok: float = 0.0
     model_from: str = ""  # where the model came from, for messages
+    base_url_from: str = "OPENAI_BASE_URL"  # where the base URL came from, for messages
 
     def api_key(self) -> str:
         """The key, read from the environment now (never stored)."""
@@ -80,9 +83,12 @@ def resolve_config(planner: PlannerSection, environ: Mapping[str, str] | None = 
         max_retries=planner.max_retries,
         request_timeout_s=planner.request_timeout_s,
         structured_output=planner.structured_output,
+        max_tokens=planner.max_tokens,
+        check_model=planner.check_model,
         price_in_per_mtok=planner.price_in_per_mtok,
         price_out_per_mtok=planner.price_out_per_mtok,
         model_from=model_from if model else "",
+        base_url_from=where,
     )
 
 

@@ -88,6 +88,8 @@ def _format_preflight(r: Mapping[str, Any], head: str) -> list[str]:
     out = [f"{head} · {r.get('base_url')} · {status}"]
     if served is not None:
         out.append(f"  models served: {listing(served)}")
+    if r.get("context_limit"):
+        out.append(f"  server context: {int(r['context_limit']):,} tokens ({r.get('context_limit_from')})")
     if r.get("note"):
         out.append(f"  note: {r['note']}")
     return out
@@ -105,17 +107,20 @@ def _format_exchange(r: Mapping[str, Any], head: str) -> list[str]:
         parts.append(f"~{float(r['cost']):.4f}")
     out = [" · ".join(parts)]
     for n in r.get("negotiation") or []:
-        what = (
-            f"response_format {n['response_format']}"
-            if "response_format" in n
-            else f"temperature {n.get('temperature')}"
-        )
+        what = next((f"{k} {v}" for k, v in n.items() if k != "rejected"), "a request parameter")
         out.append(f"  {what} rejected: {n.get('rejected')}")
     for t in r.get("retries") or []:
         wait = f", waited {t['wait_s']:g} s" if t.get("wait_s") is not None else ""
         out.append(f"  attempt {t.get('attempt')} failed: {t.get('error')}{wait}")
+    if r.get("idle_wait_s") is not None:
+        out.append(f"  waited {r['idle_wait_s']:g} s for the server to finish the request that timed out")
     if r.get("error"):
         out.append(f"  ERROR: {r['error']}")
+    if r.get("context_limit"):
+        out.append(
+            f"  learned: the server's context is {int(r['context_limit']):,} tokens "
+            f"({r.get('context_limit_from')})"
+        )
     if r.get("parse_error"):
         out.append(f"  unreadable reply: {r['parse_error']}")
     accepted = r.get("proposals")
@@ -126,7 +131,7 @@ def _format_exchange(r: Mapping[str, Any], head: str) -> list[str]:
             out.append(
                 f"    - {_params_text(p.get('params') or {})}{patch}: {_short(p.get('hypothesis', ''), 100)}"
             )
-    if r.get("proposals_made") is not None:
+    if r.get("proposals_made") is not None and r.get("plan_for") is not None:
         out.append(
             f"  proposals for generation {r.get('plan_for')}: {r['proposals_made']} (checked when planned)"
         )

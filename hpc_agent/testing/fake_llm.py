@@ -4,7 +4,11 @@ It speaks the part of the protocol hpc-agent uses, over real HTTP, so the real `
 client talks to it exactly as it talks to vLLM, Ollama or a university gateway:
 
 * ``POST /v1/chat/completions`` answers each request with the next *step* of a script;
-* ``GET /v1/models`` lists the models it serves.
+* ``GET /v1/models`` lists the models it serves (each entry with ``model_meta``, e.g. vLLM's
+  ``{"max_model_len": 4096}``);
+* ``GET /props`` answers ``props`` when given (llama.cpp's server describes itself there).
+
+Other paths are 404, as on real servers (a base URL without ``/v1`` finds nothing).
 
 A step is a reply, or a fault to inject::
 
@@ -20,9 +24,13 @@ A step is a reply, or a fault to inject::
 
 In Python a step may also be a callable ``f(request_body) -> step``. Requests the server
 refuses on its own do not consume a step: a model it does not serve (404), a missing or
-wrong key when ``api_key`` is set (401), and a ``response_format`` type not in ``accept``
-(400, the way servers without structured output answer). Every request is recorded in
-:attr:`FakeLLM.requests` for assertions.
+wrong key when ``api_key`` is set (401), and a ``response_format`` not in ``accept`` (400,
+or ``refuse_status``: llama-cpp-python answers ``json_schema`` with 500). The formats are
+``json_schema``, ``json_object+schema`` (llama.cpp's json_object carrying a schema),
+``json_object`` and ``text``. ``serial=True`` answers one request at a time, ``GET /models``
+included, as llama.cpp-based servers do while they generate. Every request is recorded in
+:attr:`FakeLLM.requests` for assertions (with how many chat requests were in the server when
+it arrived: :attr:`Request.in_flight`).
 
 Command line (prints the base URL, serves until Ctrl-C)::
 
@@ -35,6 +43,7 @@ Command line (prints the base URL, serves until Ctrl-C)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
@@ -48,7 +57,7 @@ from typing import Any
 
 Step = str | Mapping[str, Any] | Callable[[Mapping[str, Any]], Any]
 
-FORMATS = ("json_schema", "json_object", "text")
+FORMATS = ("json_schema", "json_object+schema", "json_object", "text")
 _STEP_KEYS = (
     "reply", "json", "status", "headers", "body", "fault", "delay_s", "repeat", "forever",
     "usage", "finish_reason", "model", "reasoning_content",
@@ -65,11 +74,17 @@ class Request:
     headers: dict[str, str]
     body: Any = None
     answered: str = ""  # what the server did: "step 3", "refused: ...", "models"
+    t: float = 0.0  # when it arrived (time.monotonic)
+    in_flight: int = 0  # chat requests in the server when it arrived, itself included
 
     @property
     def response_format(self) -> str:
+        """``json_schema``, ``json_object+schema``, ``json_object`` or ``text``."""
         rf = self.body.get("response_format") if isinstance(self.body, dict) else None
-        return str(rf.get("type")) if isinstance(rf, dict) else "text"
+        if not isinstance(rf, dict):
+            return "text"
+        kind = str(rf.get("type"))
+        return "json_object+schema" if kind == "json_object" and "schema" in rf else kind
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -120,6 +135,10 @@ class FakeLLM:
         host: str = "127.0.0.1",
         port: int = 0,
         loop: bool = False,
+        refuse_status: int = 400,
+        serial: bool = False,
+        model_meta: Mapping[str, Any] | None = None,
+        props: Mapping[str, Any] | None = None,
     ) -> None:
         for s in script:
             check_step(s)
@@ -130,7 +149,13 @@ class FakeLLM:
         self.unlisted = list(unlisted)  # served, but not in GET /models (as some gateways do)
         self.api_key = api_key
         self.accept = tuple(accept)
+        self.refuse_status = refuse_status
+        self.serial = serial
+        self.model_meta = dict(model_meta or {})
+        self.props = dict(props) if props is not None else None
         self.requests: list[Request] = []
+        self._in_flight = 0
+        self._serial_lock = threading.Lock()
         self._script = _Script(list(script), loop)
         self._lock = threading.Lock()
         self._server = _Server((host, port), _Handler)
@@ -233,15 +258,30 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ routing
     def do_GET(self) -> None:
         req = self._record(None)
-        if self.path.rstrip("/").endswith("/models"):
+        with self._turn():
+            self._get(req)
+
+    def _get(self, req: Request) -> None:
+        path = self.path.rstrip("/")
+        if path == "/v1/models":
             if not self._authorized(req):
                 return
             req.answered = "models"
             data = [
-                {"id": m, "object": "model", "created": 0, "owned_by": "hpc-agent-fake"}
+                {
+                    "id": m,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "hpc-agent-fake",
+                    **self.fake.model_meta,
+                }
                 for m in self.fake.models
             ]
             self._send_json(200, {"object": "list", "data": data})
+            return
+        if path == "/props" and self.fake.props is not None:
+            req.answered = "props"
+            self._send_json(200, self.fake.props)
             return
         req.answered = "refused: unknown path"
         self._send_error(404, f"no route for GET {self.path}", "not_found")
@@ -253,8 +293,23 @@ class _Handler(BaseHTTPRequestHandler):
             body: Any = json.loads(raw or b"null")
         except ValueError:
             body = raw.decode("utf-8", errors="replace")
-        req = self._record(body)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        chat = self.path.rstrip("/") == "/v1/chat/completions"
+        with self.fake._lock:
+            self.fake._in_flight += chat
+        try:
+            req = self._record(body)
+            with self._turn():
+                self._post(req, body)
+        finally:
+            with self.fake._lock:
+                self.fake._in_flight -= chat
+
+    def _turn(self) -> Any:
+        """One request at a time when the fake is serial (a lock), else no wait."""
+        return self.fake._serial_lock if self.fake.serial else contextlib.nullcontext()
+
+    def _post(self, req: Request, body: Any) -> None:
+        if self.path.rstrip("/") != "/v1/chat/completions":
             req.answered = "refused: unknown path"
             self._send_error(404, f"no route for POST {self.path}", "not_found")
             return
@@ -275,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fmt not in self.fake.accept:
             req.answered = f"refused: response_format {fmt}"
             self._send_error(
-                400,
+                self.fake.refuse_status,
                 f"response_format type '{fmt}' is not supported by this server "
                 f"(supported: {', '.join(self.fake.accept)})",
                 "invalid_request_error",
@@ -300,7 +355,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, body: Any) -> Request:
         req = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        req.t = time.monotonic()
         with self.fake._lock:
+            req.in_flight = self.fake._in_flight
             self.fake.requests.append(req)
         return req
 
@@ -411,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--model", action="append", help="model name to serve (repeatable; default fake-model)"
     )
     parser.add_argument(
-        "--reject", action="append", choices=FORMATS[:2], default=[], help="refuse this response_format"
+        "--reject", action="append", choices=FORMATS[:3], default=[], help="refuse this response_format"
     )
     parser.add_argument("--loop", action="store_true", help="start the script again when it is exhausted")
     args = parser.parse_args(argv)

@@ -14,13 +14,22 @@ restarted driver reuses them too: the planner's memory is ``llm.jsonl``, never t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hpc_agent.analysis import deterministic_analysis
-from hpc_agent.llm import LLMClient, LLMUnavailable, Reply, parse_json_reply, read_log, resolve_config
+from hpc_agent.errors import UserError
+from hpc_agent.llm import (
+    ContextExceeded,
+    LLMClient,
+    LLMUnavailable,
+    Reply,
+    parse_json_reply,
+    read_log,
+    resolve_config,
+)
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.planners.base import AnalysisContext, Plan, PlanContext, Planner, Proposal
 from hpc_agent.planners.llm.prompt import (
@@ -29,16 +38,18 @@ from hpc_agent.planners.llm.prompt import (
     View,
     analyze_task,
     build_prompt,
+    is_placeholder,
     lineage_parent,
     load_brief,
     propose_task,
     repair_messages,
     short,
 )
-from hpc_agent.planners.llm.schema import Batch, proposals_of, reply_schema
+from hpc_agent.planners.llm.schema import Batch, proposals_of, reply_schema, reply_tokens
 from hpc_agent.spec import CampaignSpec
 
 _DETERMINISTIC = "this is hpc-agent's deterministic analysis."
+CONTEXT_SAFETY = 0.95  # of the server's context left after the reply's room: margin for the estimate
 
 
 @dataclass
@@ -46,6 +57,7 @@ class _Progress:
     """Where a generation's conversation stands."""
 
     messages: list[dict[str, str]]
+    budget: int = 0  # the prompt budget the conversation was fitted to
     reply_text: str = ""
     errors: list[str] | None = None
     rationale: str = ""
@@ -65,6 +77,7 @@ class LLMPlanner(Planner):
         self.client = client or LLMClient(resolve_config(spec.planner))
         self.brief = load_brief(spec.planner.brief)
         self._made: dict[str, Any] | None = None  # proposals made with the last analysis
+        self.analysis_fallback = ""  # why the last analysis is the deterministic one ("": the LLM's)
         self.last_prompt: PromptStats | None = None  # of the last request (for the bench)
 
     def describe(self) -> str:
@@ -101,10 +114,10 @@ class LLMPlanner(Planner):
         except LLMUnavailable as e:
             if not batch.accepted:
                 proposals, tpe_note = self._tpe(ctx, ctx.n, set(), "tpe")
-                note = f"LLM unavailable ({short(e.message, 200)}): TPE planned this generation"
+                note = f"LLM request failed: {short(e.message, 240)}; TPE planned this generation"
                 return Plan(tuple(proposals), "; ".join(x for x in (note, tpe_note) if x), progress.rationale)
             batch.give_up()
-            notes.append(f"LLM unavailable during repairs ({short(e.message, 160)})")
+            notes.append(f"LLM request failed during repairs: {short(e.message, 200)}")
         return self._finish(ctx, batch, progress, notes)
 
     def _first_round(self, view: View, batch: Batch, progress: _Progress, notes: list[str]) -> None:
@@ -112,6 +125,7 @@ class LLMPlanner(Planner):
         made = self._made_for(view)
         if made is not None:
             progress.messages, progress.reply_text = made["messages"], made["reply"]
+            progress.budget = self._budget(reply_tokens(self.spec, view.n))
             progress.rationale = _analysis_text(made["data"])
             progress.errors = batch.take(made["data"])
             self.client.note(
@@ -122,11 +136,14 @@ class LLMPlanner(Planner):
             )
             notes.append(f"proposals written with the analysis of generation {view.generation - 1}")
             return
-        prompt = build_prompt(view, self.brief, propose_task(view))
-        self.last_prompt = prompt.stats
-        progress.messages = prompt.messages
-        reply = self._ask(prompt.messages, view, "propose", 0, batch, prompt.stats)
-        progress.trips += 1
+        room = reply_tokens(self.spec, view.n)
+
+        def send(prompt: Prompt) -> Reply:
+            return self._ask(prompt.messages, view, "propose", 0, batch, prompt.stats, room)
+
+        prompt, reply = self._send_fitted(view, propose_task(view), room, send, notes)
+        progress.trips += 2 if prompt.stats.refitted else 1  # a refused request is a round trip too
+        progress.messages, progress.budget = prompt.messages, prompt.stats.budget
         progress.reply_text, progress.errors = reply.text, batch.last_errors
         progress.rationale = _analysis_text(reply.data)
 
@@ -139,11 +156,12 @@ class LLMPlanner(Planner):
                 progress.messages,
                 progress.reply_text,
                 progress.errors,
-                self.spec.planner.context_tokens,
+                progress.budget,
                 accepted=batch.accepted,
                 wanted=view.n,
             )
-            reply = self._ask(progress.messages, view, "repair", k, batch, None)
+            room = reply_tokens(self.spec, batch.missing)
+            reply = self._ask(progress.messages, view, "repair", k, batch, None, room)
             progress.trips += 1
             progress.reply_text, progress.errors = reply.text, batch.last_errors
             progress.rationale = progress.rationale or _analysis_text(reply.data)
@@ -166,6 +184,54 @@ class LLMPlanner(Planner):
         notes.insert(0, f"llm: {len(batch.accepted)} proposal(s), {progress.trips} round trip(s)")
         return Plan(tuple(proposals), "; ".join(notes), progress.rationale)
 
+    # ------------------------------------------------------------------ the context
+    def _budget(self, reply: int) -> int:
+        """The prompt budget: ``[planner] context_tokens``, or less where the server's context
+        (learned from its metadata or its refusal) minus the reply's room is less."""
+        budget = self.spec.planner.context_tokens
+        limit = self.client.context_limit
+        if limit:
+            budget = min(budget, int((limit - reply) * CONTEXT_SAFETY / self.client.memory.token_ratio))
+        return budget
+
+    def _prompt(self, view: View, task: str, reply: int, refitted: bool = False) -> Prompt:
+        """The prompt within the budget; a UserError when the server's context cannot hold
+        even its fixed part (the brief, the goal, the space, the task) and the reply."""
+        budget = self._budget(reply)
+        prompt = build_prompt(view, self.brief, task, budget)
+        limit = self.client.context_limit
+        if limit and prompt.stats.tokens > budget:
+            raise UserError(
+                f"the LLM server's context ({limit:,} tokens) cannot hold the shortest prompt hpc-agent "
+                f"can send ({prompt.stats.tokens:,} tokens, estimated: the brief, the goal, the search "
+                f"space, the task) and room for the reply ({reply:,} tokens)",
+                fix="serve the model with a larger context (llama.cpp: -c N; llama-cpp-python: --n_ctx N), "
+                "or shorten [planner] brief, or lower [planner] max_tokens",
+            )
+        if refitted:
+            prompt = replace(prompt, stats=replace(prompt.stats, refitted=True))
+        self.last_prompt = prompt.stats
+        return prompt
+
+    def _send_fitted(
+        self, view: View, task: str, reply: int, send: Callable[[Prompt], Reply], notes: list[str]
+    ) -> tuple[Prompt, Reply]:
+        """Send the prompt fitted to what is known of the server's context; when the server
+        says it is over its context, refit the prompt to what it taught and send it once more."""
+        prompt = self._prompt(view, task, reply)
+        try:
+            return prompt, send(prompt)
+        except ContextExceeded as e:
+            refit = self._prompt(view, task, reply, refitted=True)
+            if refit.stats.tokens >= prompt.stats.tokens:
+                raise
+            note = _context_note(e, self.spec.planner.context_tokens, refit.stats.budget)
+            notes.append(note)
+            self.client.note(
+                "context", view.analyzing if view.analyzing is not None else view.generation, note=note
+            )
+            return refit, send(refit)
+
     def _ask(
         self,
         messages: list[dict[str, str]],
@@ -174,6 +240,7 @@ class LLMPlanner(Planner):
         round_: int,
         batch: Batch,
         stats: PromptStats | None,
+        max_tokens: int,
     ) -> Reply:
         def check(reply: Reply) -> Mapping[str, Any]:
             if reply.data is None:
@@ -187,11 +254,12 @@ class LLMPlanner(Planner):
             extra["prompt"] = stats.to_dict()
         return self.client.complete(
             messages,
-            schema=reply_schema(self.spec, with_proposals=True),
+            schema=reply_schema(self.spec, with_proposals=True, n=batch.missing),
             purpose=purpose,
             generation=view.generation,
             check=check,
             extra=extra,
+            max_tokens=max_tokens,
         )
 
     def _tpe(self, ctx: PlanContext, n: int, taken: set[str], source: str) -> tuple[list[Proposal], str]:
@@ -206,17 +274,18 @@ class LLMPlanner(Planner):
     # ------------------------------------------------------------------ analyze
     def analyze(self, ctx: AnalysisContext) -> str:
         """The model's analysis of generation ``ctx.generation`` (with the proposals for the
-        next one, kept for :meth:`propose`); the deterministic analysis when it fails."""
+        next one, kept for :meth:`propose`); the deterministic analysis when it fails, and then
+        :attr:`analysis_fallback` says why ("" when the model wrote it)."""
         self._attach(ctx.results_dir)
+        self.analysis_fallback = ""
         g = ctx.generation
         plans_next = g + 1 < self.spec.campaign.generations
         view = self._analysis_view(ctx, plans_next)
-        prompt = build_prompt(view, self.brief, analyze_task(view))
-        self.last_prompt = prompt.stats
         try:
-            reply, sent = self._ask_analysis(view, prompt, plans_next)
+            reply, sent = self._ask_analysis(view, plans_next)
         except LLMUnavailable as e:
-            note = f"*The LLM could not be reached ({short(e.message, 200)}); {_DETERMINISTIC}*"
+            self.analysis_fallback = f"LLM request failed: {short(e.message, 240)}"
+            note = f"*No analysis from the LLM ({short(e.message, 200)}); {_DETERMINISTIC}*"
             return deterministic_analysis(ctx).rstrip() + "\n\n" + note + "\n"
         text = _analysis_text(reply.data)
         if plans_next and isinstance(reply.data, Mapping):
@@ -228,11 +297,12 @@ class LLMPlanner(Planner):
                 "data": reply.data,
             }
         if not text:
+            self.analysis_fallback = "the LLM's reply had no readable analysis"
             note = f"*The LLM's analysis could not be read (see `hpc-agent logs`); {_DETERMINISTIC}*"
             return deterministic_analysis(ctx).rstrip() + "\n\n" + note + "\n"
         if not text.startswith("# "):  # a title of its own, or ours
             text = f"# Generation {g}: analysis\n\n{text}"
-        return text.rstrip() + "\n"  # the journal's "analyzed" event names the author
+        return text.rstrip() + "\n"
 
     def _analysis_view(self, ctx: AnalysisContext, plans_next: bool) -> View:
         g = ctx.generation
@@ -248,31 +318,37 @@ class LLMPlanner(Planner):
             analyzing=g,
         )
 
-    def _ask_analysis(
-        self, view: View, prompt: Prompt, plans_next: bool
-    ) -> tuple[Reply, list[dict[str, str]]]:
+    def _ask_analysis(self, view: View, plans_next: bool) -> tuple[Reply, list[dict[str, str]]]:
         """Ask (and repair) until the reply has an analysis: (the last reply, the messages sent)."""
-        g = view.analyzing
-        messages = prompt.messages
         fingerprint = view.fingerprint() if plans_next else None
-        schema = reply_schema(self.spec, with_proposals=plans_next)
-        for k in range(self.spec.planner.max_repairs + 1):
-            extra: dict[str, Any] = {"round": k, "prompt": prompt.stats.to_dict() if k == 0 else None}
+        schema = reply_schema(self.spec, with_proposals=plans_next, n=view.n)
+        room = reply_tokens(self.spec, view.n)
+
+        def send(messages: list[dict[str, str]], k: int, stats: PromptStats | None) -> Reply:
+            extra: dict[str, Any] = {"round": k, "prompt": stats.to_dict() if stats else None}
             if plans_next:
                 extra.update(plan_for=view.generation, fingerprint=fingerprint)
-            reply = self.client.complete(
+            return self.client.complete(
                 messages,
                 schema=schema,
                 purpose="analyze" if k == 0 else "repair",
-                generation=g,
+                generation=view.analyzing,
                 check=_analysis_check,
                 extra=extra,
+                max_tokens=room,
             )
-            if _analysis_text(reply.data) or k == self.spec.planner.max_repairs:
-                return reply, messages
+
+        prompt, reply = self._send_fitted(
+            view, analyze_task(view), room, lambda p: send(p.messages, 0, p.stats), []
+        )
+        messages = prompt.messages
+        for k in range(1, self.spec.planner.max_repairs + 1):
+            if _analysis_text(reply.data):
+                break
             error = _unreadable(reply) if reply.data is None else 'the reply has no "analysis" text'
-            messages = repair_messages(messages, reply.text, [error], self.spec.planner.context_tokens)
-        raise AssertionError("unreachable: the loop returns on its last round")
+            messages = repair_messages(messages, reply.text, [error], prompt.stats.budget)
+            reply = send(messages, k, None)
+        return reply, messages
 
     # ------------------------------------------------------------------ plumbing
     def _attach(self, results_dir: Path | None) -> None:
@@ -331,9 +407,10 @@ def _analysis_check(reply: Reply) -> Mapping[str, Any]:
 
 
 def _analysis_text(data: Any) -> str:
+    """The reply's analysis ("" when it has none: a placeholder, or not three letters long)."""
     if isinstance(data, Mapping):
         a = data.get("analysis")
-        if isinstance(a, str):
+        if isinstance(a, str) and not is_placeholder(a) and sum(c.isalpha() for c in a) >= 3:
             return a.strip()
     return ""
 
@@ -348,3 +425,18 @@ def _unreadable(reply: Reply) -> str:
         why = f" (finish_reason: {reply.finish_reason})" if reply.finish_reason not in ("", "stop") else ""
         return f"your reply was empty{why}"
     return reply.parse_error or "your reply could not be read as JSON"
+
+
+def _context_note(e: ContextExceeded, context_tokens: int, budget: int) -> str:
+    """What the server's refusal taught, naming ``[planner] context_tokens``."""
+    what = f"its context is {e.limit:,} tokens" if e.limit else "it did not say its context"
+    advice = (
+        f"set [planner] context_tokens = {budget} to start there"
+        if budget >= 2000
+        else "serve the model with a larger context for more room"
+    )
+    return (
+        f"the server refused a prompt over its context ({what}); the prompt was refitted to {budget:,} "
+        f"tokens (not [planner] context_tokens = {context_tokens:,}) and the limit is remembered for "
+        f"this campaign; {advice}"
+    )

@@ -38,6 +38,15 @@ HYPOTHESIS_CHARS = 200
 FILE_SHARE = 0.6  # at most this share of the budget goes to the editable files
 
 
+def is_placeholder(text: str) -> bool:
+    """Is ``text`` a placeholder rather than words: ``<markdown>``-like (small models copy a
+    format's example), or not a letter in it (``...``, ``{``)?"""
+    t = text.strip()
+    if not any(c.isalpha() for c in t):
+        return True
+    return t.startswith("<") and t[1].isalpha() and "\n" not in t and len(t) < 120
+
+
 def load_brief(path: str) -> str:
     """The research brief: [planner] brief, else the one shipped with hpc-agent."""
     if path:
@@ -114,6 +123,7 @@ class PromptStats:
     omitted_configs: int
     omitted_analyses: int
     omitted_files: tuple[str, ...] = ()
+    refitted: bool = False  # fitted again after the server refused a prompt over its context
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +135,7 @@ class PromptStats:
             "omitted_configs": self.omitted_configs,
             "omitted_analyses": self.omitted_analyses,
             "omitted_files": list(self.omitted_files),
+            "refitted": self.refitted,
         }
 
 
@@ -155,9 +166,9 @@ def system_message(spec: CampaignSpec, brief: str) -> str:
             brief,
             "",
             "# Reply format",
-            "Reply with ONE JSON object and nothing else:",
-            '{"analysis": "<markdown>", "proposals": [{"hypothesis": "<what you change, what you expect, '
-            'why>", "params": {<every parameter>}, "patch": null}]}',
+            'Reply with ONE JSON object and nothing else. Its keys: "analysis", your own words in '
+            'markdown; "proposals", a list of objects with the keys "hypothesis", "params" and "patch".',
+            '- "hypothesis": in a sentence or two, what you change, what you expect, and why.',
             '- "params" names every parameter of the search space, exactly, each value inside its range; no '
             "other keys.",
             patch_rule,
@@ -191,15 +202,19 @@ def analyze_task(view: View) -> str:
             f"({view.generations_left - 1} more generation(s) after that one)."
         )
     else:
-        lines.append('2. This was the last generation: "proposals" must be [].')
+        lines.append(
+            '2. This was the last generation: nothing more will run. Reply with {"analysis": "..."} only.'
+        )
     return "\n".join(lines)
 
 
-def build_prompt(view: View, brief: str, task: str) -> Prompt:
-    """The messages for one request, within ``[planner] context_tokens`` (see the module
-    docstring). Pure: the same view gives the same prompt."""
+def build_prompt(view: View, brief: str, task: str, budget: int | None = None) -> Prompt:
+    """The messages for one request, within ``budget`` estimated tokens (default
+    ``[planner] context_tokens``; see the module docstring). The history and the files are cut
+    to fit; the rest (brief, goal, space, champion, task) is not, so ``stats.tokens`` may
+    exceed a budget too small for it. Pure: the same view and budget give the same prompt."""
     spec = view.spec
-    budget = spec.planner.context_tokens
+    budget = spec.planner.context_tokens if budget is None else budget
     first_budget = int(budget * FIRST_PROMPT_SHARE)
     system = system_message(spec, brief)
     head = _head(view)

@@ -15,9 +15,20 @@ from typing import Any
 
 from hpc_agent.patches import apply_patch
 from hpc_agent.planners.base import Proposal, config_key
-from hpc_agent.planners.llm.prompt import View, champion_files, lineage_parent, params_json, short
+from hpc_agent.planners.llm.prompt import (
+    View,
+    champion_files,
+    is_placeholder,
+    lineage_parent,
+    params_json,
+    short,
+)
 from hpc_agent.space import ChoiceParam, IntParam
 from hpc_agent.spec import CampaignSpec
+
+REPLY_TOKENS_ANALYSIS = 800  # the analysis: a few short paragraphs of markdown
+REPLY_TOKENS_PROPOSAL = 150  # a proposal's hypothesis and parameters
+REPLY_TOKENS_PATCH = 350  # a proposal's patch, where files are editable
 
 
 @dataclass
@@ -100,6 +111,11 @@ class Batch:
             ]
         hyp = item.get("hypothesis")
         hypothesis = hyp.strip() if isinstance(hyp, str) else ""
+        if is_placeholder(hypothesis):
+            return None, [
+                f'{where}: "hypothesis" is {hypothesis!r}, the placeholder of the reply format; write the '
+                "hypothesis itself: what you change, what you expect, and why"
+            ]
         if hypothesis:
             where += f" ({short(hypothesis, 60)!r})"
         raw_params = item.get("params")
@@ -179,9 +195,12 @@ def proposals_of(data: Any) -> list[Any] | None:
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
-def reply_schema(spec: CampaignSpec, with_proposals: bool = True) -> dict[str, Any]:
-    """The JSON schema of a reply (for ``response_format: json_schema``, strict subset):
-    ranges are in descriptions, not keywords, so every server that takes a schema takes it."""
+def reply_schema(spec: CampaignSpec, with_proposals: bool = True, n: int | None = None) -> dict[str, Any]:
+    """The JSON schema of a reply: ``{"analysis", "proposals"}`` (``{"analysis"}`` only when no
+    proposals are asked for). Ranges are in descriptions, not keywords, so every server that
+    takes a schema takes it; ``n`` adds ``minItems``/``maxItems`` to the proposals, which a
+    server decoding under the schema (llama.cpp) then honours (the client leaves them out of
+    a strict ``json_schema`` request)."""
     props: dict[str, Any] = {}
     for p in spec.space.params:
         if isinstance(p, ChoiceParam):
@@ -224,11 +243,28 @@ def reply_schema(spec: CampaignSpec, with_proposals: bool = True) -> dict[str, A
         "additionalProperties": False,
     }
     proposals: dict[str, Any] = {"type": "array", "items": proposal}
-    if not with_proposals:
-        proposals["description"] = "must be empty: this was the last generation"
+    if n:
+        proposals.update(minItems=n, maxItems=n)
+    if not with_proposals:  # the last generation's analysis: nothing more will run
+        return {
+            "type": "object",
+            "properties": {"analysis": {"type": "string"}},
+            "required": ["analysis"],
+            "additionalProperties": False,
+        }
     return {
         "type": "object",
         "properties": {"analysis": {"type": "string"}, "proposals": proposals},
         "required": ["analysis", "proposals"],
         "additionalProperties": False,
     }
+
+
+def reply_tokens(spec: CampaignSpec, n: int) -> int:
+    """The room a reply with an analysis and ``n`` proposals needs (its ``max_tokens``), unless
+    ``[planner] max_tokens`` fixes it: generous for a good model's reply, and bounded, so that
+    a model that rambles stops and an abandoned request ends."""
+    if spec.planner.max_tokens:
+        return spec.planner.max_tokens
+    per = REPLY_TOKENS_PROPOSAL + (REPLY_TOKENS_PATCH if spec.experiment.editable else 0)
+    return REPLY_TOKENS_ANALYSIS + n * per
