@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_SPACE, TINY_TRAIN
+from conftest import TINY_TRAIN, write_campaign
 
 from hpc_agent.testing.llama_server import LlamaServer, LlamaUnavailable
 
@@ -59,33 +58,14 @@ def endpoint(llama: LlamaServer, cli_run: Any, monkeypatch: pytest.MonkeyPatch) 
 def campaign(
     root: Path, *, generations: int, script: str = TINY_TRAIN, editable: str = "[]", extra: str = ""
 ) -> Path:
-    root.mkdir(parents=True)
-    (root / "train.py").write_text(script)
-    (root / "brief.md").write_text(BRIEF)
-    (root / "campaign.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [campaign]
-            name = "real"
-            metric = "loss"
-            generations = {generations}
-            batch_size = 2
-
-            [experiment]
-            command = "python train.py"
-            editable = {editable}
-            time_budget_s = 30
-            kill_grace_s = 2
-
-            [planner]
-            brief = "brief.md"
-            max_tokens = 300
-            {extra}
-            """
-        )
-        + TINY_SPACE
+    """The tests' tiny experiment (no torch), planned by the model with a two-line brief and
+    replies of at most 300 tokens (bench/bench_llm_real.py measures the same campaign)."""
+    planner = f'\n[planner]\nbrief = "brief.md"\nmax_tokens = 300\n{extra}\n'
+    camp = write_campaign(
+        root, name="real", script=script, generations=generations, editable=editable, extra=planner
     )
-    return root
+    (camp / "brief.md").write_text(BRIEF)
+    return camp
 
 
 def exchanges(results: Path) -> list[dict[str, Any]]:

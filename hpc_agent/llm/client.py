@@ -221,7 +221,7 @@ class LLMClient:
         if self._maybe_busy:
             self._settle(rec, t0)
         resp, latency, mode = self._negotiate(messages, schema, cap, rec, t0, retries, negotiation)
-        reply = self._reply(resp, mode, latency, messages, retries)
+        reply = reply_from(resp, mode, latency, messages, retries)
         rec.update(
             response_format=mode,
             mode_ok=schema is not None,
@@ -351,15 +351,9 @@ class LLMClient:
             sent["temperature"] = self.config.temperature
         sent["max_completion_tokens" if "max_tokens" in self.memory.rejected_params else "max_tokens"] = cap
         kwargs = dict(sent)
-        if mode == "json_schema" and schema is not None:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "hpc_agent_reply", "schema": strict_subset(schema), "strict": True},
-            }
-        elif mode == "json_object+schema" and schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": dict(schema)}
-        elif mode in ("json_object", "json_object+schema"):
-            kwargs["response_format"] = {"type": "json_object"}
+        rf = response_format(mode, schema)
+        if rf is not None:
+            kwargs["response_format"] = rf
         api = self._client()
 
         def create() -> Any:
@@ -378,25 +372,38 @@ class LLMClient:
             retries=retries,
         )
 
-    def _reply(
-        self,
-        resp: Any,
-        mode: str,
-        latency: float,
-        messages: Sequence[Mapping[str, Any]],
-        retries: list[dict[str, Any]],
-    ) -> Reply:
-        choices = getattr(resp, "choices", None) or []
-        text, finish, reasoning = "", "no choices in the response", ""
-        if choices:
-            msg = choices[0].message
-            text = msg.content or ""
-            refusal = getattr(msg, "refusal", None)
-            finish = f"refusal: {refusal}" if not text and refusal else str(choices[0].finish_reason or "")
-            extra = getattr(msg, "model_extra", None) or {}
-            reasoning = str(extra.get("reasoning_content") or extra.get("reasoning") or "")
-        usage = getattr(resp, "usage", None)
-        tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0) or messages_tokens(messages)
-        tokens_out = int(getattr(usage, "completion_tokens", 0) or 0) or estimate_tokens(text)
-        data, err = parse_json_reply(text)
-        return Reply(text, data, err, mode, tokens_in, tokens_out, latency, finish, reasoning, retries)
+
+def reply_from(
+    resp: Any, mode: str, latency: float, messages: Sequence[Mapping[str, Any]], retries: list[dict[str, Any]]
+) -> Reply:
+    """The :class:`Reply` of a chat completion response (token counts estimated where the
+    server gives none; the JSON parsed, or why it could not be)."""
+    choices = getattr(resp, "choices", None) or []
+    text, finish, reasoning = "", "no choices in the response", ""
+    if choices:
+        msg = choices[0].message
+        text = msg.content or ""
+        refusal = getattr(msg, "refusal", None)
+        finish = f"refusal: {refusal}" if not text and refusal else str(choices[0].finish_reason or "")
+        extra = getattr(msg, "model_extra", None) or {}
+        reasoning = str(extra.get("reasoning_content") or extra.get("reasoning") or "")
+    usage = getattr(resp, "usage", None)
+    tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0) or messages_tokens(messages)
+    tokens_out = int(getattr(usage, "completion_tokens", 0) or 0) or estimate_tokens(text)
+    data, err = parse_json_reply(text)
+    return Reply(text, data, err, mode, tokens_in, tokens_out, latency, finish, reasoning, retries)
+
+
+def response_format(mode: str, schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``response_format`` of a request in ``mode`` (None: plain text)."""
+    if mode == "json_schema" and schema is not None:
+        strict = strict_subset(schema)
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "hpc_agent_reply", "schema": strict, "strict": True},
+        }
+    if mode == "json_object+schema" and schema is not None:
+        return {"type": "json_object", "schema": dict(schema)}
+    if mode in ("json_object", "json_object+schema"):
+        return {"type": "json_object"}
+    return None

@@ -131,19 +131,7 @@ def send_with_retries(
             retries.append({"attempt": attempt + 1, "error": last, "wait_s": None})
             break
         if kind == "timeout":
-            waited = wait_idle(timeout_s)
-            if waited is None:
-                retries.append({"attempt": attempt + 1, "error": last, "wait_s": round(timeout_s, 3)})
-                raise LLMUnavailable(
-                    f"the server gave no reply within {timeout_s:g} s and was still busy {timeout_s:g} s "
-                    "later (GET /models unanswered): not resending, so as not to queue a second "
-                    "generation behind the abandoned one",
-                    None,
-                    "busy",
-                )
-            retries.append(
-                {"attempt": attempt + 1, "error": last, "wait_s": round(waited, 3), "idle_check": True}
-            )
+            _wait_until_idle(wait_idle, timeout_s, attempt, last, retries)
             continue
         if wait is None:
             wait = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt) * random.uniform(0.8, 1.2)
@@ -151,6 +139,28 @@ def send_with_retries(
         retries.append({"attempt": attempt + 1, "error": last, "wait_s": round(wait, 3)})
         sleep(wait)
     raise LLMUnavailable(_worded(kind, last) + f" ({attempts} attempt(s))", status, kind)
+
+
+def _wait_until_idle(
+    wait_idle: Callable[[float], float | None],
+    timeout_s: float,
+    attempt: int,
+    last: str,
+    retries: list[dict[str, Any]],
+) -> None:
+    """After a timeout: return once the server answers again; raise LLMUnavailable ("busy")
+    when it is still at the abandoned request ``timeout_s`` later."""
+    waited = wait_idle(timeout_s)
+    if waited is None:
+        retries.append({"attempt": attempt + 1, "error": last, "wait_s": round(timeout_s, 3)})
+        raise LLMUnavailable(
+            f"the server gave no reply within {timeout_s:g} s and was still busy {timeout_s:g} s "
+            "later (GET /models unanswered): not resending, so as not to queue a second "
+            "generation behind the abandoned one",
+            None,
+            "busy",
+        )
+    retries.append({"attempt": attempt + 1, "error": last, "wait_s": round(waited, 3), "idle_check": True})
 
 
 def _raise_refusal(

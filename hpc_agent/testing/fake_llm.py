@@ -88,6 +88,7 @@ class Request:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
+        """The chat messages of the request (none when it had no JSON body)."""
         msgs = self.body.get("messages") if isinstance(self.body, dict) else None
         return list(msgs) if isinstance(msgs, list) else []
 
@@ -165,13 +166,16 @@ class FakeLLM:
     # ------------------------------------------------------------------ lifecycle
     @property
     def port(self) -> int:
+        """The TCP port it listens on."""
         return int(self._server.server_address[1])
 
     @property
     def base_url(self) -> str:
+        """The OpenAI base URL to point a client at (with ``/v1``)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeLLM:
+        """Serve in a background thread (idempotent); returns itself."""
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
@@ -183,6 +187,7 @@ class FakeLLM:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=5)
@@ -210,6 +215,7 @@ class FakeLLM:
 
     @property
     def remaining(self) -> int:
+        """Script steps not used yet."""
         return max(0, len(self._script.steps) - self._script.position)
 
     def _next_step(self) -> tuple[Step | None, int]:
@@ -236,12 +242,14 @@ class _Server(ThreadingHTTPServer):
     fake: FakeLLM
 
     def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection, with Nagle's algorithm off."""
         conn, addr = super().get_request()
         # without it, every reply waits for the client's delayed ACK (~40 ms)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore a client that hung up; report anything else."""
         # a client that gave up (its timeout) before a delayed reply is a scripted case, not a bug
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             return
@@ -253,10 +261,11 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        """Quiet: every request is in :attr:`FakeLLM.requests` instead."""
 
     # ------------------------------------------------------------------ routing
     def do_GET(self) -> None:
+        """``GET /v1/models`` and ``GET /props``; 404 elsewhere."""
         req = self._record(None)
         with self._turn():
             self._get(req)
@@ -287,6 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_error(404, f"no route for GET {self.path}", "not_found")
 
     def do_POST(self) -> None:
+        """``POST /v1/chat/completions``: the next step of the script; 404 elsewhere."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -351,6 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ answers
     @property
     def fake(self) -> FakeLLM:
+        """The server's :class:`FakeLLM`."""
         return self.server.fake
 
     def _record(self, body: Any) -> Request:
@@ -455,6 +466,7 @@ def _load_script(path: Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m hpc_agent.testing.fake_llm``: serve a script until Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="python -m hpc_agent.testing.fake_llm",
         description="A scripted OpenAI-compatible server on 127.0.0.1 for offline dry runs.",

@@ -280,7 +280,7 @@ class LLMPlanner(Planner):
         self.analysis_fallback = ""
         g = ctx.generation
         plans_next = g + 1 < self.spec.campaign.generations
-        view = self._analysis_view(ctx, plans_next)
+        view = _analysis_view(self.spec, ctx, plans_next)
         try:
             reply, sent = self._ask_analysis(view, plans_next)
         except LLMUnavailable as e:
@@ -303,20 +303,6 @@ class LLMPlanner(Planner):
         if not text.startswith("# "):  # a title of its own, or ours
             text = f"# Generation {g}: analysis\n\n{text}"
         return text.rstrip() + "\n"
-
-    def _analysis_view(self, ctx: AnalysisContext, plans_next: bool) -> View:
-        g = ctx.generation
-        return View(
-            spec=self.spec,
-            generation=g + 1,
-            n=self.spec.campaign.batch_size if plans_next else 0,
-            history=tuple(ctx.state.configs()),
-            champion=ctx.state.champion(self.spec.campaign.mode),
-            analyses=ctx.analyses,
-            generations_left=max(0, self.spec.campaign.generations - (g + 1)),
-            results_dir=ctx.results_dir,
-            analyzing=g,
-        )
 
     def _ask_analysis(self, view: View, plans_next: bool) -> tuple[Reply, list[dict[str, str]]]:
         """Ask (and repair) until the reply has an analysis: (the last reply, the messages sent)."""
@@ -371,6 +357,22 @@ class LLMPlanner(Planner):
         ):
             return None
         return made
+
+
+def _analysis_view(spec: CampaignSpec, ctx: AnalysisContext, plans_next: bool) -> View:
+    """What the analysis of ``ctx.generation`` shows, and the batch it plans for the next one."""
+    g = ctx.generation
+    return View(
+        spec=spec,
+        generation=g + 1,
+        n=spec.campaign.batch_size if plans_next else 0,
+        history=tuple(ctx.state.configs()),
+        champion=ctx.state.champion(spec.campaign.mode),
+        analyses=ctx.analyses,
+        generations_left=max(0, spec.campaign.generations - (g + 1)),
+        results_dir=ctx.results_dir,
+        analyzing=g,
+    )
 
 
 def _made_from_log(path: Path, generation: int) -> dict[str, Any] | None:

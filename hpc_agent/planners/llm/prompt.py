@@ -115,6 +115,8 @@ class View:
 
 @dataclass(frozen=True)
 class PromptStats:
+    """The size of a prompt and what was left out of it to fit (logged with each request)."""
+
     tokens: int  # estimated, all messages
     budget: int  # [planner] context_tokens
     first_budget: int  # what the first request may use (the rest is room for repairs)
@@ -126,6 +128,7 @@ class PromptStats:
     refitted: bool = False  # fitted again after the server refused a prompt over its context
 
     def to_dict(self) -> dict[str, Any]:
+        """As logged in ``llm.jsonl`` (``prompt``)."""
         return {
             "tokens_estimate": self.tokens,
             "budget": self.budget,
@@ -141,11 +144,14 @@ class PromptStats:
 
 @dataclass(frozen=True)
 class Prompt:
+    """The messages of one request, and their :class:`PromptStats`."""
+
     messages: list[dict[str, str]]
     stats: PromptStats
 
 
 def system_message(spec: CampaignSpec, brief: str) -> str:
+    """The system message: the agent's role, the research brief and the reply format."""
     editable = list(spec.experiment.editable)
     if editable:
         patch_rule = (
@@ -179,6 +185,7 @@ def system_message(spec: CampaignSpec, brief: str) -> str:
 
 
 def propose_task(view: View) -> str:
+    """The task of a propose request: ``view.n`` experiments for ``view.generation``."""
     g, n = view.generation, view.n
     after = view.generations_left - 1
     return (
@@ -189,6 +196,8 @@ def propose_task(view: View) -> str:
 
 
 def analyze_task(view: View) -> str:
+    """The task of an analysis request: the analysis of ``view.analyzing`` and, unless it was
+    the last generation, the proposals for the next one."""
     g = view.analyzing
     lines = [
         "# Task",
@@ -527,6 +536,7 @@ def _stderr_block(view: View, c: ConfigResult) -> str:
 
 
 def params_json(params: Mapping[str, Any]) -> str:
+    """Parameters as compact JSON, in their order."""
     return json.dumps({k: params[k] for k in params}, ensure_ascii=False)
 
 
@@ -540,6 +550,7 @@ def _cut(text: str, n: int) -> str:
 
 
 def short(text: str, n: int) -> str:
+    """``text`` on one line, cut to ``n`` characters with an ellipsis."""
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
 

@@ -57,9 +57,11 @@ class Batch:
 
     @property
     def missing(self) -> int:
+        """Proposals still wanted."""
         return max(0, self.view.n - len(self.accepted))
 
     def keys(self) -> set[str]:
+        """The config keys of the accepted proposals."""
         return {config_key(p.params, p.patch, p.parent) for p in self.accepted}
 
     def take(self, data: Any) -> list[str]:
@@ -99,6 +101,7 @@ class Batch:
         return self.last_errors
 
     def unreadable(self, why: str) -> list[str]:
+        """The reply could not be read: ``why`` is the one error to send back."""
         self.last_errors = self.round_errors = [why]
         self.round_invalid = self.last_raw = 0
         return self.last_errors
@@ -181,6 +184,8 @@ class Batch:
 
 
 def proposals_of(data: Any) -> list[Any] | None:
+    """The proposals list a reply carries (a bare list, ``{"proposals": [...]}``, or a single
+    proposal without the envelope); None when it has none."""
     if isinstance(data, list):
         return data
     if isinstance(data, Mapping):
@@ -201,17 +206,7 @@ def reply_schema(spec: CampaignSpec, with_proposals: bool = True, n: int | None 
     takes a schema takes it; ``n`` adds ``minItems``/``maxItems`` to the proposals, which a
     server decoding under the schema (llama.cpp) then honours (the client leaves them out of
     a strict ``json_schema`` request)."""
-    props: dict[str, Any] = {}
-    for p in spec.space.params:
-        if isinstance(p, ChoiceParam):
-            props[p.name] = {"enum": list(p.values), "description": p.describe()}
-            kinds = {_JSON_TYPES.get(type(v)) for v in p.values}
-            if len(kinds) == 1 and None not in kinds:
-                props[p.name]["type"] = kinds.pop()
-        elif isinstance(p, IntParam):
-            props[p.name] = {"type": "integer", "description": p.describe()}
-        else:
-            props[p.name] = {"type": "number", "description": p.describe()}
+    props = _params_schema(spec)
     editable = list(spec.experiment.editable)
     if editable:
         edit = {
@@ -258,6 +253,22 @@ def reply_schema(spec: CampaignSpec, with_proposals: bool = True, n: int | None 
         "required": ["analysis", "proposals"],
         "additionalProperties": False,
     }
+
+
+def _params_schema(spec: CampaignSpec) -> dict[str, Any]:
+    """One property per search-space parameter, its range in the description."""
+    props: dict[str, Any] = {}
+    for p in spec.space.params:
+        if isinstance(p, ChoiceParam):
+            props[p.name] = {"enum": list(p.values), "description": p.describe()}
+            kinds = {_JSON_TYPES.get(type(v)) for v in p.values}
+            if len(kinds) == 1 and None not in kinds:
+                props[p.name]["type"] = kinds.pop()
+        elif isinstance(p, IntParam):
+            props[p.name] = {"type": "integer", "description": p.describe()}
+        else:
+            props[p.name] = {"type": "number", "description": p.describe()}
+    return props
 
 
 def reply_tokens(spec: CampaignSpec, n: int) -> int:
