@@ -313,6 +313,34 @@ def growth_bench(work: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def prompt_samples(work: Path) -> dict[str, str]:
+    """The texts hpc-agent sends, for measuring the prompt-size estimate against a tokenizer:
+    the system message, the user message as the history grows, a reply, the brief, a script."""
+    camp = work / "camp"
+    camp.mkdir(parents=True, exist_ok=True)
+    (camp / "train.py").write_text(TRAIN)
+    (camp / "campaign.toml").write_text(SPEC)
+    spec = load_spec(camp)
+    brief = load_brief("")
+    out: dict[str, str] = {}
+    for n in (0, 10, 100, 1000):
+        history = synthetic_history(n)
+        analyses = tuple(
+            (g, f"# Generation {g}: analysis\n\n" + "A finding with numbers. " * 60) for g in range(n // 10)
+        )
+        done = [c for c in history if c.objective is not None]
+        champion = min(done, key=lambda c: float(c.objective or 0)) if done else None
+        view = View(spec, n // 10, BATCH, history, champion, analyses, 5)
+        prompt = build_prompt(view, brief, propose_task(view))
+        out.setdefault("system message", prompt.messages[0]["content"])
+        out[f"user message, {n} configs"] = prompt.messages[1]["content"]
+    reply = ScriptedResearcher().proposals(BATCH)
+    out["a reply (JSON)"] = json.dumps({"analysis": "The widest runs did best.", "proposals": reply})
+    out["the brief"] = brief
+    out["train.py"] = TRAIN
+    return out
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
