@@ -615,3 +615,11 @@ def test_preflight_reads_the_context_where_the_server_publishes_it(tmp_path: Pat
     assert "server context: 4,096 tokens (GET /props default_generation_settings.n_ctx)" in format_log(
         tmp_path
     )
+
+
+def test_the_latest_context_learned_wins() -> None:
+    """A server restarted with more context says so at the next preflight (its metadata)."""
+    memory = llm.Memory()
+    for rec in ({"context_limit": 4096}, {"context_limit": 8192}, {"context_limit": None}):
+        memory.learn(rec)
+    assert memory.context_limit == 8192

@@ -96,7 +96,7 @@ class Memory:
                     self.rejected_params.add(name)
         limit = record.get("context_limit")
         if isinstance(limit, int) and limit > 0:
-            self.context_limit = limit if self.context_limit is None else min(self.context_limit, limit)
+            self.context_limit = limit  # the latest word: a server restarted with more context says so
         real, estimate = record.get("prompt_tokens"), record.get("prompt_tokens_estimate")
         if isinstance(real, int) and isinstance(estimate, int) and estimate > 0:
             self.token_ratio = max(self.token_ratio, real / estimate)
