@@ -24,7 +24,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-import hpc_agent.llm as llm
+import hpc_agent.llm.transport as transport
 from hpc_agent.cli import cli
 from hpc_agent.planners.llm import View, build_prompt, load_brief, propose_task
 from hpc_agent.spec import load_spec
@@ -149,7 +149,7 @@ class ScriptedResearcher:
         if ask.startswith("Your reply had problems"):
             n = int(re.search(r"exactly (\d+) new proposal", ask).group(1))  # type: ignore[union-attr]
             return {"json": {"analysis": "fixed", "proposals": self.proposals(n)}}
-        if "must be []" in ask:
+        if "nothing more will run" in ask:
             return {"json": {"analysis": analysis, "proposals": []}}
         n = int(re.search(r"propose exactly (\d+) new experiment", ask, re.I).group(1))  # type: ignore[union-attr]
         first = self.calls == 1
@@ -163,7 +163,7 @@ def campaign_bench(work: Path) -> dict[str, Any]:
     (camp / "train.py").write_text(TRAIN)
     (camp / "campaign.toml").write_text(SPEC)
     researcher = ScriptedResearcher()
-    llm.BACKOFF_BASE_S = 0.01
+    transport.BACKOFF_BASE_S = 0.01
     with FakeLLM([researcher] * 50) as fake:
         env = {
             "OPENAI_BASE_URL": fake.base_url,
@@ -311,6 +311,34 @@ def growth_bench(work: Path) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def prompt_samples(work: Path) -> dict[str, str]:
+    """The texts hpc-agent sends, for measuring the prompt-size estimate against a tokenizer:
+    the system message, the user message as the history grows, a reply, the brief, a script."""
+    camp = work / "camp"
+    camp.mkdir(parents=True, exist_ok=True)
+    (camp / "train.py").write_text(TRAIN)
+    (camp / "campaign.toml").write_text(SPEC)
+    spec = load_spec(camp)
+    brief = load_brief("")
+    out: dict[str, str] = {}
+    for n in (0, 10, 100, 1000):
+        history = synthetic_history(n)
+        analyses = tuple(
+            (g, f"# Generation {g}: analysis\n\n" + "A finding with numbers. " * 60) for g in range(n // 10)
+        )
+        done = [c for c in history if c.objective is not None]
+        champion = min(done, key=lambda c: float(c.objective or 0)) if done else None
+        view = View(spec, n // 10, BATCH, history, champion, analyses, 5)
+        prompt = build_prompt(view, brief, propose_task(view))
+        out.setdefault("system message", prompt.messages[0]["content"])
+        out[f"user message, {n} configs"] = prompt.messages[1]["content"]
+    reply = ScriptedResearcher().proposals(BATCH)
+    out["a reply (JSON)"] = json.dumps({"analysis": "The widest runs did best.", "proposals": reply})
+    out["the brief"] = brief
+    out["train.py"] = TRAIN
+    return out
 
 
 def main() -> None:

@@ -348,27 +348,25 @@ class Campaign:
 
     # ------------------------------------------------------------------ 6 analyze
     def analyze(self, g: int) -> None:
-        """The planner's analysis of generation g (the deterministic one if it fails) ->
-        analysis.md; the ``analyzed`` event names who wrote it."""
+        """The planner's analysis of generation g -> analysis.md. If the planner fails, or
+        wrote the deterministic analysis itself (``Planner.analysis_fallback``), the
+        ``analyzed`` event says so: author ``deterministic`` and why."""
         import polars as pl  # the driver loads Polars for the analysis, not to plan or poll
 
         table = pl.read_parquet(self.paths.trials_table)
-        ctx = AnalysisContext(
-            self.spec,
-            g,
-            self.state,
-            table,
-            tuple(analyses_before(self.paths, self.state, g)),
-            self.paths.root,
-        )
+        analyses = tuple(analyses_before(self.paths, self.state, g))
+        ctx = AnalysisContext(self.spec, g, self.state, table, analyses, self.paths.root)
         author = self.planner.describe()
         try:
             text = self.planner.analyze(ctx)
+            fallback = self.planner.analysis_fallback
         except Exception as e:
             self.reporter.warn(f"analysis by {author} failed ({e}); writing the deterministic one")
-            text, author = deterministic_analysis(ctx), "hpc-agent (deterministic)"
+            text, fallback = deterministic_analysis(ctx), f"analysis by {author} failed ({e})"
         atomic_write_text(self.paths.analysis(g), text.rstrip() + "\n")
-        self._record(Analyzed(generation=g, author=author))
+        self._record(
+            Analyzed(generation=g, author="deterministic" if fallback else author, fallback=fallback)
+        )
         self.reporter.generation_done(g, text)
 
 

@@ -213,7 +213,8 @@ class Analyzed(Event):
 
     kind: ClassVar[str] = "analyzed"
     generation: int = 0
-    author: str = ""
+    author: str = ""  # the planner, or "deterministic"
+    fallback: str = ""  # why the deterministic analysis was written instead of the planner's
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,8 @@ class PlannerSection:
     max_retries: int = DEFAULT_LLM_MAX_RETRIES
     request_timeout_s: float = DEFAULT_LLM_TIMEOUT_S
     context_tokens: int = DEFAULT_LLM_CONTEXT_TOKENS
+    max_tokens: int = 0  # a reply's room; 0 -> sized to each request's task (analysis + proposals)
+    check_model: bool = True  # false: accept a model the endpoint does not list (incomplete gateway lists)
     structured_output: str = "auto"
     brief: str = ""  # path of a research brief (program.md); "" -> the one shipped
     price_in_per_mtok: float = 0.0  # cost estimate, currency units per million tokens
@@ -508,6 +510,8 @@ def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:
         context_tokens=_positive_int(
             _get(t, "context_tokens", int, w, d.context_tokens), f"{w} context_tokens", 2000
         ),
+        max_tokens=_positive_int(_get(t, "max_tokens", int, w, d.max_tokens), f"{w} max_tokens", 0),
+        check_model=_get(t, "check_model", bool, w, d.check_model),
         structured_output=so,
         brief=brief,
         price_in_per_mtok=_get(t, "price_in_per_mtok", float, w, 0.0),

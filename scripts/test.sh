@@ -12,6 +12,8 @@ echo "== install (venv: $VENV)"
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 # torch is pinned here: this exact version is a CPU wheel available offline
 "$VENV/bin/python" -m pip install -q -e '.[dev,examples]' 'torch==2.13.0'
+echo "== llama.cpp server (the real LLM of tests/test_llm_real.py)"
+VENV="$VENV" bash scripts/install-llama.sh
 
 echo "== local SLURM cluster"
 bash scripts/local-slurm.sh start
@@ -24,5 +26,6 @@ echo "== mypy"
 "$VENV/bin/mypy"
 echo "== pytest"
 export HPC_AGENT_REQUIRE_SLURM=1   # a SLURM test that cannot run fails instead of skipping
+export HPC_AGENT_REQUIRE_LLAMA=1   # so does a real-LLM test whose server cannot start
 # pytest exit code 5 ("no tests collected") is a failure too: set -e keeps it
 "$VENV/bin/python" -m pytest ${PYTEST_ARGS:-} -p no:cacheprovider

@@ -55,6 +55,7 @@ def write_campaign(
     metric: str = "loss",
     command: str = "python train.py",
     time_budget_s: float = 30,
+    editable: str = '["train.py"]',
 ) -> Path:
     """Write a campaign folder (campaign.toml + train.py) and return it."""
     root.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,7 @@ def write_campaign(
 
             [experiment]
             command = "{command}"
-            editable = ["train.py"]
+            editable = {editable}
             time_budget_s = {time_budget_s}
             kill_grace_s = 2
             {experiment}

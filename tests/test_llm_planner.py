@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from conftest import TINY_TRAIN
 
-import hpc_agent.llm as llm
+import hpc_agent.llm.transport as transport
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.planners import resolve_planner_kind
 from hpc_agent.planners.base import AnalysisContext, PlanContext
@@ -35,7 +35,7 @@ FAST = ("--executor", "local", "--poll-interval", "0.05", "-q")
 
 @pytest.fixture(autouse=True)
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llm, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(transport, "BACKOFF_BASE_S", 0.01)
 
 
 @pytest.fixture
@@ -317,10 +317,12 @@ def test_endpoint_down_falls_back_to_tpe(spec: CampaignSpec, tmp_path: Path, ser
     plan = LLMPlanner(spec).propose(ctx_for(spec, tmp_path / "r"))
     assert len(fake.chat_requests) == 3  # max_retries = 2
     assert [p.source for p in plan.proposals] == ["tpe", "tpe"]
-    assert plan.note.startswith("LLM unavailable (HTTP 500: fake_llm: injected HTTP 500 (after 3 attempt(s))")
-    assert "TPE planned this generation" in plan.note
+    assert plan.note.startswith(
+        "LLM request failed: the server failed (HTTP 500: fake_llm: injected HTTP 500) (3 attempt(s))"
+    )
+    assert "TPE planned this generation" in plan.note and "could not be reached" not in plan.note
     (rec,) = log_of(tmp_path / "r")
-    assert rec["error"].startswith("HTTP 500")
+    assert rec["error"].startswith("the server failed (HTTP 500") and rec["error_kind"] == "failed"
 
 
 def test_endpoint_down_during_repairs_keeps_the_valid_proposals(
@@ -329,7 +331,7 @@ def test_endpoint_down_during_repairs_keeps_the_valid_proposals(
     serve([reply(prop(0.1), prop(5.0)), {"status": 503, "forever": True}])
     plan = LLMPlanner(spec).propose(ctx_for(spec, tmp_path / "r"))
     assert [p.source for p in plan.proposals] == ["llm", "tpe-fill"]
-    assert "LLM unavailable during repairs" in plan.note
+    assert "LLM request failed during repairs: the server failed (HTTP 503" in plan.note
 
 
 def test_json_schema_rejected_then_json_object_remembered(
@@ -339,7 +341,12 @@ def test_json_schema_rejected_then_json_object_remembered(
     results = tmp_path / "r"
     LLMPlanner(spec).propose(ctx_for(spec, results))
     LLMPlanner(spec).propose(ctx_for(spec, results, generation=1))  # a restarted driver
-    assert [r.response_format for r in fake.chat_requests] == ["json_schema", "json_object", "json_object"]
+    assert [r.response_format for r in fake.chat_requests] == [
+        "json_schema",
+        "json_object+schema",
+        "json_object",
+        "json_object",
+    ]
     assert [r["response_format"] for r in log_of(results)] == ["json_object", "json_object"]
 
 
@@ -404,7 +411,8 @@ def test_analysis_falls_back_to_the_deterministic_one(
     spec = load_spec(camp)
     serve([{"status": 502}, "prose, no JSON", "still prose"])
     down = LLMPlanner(spec).analyze(analysis_ctx(results, spec, 0))
-    assert down.startswith("# Generation 0: analysis") and "The LLM could not be reached (HTTP 502" in down
+    assert down.startswith("# Generation 0: analysis")
+    assert "No analysis from the LLM (the server failed (HTTP 502" in down
     unreadable = LLMPlanner(spec).analyze(analysis_ctx(results, spec, 0))
     assert "could not be read" in unreadable and "Best of this generation" in unreadable
 
@@ -545,24 +553,47 @@ def test_campaign_completes_with_the_endpoint_down(
     paths = ResultsPaths(results)
     for g in range(2):
         plan = json.loads(paths.plan(g).read_text())
-        assert plan["note"].startswith("LLM unavailable (HTTP 500")
+        assert plan["note"].startswith("LLM request failed: the server failed (HTTP 500")
         assert {t["source"] for t in plan["trials"]} <= {"tpe", "tpe-random"}
-        assert "The LLM could not be reached" in paths.analysis(g).read_text()
+        assert "No analysis from the LLM (the server failed (HTTP 500" in paths.analysis(g).read_text()
     assert len(fake.chat_requests) == 2 * 2 * 2  # (propose + analyze) x 2 generations x 2 attempts
+    journal = [json.loads(x) for x in (results / "journal.jsonl").read_text().splitlines()]
+    analyzed = [e for e in journal if e["event"] == "analyzed"]
+    assert [e["author"] for e in analyzed] == ["deterministic", "deterministic"]
+    assert all(e["fallback"].startswith("LLM request failed: the server failed (HTTP 500") for e in analyzed)
     assert load_state(results).counts()["completed"] == 4
 
 
-def test_json_schema_rejected_in_a_campaign(
+def test_json_schema_refused_with_http_500_in_a_campaign(
     make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path, serve: Any
 ) -> None:
+    """llama-cpp-python answers json_schema with HTTP 500 and takes llama.cpp's json_object form
+    with a schema: one step down for the whole campaign, never a transport retry."""
     camp = make_campaign(generations=2)
     fake = serve(
-        [reply(prop(0.1), prop(0.2)), reply(prop(0.3), prop(0.35)), reply(analysis="end")],
-        accept=("json_object",),
+        [reply(prop(0.1), prop(0.2)), reply(prop(0.3), prop(0.35)), {"json": {"analysis": "end"}}],
+        accept=("json_object+schema", "json_object", "text"),
+        refuse_status=500,
     )
     cli_run("run", str(camp), "--planner", "llm", *FAST)
     formats = [r.response_format for r in fake.chat_requests]
-    assert formats == ["json_schema", "json_object", "json_object", "json_object"]
+    assert formats == ["json_schema", "json_object+schema", "json_object+schema", "json_object+schema"]
+    sent = fake.chat_requests[1].body["response_format"]
+    assert sent["type"] == "json_object" and "proposals" in sent["schema"]["properties"]
+    # the last generation's analysis asks for nothing that will never run
+    last = fake.chat_requests[-1]
+    assert list(last.body["response_format"]["schema"]["properties"]) == ["analysis"]
+    assert "nothing more will run" in last.text() and "propose exactly" not in last.messages[-1]["content"]
+    assert all(isinstance(r.body.get("max_tokens"), int) for r in fake.chat_requests)
+    results = tmp_path / "results" / "tiny"
+    (rec,) = [r for r in log_of(results) if r.get("negotiation")]
+    assert rec["negotiation"][0]["response_format"] == "json_schema"
+    assert rec["attempts"] == 1 and rec["retries"] is None  # the 500 was not retried
+    journal = [json.loads(x) for x in (results / "journal.jsonl").read_text().splitlines()]
+    authors = [e["author"] for e in journal if e["event"] == "analyzed"]
+    assert authors == [f"llm (fake-model at {fake.base_url})"] * 2
+    logs = cli_run("logs", str(results)).output
+    assert "generation None" not in logs and "proposals for generation 1: 2" in logs
 
 
 # ------------------------------------------------------------------------------- preflight
@@ -622,3 +653,76 @@ def test_the_driver_does_not_import_openai_until_the_llm_is_used() -> None:
         "assert 'openai' not in sys.modules, 'openai imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_context_smaller_than_the_prompt_is_learned_once(
+    make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path, serve: Any
+) -> None:
+    """The server refuses the first prompt (over its context): the prompt is refitted at once to
+    what it said, and every later request of the campaign fits from the start."""
+    big = TINY_TRAIN + "\n".join(f"# note {i}: " + "a long comment about the model " * 6 for i in range(120))
+    camp = make_campaign(generations=2, script=big, extra="\n[planner]\nmax_tokens = 500\n")
+    refusal = {
+        "status": 400,
+        "body": {
+            "error": {
+                "message": "This model's maximum context length is 4096 tokens. However, you requested "
+                "9000 tokens (8500 in the messages, 500 in the completion). Please reduce the length.",
+                "code": "context_length_exceeded",
+            }
+        },
+    }
+    fake = serve(
+        [
+            refusal,
+            reply(prop(0.1), prop(0.2)),
+            reply(prop(0.3), prop(0.4)),
+            {"json": {"analysis": "x near 0.3 wins"}},
+        ]
+    )
+    cli_run("run", str(camp), "--planner", "llm", *FAST)
+    results = tmp_path / "results" / "tiny"
+    records = [r for r in log_of(results) if r.get("round_trip")]
+    assert [r.get("error_kind") for r in records] == ["context", None, None, None]  # one adaptation
+    first, *rest = records
+    assert first["context_limit"] == 4096 and "# note 119" in first["messages"][1]["content"]
+    for r in rest:  # fitted: the big file is left out, the estimate within the learned limit
+        assert r["prompt_tokens_estimate"] + r["max_tokens"] <= 4096
+        assert "not shown to fit the context budget" in r["messages"][1]["content"]
+    plan = json.loads(ResultsPaths(results).plan(0).read_text())
+    assert [t["source"] for t in plan["trials"]] == ["llm", "llm"]
+    assert "its context is 4,096 tokens" in plan["note"] and "[planner] context_tokens" in plan["note"]
+    assert "llm: 2 proposal(s), 2 round trip(s)" in plan["note"]
+    assert len(fake.chat_requests) == 4
+
+
+def test_a_context_too_small_for_the_shortest_prompt_is_a_user_error(
+    make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path, serve: Any
+) -> None:
+    camp = make_campaign(extra="\n[planner]\nmax_tokens = 500\n")
+    refusal = {"status": 400, "body": {"error": {"message": "maximum context length is 600 tokens"}}}
+    serve([refusal, reply(prop(0.1), prop(0.2))])
+    out = cli_run("run", str(camp), "--planner", "llm", *FAST, code=2)
+    assert "the LLM server's context (600 tokens) cannot hold the shortest prompt" in out.output
+    assert "--n_ctx" in out.output and not list((tmp_path / "results" / "tiny").glob("gen-*/trials/*"))
+
+
+def test_the_reply_formats_placeholders_are_not_accepted(
+    make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path, serve: Any
+) -> None:
+    """Small models copy the format's example: a placeholder is asked again, not written down."""
+    camp = make_campaign(generations=1)
+    fake = serve([
+        reply(prop(0.1, hypothesis="<what you change, why>"), prop(0.2), analysis="<markdown>"),
+        reply(prop(0.15, hypothesis="a smaller x lowers the loss")),
+        {"json": {"analysis": "..."}},
+        {"json": {"analysis": "x = 0.2 beat x = 0.15."}},
+    ])  # fmt: skip
+    cli_run("run", str(camp), "--planner", "llm", *FAST)
+    results = tmp_path / "results" / "tiny"
+    assert "the placeholder of the reply format" in user_text(fake, 1)
+    plan = json.loads(ResultsPaths(results).plan(0).read_text())
+    assert [t["hypothesis"] for t in plan["trials"]] == ["a hypothesis", "a smaller x lowers the loss"]
+    assert plan["rationale"] == "reasoning"  # the repair's, not "<markdown>"
+    assert "x = 0.2 beat x = 0.15." in ResultsPaths(results).analysis(0).read_text()
+    assert len(fake.chat_requests) == 4

@@ -94,6 +94,9 @@ class Planner(ABC):
     """Proposes the next batch and analyzes the last one. See the module docstring."""
 
     name: str = ""
+    # set by ``analyze`` when the text it returned is the deterministic analysis, not its own
+    # (an LLM that could not be reached): why. The campaign journals it with the analysis.
+    analysis_fallback: str = ""
 
     @classmethod
     def for_spec(cls, spec: CampaignSpec) -> Planner:

@@ -4,7 +4,11 @@ It speaks the part of the protocol hpc-agent uses, over real HTTP, so the real `
 client talks to it exactly as it talks to vLLM, Ollama or a university gateway:
 
 * ``POST /v1/chat/completions`` answers each request with the next *step* of a script;
-* ``GET /v1/models`` lists the models it serves.
+* ``GET /v1/models`` lists the models it serves (each entry with ``model_meta``, e.g. vLLM's
+  ``{"max_model_len": 4096}``);
+* ``GET /props`` answers ``props`` when given (llama.cpp's server describes itself there).
+
+Other paths are 404, as on real servers (a base URL without ``/v1`` finds nothing).
 
 A step is a reply, or a fault to inject::
 
@@ -20,9 +24,13 @@ A step is a reply, or a fault to inject::
 
 In Python a step may also be a callable ``f(request_body) -> step``. Requests the server
 refuses on its own do not consume a step: a model it does not serve (404), a missing or
-wrong key when ``api_key`` is set (401), and a ``response_format`` type not in ``accept``
-(400, the way servers without structured output answer). Every request is recorded in
-:attr:`FakeLLM.requests` for assertions.
+wrong key when ``api_key`` is set (401), and a ``response_format`` not in ``accept`` (400,
+or ``refuse_status``: llama-cpp-python answers ``json_schema`` with 500). The formats are
+``json_schema``, ``json_object+schema`` (llama.cpp's json_object carrying a schema),
+``json_object`` and ``text``. ``serial=True`` answers one request at a time, ``GET /models``
+included, as llama.cpp-based servers do while they generate. Every request is recorded in
+:attr:`FakeLLM.requests` for assertions (with how many chat requests were in the server when
+it arrived: :attr:`Request.in_flight`).
 
 Command line (prints the base URL, serves until Ctrl-C)::
 
@@ -35,6 +43,7 @@ Command line (prints the base URL, serves until Ctrl-C)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import sys
@@ -48,7 +57,7 @@ from typing import Any
 
 Step = str | Mapping[str, Any] | Callable[[Mapping[str, Any]], Any]
 
-FORMATS = ("json_schema", "json_object", "text")
+FORMATS = ("json_schema", "json_object+schema", "json_object", "text")
 _STEP_KEYS = (
     "reply", "json", "status", "headers", "body", "fault", "delay_s", "repeat", "forever",
     "usage", "finish_reason", "model", "reasoning_content",
@@ -65,14 +74,21 @@ class Request:
     headers: dict[str, str]
     body: Any = None
     answered: str = ""  # what the server did: "step 3", "refused: ...", "models"
+    t: float = 0.0  # when it arrived (time.monotonic)
+    in_flight: int = 0  # chat requests in the server when it arrived, itself included
 
     @property
     def response_format(self) -> str:
+        """``json_schema``, ``json_object+schema``, ``json_object`` or ``text``."""
         rf = self.body.get("response_format") if isinstance(self.body, dict) else None
-        return str(rf.get("type")) if isinstance(rf, dict) else "text"
+        if not isinstance(rf, dict):
+            return "text"
+        kind = str(rf.get("type"))
+        return "json_object+schema" if kind == "json_object" and "schema" in rf else kind
 
     @property
     def messages(self) -> list[dict[str, Any]]:
+        """The chat messages of the request (none when it had no JSON body)."""
         msgs = self.body.get("messages") if isinstance(self.body, dict) else None
         return list(msgs) if isinstance(msgs, list) else []
 
@@ -120,6 +136,10 @@ class FakeLLM:
         host: str = "127.0.0.1",
         port: int = 0,
         loop: bool = False,
+        refuse_status: int = 400,
+        serial: bool = False,
+        model_meta: Mapping[str, Any] | None = None,
+        props: Mapping[str, Any] | None = None,
     ) -> None:
         for s in script:
             check_step(s)
@@ -130,7 +150,13 @@ class FakeLLM:
         self.unlisted = list(unlisted)  # served, but not in GET /models (as some gateways do)
         self.api_key = api_key
         self.accept = tuple(accept)
+        self.refuse_status = refuse_status
+        self.serial = serial
+        self.model_meta = dict(model_meta or {})
+        self.props = dict(props) if props is not None else None
         self.requests: list[Request] = []
+        self._in_flight = 0
+        self._serial_lock = threading.Lock()
         self._script = _Script(list(script), loop)
         self._lock = threading.Lock()
         self._server = _Server((host, port), _Handler)
@@ -140,13 +166,16 @@ class FakeLLM:
     # ------------------------------------------------------------------ lifecycle
     @property
     def port(self) -> int:
+        """The TCP port it listens on."""
         return int(self._server.server_address[1])
 
     @property
     def base_url(self) -> str:
+        """The OpenAI base URL to point a client at (with ``/v1``)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeLLM:
+        """Serve in a background thread (idempotent); returns itself."""
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
@@ -158,6 +187,7 @@ class FakeLLM:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=5)
@@ -185,6 +215,7 @@ class FakeLLM:
 
     @property
     def remaining(self) -> int:
+        """Script steps not used yet."""
         return max(0, len(self._script.steps) - self._script.position)
 
     def _next_step(self) -> tuple[Step | None, int]:
@@ -211,12 +242,14 @@ class _Server(ThreadingHTTPServer):
     fake: FakeLLM
 
     def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection, with Nagle's algorithm off."""
         conn, addr = super().get_request()
         # without it, every reply waits for the client's delayed ACK (~40 ms)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore a client that hung up; report anything else."""
         # a client that gave up (its timeout) before a delayed reply is a scripted case, not a bug
         if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             return
@@ -228,33 +261,65 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        """Quiet: every request is in :attr:`FakeLLM.requests` instead."""
 
     # ------------------------------------------------------------------ routing
     def do_GET(self) -> None:
+        """``GET /v1/models`` and ``GET /props``; 404 elsewhere."""
         req = self._record(None)
-        if self.path.rstrip("/").endswith("/models"):
+        with self._turn():
+            self._get(req)
+
+    def _get(self, req: Request) -> None:
+        path = self.path.rstrip("/")
+        if path == "/v1/models":
             if not self._authorized(req):
                 return
             req.answered = "models"
             data = [
-                {"id": m, "object": "model", "created": 0, "owned_by": "hpc-agent-fake"}
+                {
+                    "id": m,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "hpc-agent-fake",
+                    **self.fake.model_meta,
+                }
                 for m in self.fake.models
             ]
             self._send_json(200, {"object": "list", "data": data})
+            return
+        if path == "/props" and self.fake.props is not None:
+            req.answered = "props"
+            self._send_json(200, self.fake.props)
             return
         req.answered = "refused: unknown path"
         self._send_error(404, f"no route for GET {self.path}", "not_found")
 
     def do_POST(self) -> None:
+        """``POST /v1/chat/completions``: the next step of the script; 404 elsewhere."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
             body: Any = json.loads(raw or b"null")
         except ValueError:
             body = raw.decode("utf-8", errors="replace")
-        req = self._record(body)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        chat = self.path.rstrip("/") == "/v1/chat/completions"
+        with self.fake._lock:
+            self.fake._in_flight += chat
+        try:
+            req = self._record(body)
+            with self._turn():
+                self._post(req, body)
+        finally:
+            with self.fake._lock:
+                self.fake._in_flight -= chat
+
+    def _turn(self) -> Any:
+        """One request at a time when the fake is serial (a lock), else no wait."""
+        return self.fake._serial_lock if self.fake.serial else contextlib.nullcontext()
+
+    def _post(self, req: Request, body: Any) -> None:
+        if self.path.rstrip("/") != "/v1/chat/completions":
             req.answered = "refused: unknown path"
             self._send_error(404, f"no route for POST {self.path}", "not_found")
             return
@@ -275,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fmt not in self.fake.accept:
             req.answered = f"refused: response_format {fmt}"
             self._send_error(
-                400,
+                self.fake.refuse_status,
                 f"response_format type '{fmt}' is not supported by this server "
                 f"(supported: {', '.join(self.fake.accept)})",
                 "invalid_request_error",
@@ -296,11 +361,14 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ answers
     @property
     def fake(self) -> FakeLLM:
+        """The server's :class:`FakeLLM`."""
         return self.server.fake
 
     def _record(self, body: Any) -> Request:
         req = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        req.t = time.monotonic()
         with self.fake._lock:
+            req.in_flight = self.fake._in_flight
             self.fake.requests.append(req)
         return req
 
@@ -398,6 +466,7 @@ def _load_script(path: Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m hpc_agent.testing.fake_llm``: serve a script until Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="python -m hpc_agent.testing.fake_llm",
         description="A scripted OpenAI-compatible server on 127.0.0.1 for offline dry runs.",
@@ -411,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--model", action="append", help="model name to serve (repeatable; default fake-model)"
     )
     parser.add_argument(
-        "--reject", action="append", choices=FORMATS[:2], default=[], help="refuse this response_format"
+        "--reject", action="append", choices=FORMATS[:3], default=[], help="refuse this response_format"
     )
     parser.add_argument("--loop", action="store_true", help="start the script again when it is exhausted")
     args = parser.parse_args(argv)

@@ -1,0 +1,281 @@
+"""What a reply must be, and the check of it.
+
+:func:`reply_schema` is the JSON schema sent with ``response_format`` (the strict subset every
+server that takes a schema takes). :class:`Batch` checks each proposal exactly as the campaign
+would (:meth:`Space.validate`, duplicates of past, in-flight and same-batch configurations, the
+patch applied to the champion's files with :func:`~hpc_agent.patches.apply_patch`) and keeps
+the valid ones, round after round of repair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpc_agent.patches import apply_patch
+from hpc_agent.planners.base import Proposal, config_key
+from hpc_agent.planners.llm.prompt import (
+    View,
+    champion_files,
+    is_placeholder,
+    lineage_parent,
+    params_json,
+    short,
+)
+from hpc_agent.space import ChoiceParam, IntParam
+from hpc_agent.spec import CampaignSpec
+
+REPLY_TOKENS_ANALYSIS = 800  # the analysis: a few short paragraphs of markdown
+REPLY_TOKENS_PROPOSAL = 150  # a proposal's hypothesis and parameters
+REPLY_TOKENS_PATCH = 350  # a proposal's patch, where files are editable
+
+
+@dataclass
+class Batch:
+    """The proposals of one generation as they are accepted, round after round."""
+
+    view: View
+    accepted: list[Proposal] = field(default_factory=list)
+    dropped: int = 0  # invalid proposals given up on (their errors are in the log's last round)
+    last_errors: list[str] = field(default_factory=list)  # to send back (empty: nothing to repair)
+    round_errors: list[str] = field(default_factory=list)  # everything wrong with the last reply
+    round_invalid: int = 0  # proposals of the last reply that were invalid
+    last_raw: int = 0
+    files: dict[str, str] = field(init=False)  # the champion's editable files
+    parent: str | None = field(init=False)  # where proposals without a patch run
+    _taken: dict[str, str] = field(default_factory=dict)  # key -> who has it
+
+    def __post_init__(self) -> None:
+        for c in self.view.history:
+            what = "is in flight" if c.pending else "already ran"
+            self._taken.setdefault(config_key(c.params, c.patch, c.parent), f"{what} (config {c.config_id})")
+        for k in self.view.extra_seen:
+            self._taken.setdefault(k, "is already in this batch (the baseline)")
+        self.files = champion_files(self.view)
+        self.parent = lineage_parent(self.view.champion)
+
+    @property
+    def missing(self) -> int:
+        """Proposals still wanted."""
+        return max(0, self.view.n - len(self.accepted))
+
+    def keys(self) -> set[str]:
+        """The config keys of the accepted proposals."""
+        return {config_key(p.params, p.patch, p.parent) for p in self.accepted}
+
+    def take(self, data: Any) -> list[str]:
+        """Accept the valid proposals of a reply (up to the number still missing); return the
+        errors to send back (empty: nothing to repair)."""
+        want = self.missing
+        raw = proposals_of(data)
+        self.round_invalid = 0
+        if raw is None:
+            self.last_errors = self.round_errors = [
+                'the reply has no "proposals" list; reply with {"analysis": "...", "proposals": [...]}'
+            ]
+            self.last_raw = 0
+            return self.last_errors
+        self.last_raw = len(raw)
+        errors: list[str] = []
+        taken_now = 0
+        for i, item in enumerate(raw, 1):
+            if taken_now >= want:
+                break
+            p, errs = self._check(item, i)
+            if errs:
+                errors.extend(errs)
+                self.round_invalid += 1
+                continue
+            assert p is not None
+            self.accepted.append(p)
+            self._taken[config_key(p.params, p.patch, p.parent)] = f"duplicates proposal {i} of your reply"
+            taken_now += 1
+        still = want - taken_now
+        if still > 0 and len(raw) < want:
+            errors.append(f"you proposed {len(raw)} experiment(s); {want} were asked for")
+        if not errors and still > 0:
+            errors.append(f"{still} more proposal(s) are needed")
+        self.round_errors = errors  # logged even when the batch is full (nothing to repair)
+        self.last_errors = errors if still > 0 else []
+        return self.last_errors
+
+    def unreadable(self, why: str) -> list[str]:
+        """The reply could not be read: ``why`` is the one error to send back."""
+        self.last_errors = self.round_errors = [why]
+        self.round_invalid = self.last_raw = 0
+        return self.last_errors
+
+    def _check(self, item: Any, i: int) -> tuple[Proposal | None, list[str]]:
+        where = f"proposal {i}"
+        if not isinstance(item, Mapping):
+            return None, [
+                f"{where}: expected an object with hypothesis, params, patch; got {short(repr(item), 80)}"
+            ]
+        hyp = item.get("hypothesis")
+        hypothesis = hyp.strip() if isinstance(hyp, str) else ""
+        if is_placeholder(hypothesis):
+            return None, [
+                f'{where}: "hypothesis" is {hypothesis!r}, the placeholder of the reply format; write the '
+                "hypothesis itself: what you change, what you expect, and why"
+            ]
+        if hypothesis:
+            where += f" ({short(hypothesis, 60)!r})"
+        raw_params = item.get("params")
+        if not isinstance(raw_params, Mapping):
+            return None, [f'{where}: "params" must be an object with every parameter of the search space']
+        space = self.view.spec.space
+        params, errors = space.validate(raw_params)
+        errs = [f"{where}: {e}" for e in errors]
+        patch, patch_errors = self._patch(item.get("patch"))
+        errs += [f"{where}: patch: {e}" for e in patch_errors]
+        if errs:
+            return None, errs
+        champ = self.view.champion
+        parent = self.parent if patch is None else (champ.config_id if champ else None)
+        who = self._taken.get(config_key(params, patch, parent))
+        if who:
+            return None, [
+                f"{where}: {params_json(params)}{' with this patch' if patch else ''} {who}; "
+                "propose something new"
+            ]
+        return Proposal(params, hypothesis or "(no hypothesis given)", patch, parent, "llm"), []
+
+    def _patch(self, raw: Any) -> tuple[tuple[Mapping[str, Any], ...] | None, list[str]]:
+        if raw is None or raw == [] or raw == "" or raw == {}:
+            return None, []
+        if isinstance(raw, Mapping):
+            raw = [raw]  # one edit, without its list
+        if not isinstance(raw, list):
+            return None, [
+                f"expected a list of {{file, search, replace}} edits or null, got {type(raw).__name__}"
+            ]
+        editable = self.view.spec.experiment.editable
+        if not editable:
+            return None, ["no file is editable in this campaign: set patch to null"]
+        new, errors = apply_patch(self.files, raw, editable)
+        if errors:
+            return None, errors
+        if new == self.files:
+            return None, ["the edits change nothing"]
+        edits = tuple({"file": str(e["file"]), "search": e["search"], "replace": e["replace"]} for e in raw)
+        return edits, []
+
+    def give_up(self) -> None:
+        """Repairs are spent: the last reply's invalid proposals are dropped (TPE fills in)."""
+        self.dropped = self.round_invalid
+
+    def record(self) -> dict[str, Any]:
+        """What the log keeps of this round."""
+        errors = self.round_errors
+        return {
+            "proposals": [
+                {
+                    "params": dict(p.params),
+                    "hypothesis": p.hypothesis,
+                    "patch": list(p.patch or []) or None,
+                    "parent": p.parent,
+                }
+                for p in self.accepted
+            ],
+            "raw_proposals": self.last_raw,
+            "validation_errors": list(errors) or None,
+        }
+
+
+def proposals_of(data: Any) -> list[Any] | None:
+    """The proposals list a reply carries (a bare list, ``{"proposals": [...]}``, or a single
+    proposal without the envelope); None when it has none."""
+    if isinstance(data, list):
+        return data
+    if isinstance(data, Mapping):
+        p = data.get("proposals")
+        if isinstance(p, list):
+            return p
+        if isinstance(data.get("params"), Mapping):
+            return [data]  # a single proposal, without the envelope
+    return None
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def reply_schema(spec: CampaignSpec, with_proposals: bool = True, n: int | None = None) -> dict[str, Any]:
+    """The JSON schema of a reply: ``{"analysis", "proposals"}`` (``{"analysis"}`` only when no
+    proposals are asked for). Ranges are in descriptions, not keywords, so every server that
+    takes a schema takes it; ``n`` adds ``minItems``/``maxItems`` to the proposals, which a
+    server decoding under the schema (llama.cpp) then honours (the client leaves them out of
+    a strict ``json_schema`` request)."""
+    props = _params_schema(spec)
+    editable = list(spec.experiment.editable)
+    if editable:
+        edit = {
+            "type": "object",
+            "properties": {
+                "file": {"type": "string", "enum": editable},
+                "search": {"type": "string"},
+                "replace": {"type": "string"},
+            },
+            "required": ["file", "search", "replace"],
+            "additionalProperties": False,
+        }
+        patch: dict[str, Any] = {"anyOf": [{"type": "array", "items": edit}, {"type": "null"}]}
+    else:
+        patch = {"type": "null"}
+    proposal = {
+        "type": "object",
+        "properties": {
+            "hypothesis": {"type": "string"},
+            "params": {
+                "type": "object",
+                "properties": props,
+                "required": list(props),
+                "additionalProperties": False,
+            },
+            "patch": patch,
+        },
+        "required": ["hypothesis", "params", "patch"],
+        "additionalProperties": False,
+    }
+    proposals: dict[str, Any] = {"type": "array", "items": proposal}
+    if n:
+        proposals.update(minItems=n, maxItems=n)
+    if not with_proposals:  # the last generation's analysis: nothing more will run
+        return {
+            "type": "object",
+            "properties": {"analysis": {"type": "string"}},
+            "required": ["analysis"],
+            "additionalProperties": False,
+        }
+    return {
+        "type": "object",
+        "properties": {"analysis": {"type": "string"}, "proposals": proposals},
+        "required": ["analysis", "proposals"],
+        "additionalProperties": False,
+    }
+
+
+def _params_schema(spec: CampaignSpec) -> dict[str, Any]:
+    """One property per search-space parameter, its range in the description."""
+    props: dict[str, Any] = {}
+    for p in spec.space.params:
+        if isinstance(p, ChoiceParam):
+            props[p.name] = {"enum": list(p.values), "description": p.describe()}
+            kinds = {_JSON_TYPES.get(type(v)) for v in p.values}
+            if len(kinds) == 1 and None not in kinds:
+                props[p.name]["type"] = kinds.pop()
+        elif isinstance(p, IntParam):
+            props[p.name] = {"type": "integer", "description": p.describe()}
+        else:
+            props[p.name] = {"type": "number", "description": p.describe()}
+    return props
+
+
+def reply_tokens(spec: CampaignSpec, n: int) -> int:
+    """The room a reply with an analysis and ``n`` proposals needs (its ``max_tokens``), unless
+    ``[planner] max_tokens`` fixes it: generous for a good model's reply, and bounded, so that
+    a model that rambles stops and an abandoned request ends."""
+    if spec.planner.max_tokens:
+        return spec.planner.max_tokens
+    per = REPLY_TOKENS_PROPOSAL + (REPLY_TOKENS_PATCH if spec.experiment.editable else 0)
+    return REPLY_TOKENS_ANALYSIS + n * per
