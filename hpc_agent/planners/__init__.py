@@ -42,7 +42,7 @@ def make_planner(kind: str, spec: CampaignSpec) -> Planner:
 
         return RandomPlanner()
     if kind == "tpe":
-        from hpc_agent.planners.optuna import TPEPlanner
+        from hpc_agent.planners.tpe import TPEPlanner
 
         return TPEPlanner(spec.planner.tpe_startup_trials)
     if kind == "llm":

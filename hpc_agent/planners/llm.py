@@ -191,7 +191,7 @@ class LLMPlanner(Planner):
         )
 
     def _tpe(self, ctx: PlanContext, n: int, taken: set[str], source: str) -> tuple[list[Proposal], str]:
-        from hpc_agent.planners.optuna import TPEPlanner
+        from hpc_agent.planners.tpe import TPEPlanner
 
         sub = replace(ctx, n=n, extra_seen=frozenset(set(ctx.extra_seen) | taken))
         plan = TPEPlanner(self.spec.planner.tpe_startup_trials).propose(sub)
