@@ -50,8 +50,10 @@ DEFAULT_LLM_MAX_RETRIES = 3  # transport retries (429, 5xx, timeouts) before fal
 DEFAULT_LLM_TIMEOUT_S = 300.0
 DEFAULT_LLM_CONTEXT_TOKENS = 24_000  # prompt budget; the history is summarised to fit
 DEFAULT_TPE_STARTUP_TRIALS = 8
+DEFAULT_TPE_STRATEGY = "refine"  # chosen by bench/bench_search.py (docs/benchmarks.md)
 
 PLANNERS = ("auto", "llm", "tpe", "random")
+TPE_STRATEGIES = ("refine", "liar")  # hpc_agent.planners.tpe says what each does
 EXECUTORS = ("auto", "local", "slurm")
 MODES = ("min", "max")
 OBJECTIVES = ("last", "best")
@@ -110,6 +112,7 @@ class PlannerSection:
     price_in_per_mtok: float = 0.0  # cost estimate, currency units per million tokens
     price_out_per_mtok: float = 0.0
     tpe_startup_trials: int = DEFAULT_TPE_STARTUP_TRIALS
+    tpe_strategy: str = DEFAULT_TPE_STRATEGY
 
 
 @dataclass(frozen=True)
@@ -485,6 +488,9 @@ def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:
         price_out_per_mtok=_get(t, "price_out_per_mtok", float, w, 0.0),
         tpe_startup_trials=_positive_int(
             _get(t, "tpe_startup_trials", int, w, d.tpe_startup_trials), f"{w} tpe_startup_trials"
+        ),
+        tpe_strategy=_choice(
+            _get(t, "tpe_strategy", str, w, d.tpe_strategy), TPE_STRATEGIES, f"{w} tpe_strategy"
         ),
     )
     if out.request_timeout_s <= 0:

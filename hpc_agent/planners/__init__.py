@@ -44,7 +44,7 @@ def make_planner(kind: str, spec: CampaignSpec) -> Planner:
     if kind == "tpe":
         from hpc_agent.planners.tpe import TPEPlanner
 
-        return TPEPlanner(spec.planner.tpe_startup_trials)
+        return TPEPlanner(spec.planner.tpe_startup_trials, spec.planner.tpe_strategy)
     if kind == "llm":
         from hpc_agent.planners.llm import LLMPlanner
 
