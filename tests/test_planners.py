@@ -13,7 +13,7 @@ import pytest
 from hpc_agent.errors import SpecError, UserError
 from hpc_agent.planners import make_planner, resolve_planner_kind
 from hpc_agent.planners.base import PlanContext, Planner
-from hpc_agent.planners.gp import GaussianProcess, expected_improvement
+from hpc_agent.planners.gp import GaussianProcess, expected_improvement, kriging_believer
 from hpc_agent.planners.refine import from_unit, refine_count, to_unit
 from hpc_agent.planners.tpe import TPEPlanner
 from hpc_agent.space import Space, parse_space
@@ -222,11 +222,22 @@ def test_gp_interpolates_a_smooth_function_and_knows_where_it_has_not_looked() -
     target = (np.sin(6 * xs[:, 0]) - f.mean()) / f.std()
     assert np.abs(mean[:2] - target[:2]).max() < 0.05  # inside the data
     assert sd[2] > 10 * sd[:2].max()  # far from it
-    believed = gp.believe(xs[2:], mean[2:])  # a pending point, believed at its predicted mean
-    mean2, sd2 = believed.predict(xs)
-    assert abs(mean2[2] - mean[2]) < 1e-6 and sd2[2] < 0.1 * sd[2] and believed.best == gp.best
     ei = expected_improvement(np.array([0.0, 0.0, -1.0]), np.array([0.1, 1.0, 0.1]), best=-0.5)
     assert ei[1] > ei[0] and ei[2] > ei[1]  # uncertainty is worth something; a lower mean more
+
+
+def test_kriging_believer_spreads_a_batch() -> None:
+    """In a gap of the data, 0.47 alone promises more than 0.3; once 0.5 is picked (or is in
+    flight) its twin 0.47 promises little, and 0.3 goes first."""
+    x = np.array([0, 0.1, 0.2, 0.8, 0.9, 1.0])[:, None]
+    gp = GaussianProcess.fit(x, np.sin(3 * x[:, 0]))
+    c = np.array([[0.5], [0.47], [0.3]])
+    mean, sd = gp.predict(c)
+    ei = expected_improvement(mean, sd, gp.best)
+    assert ei[0] > ei[1] > ei[2]
+    assert kriging_believer(gp, c, np.zeros((0, 1)), 3) == [0, 2, 1]
+    assert kriging_believer(gp, c, np.array([[0.5]]), 2) == [2, 1]  # 0.5 is in flight
+    assert kriging_believer(gp, c, np.zeros((0, 1)), 5) == [0, 2, 1]  # no more than there are
 
 
 def test_auto_picks_tpe_without_an_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

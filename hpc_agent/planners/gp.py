@@ -89,8 +89,7 @@ def fit_hyperparameters(x: Array, y: Array) -> tuple[Array, float]:
 
 @dataclass(frozen=True)
 class GaussianProcess:
-    """A fitted model. ``y`` holds the standardised outputs the posterior is conditioned on;
-    ``best`` is the lowest *observed* one (believed points do not count as observations)."""
+    """A fitted model. ``y`` holds the standardised outputs; ``best`` is the lowest of them."""
 
     x: Array
     y: Array
@@ -98,7 +97,10 @@ class GaussianProcess:
     noise: float
     chol: Array
     alpha: Array
-    best: float
+
+    @property
+    def best(self) -> float:
+        return float(self.y.min())
 
     @classmethod
     def fit(cls, x: Array, y: Array) -> GaussianProcess:
@@ -107,30 +109,59 @@ class GaussianProcess:
         spread = float(y.std())
         ys = (y - y.mean()) / (spread if spread > 0 else 1.0)
         scales, noise = fit_hyperparameters(x, ys)
-        return cls._build(x, ys, scales, noise, float(ys.min()))
-
-    @classmethod
-    def _build(cls, x: Array, y: Array, scales: Array, noise: float, best: float) -> GaussianProcess:
         chol = _factor(x, scales, noise)
         if chol is None:  # pragma: no cover - the noise floor keeps the matrix definite
-            chol = _factor(x, scales, noise + 1e-3)
+            noise += 1e-3
+            chol = _factor(x, scales, noise)
             assert chol is not None
-        return cls(x, y, scales, noise, chol, _solve(chol, y), best)
+        return cls(x, ys, scales, noise, chol, _solve(chol, ys))
 
     def predict(self, x: Array) -> tuple[Array, Array]:
         """Posterior mean and standard deviation at the rows of ``x`` (standardised units)."""
-        k = matern52(x, self.x, self.scales)
-        mean: Array = k @ self.alpha
-        v = np.linalg.solve(self.chol, k.T)
-        sd: Array = np.sqrt(np.maximum(1.0 - (v * v).sum(0), 1e-12))
-        return mean, sd
+        mean, var, _ = self.posterior(x)
+        return mean, np.sqrt(var)
 
-    def believe(self, x: Array, y: Array) -> GaussianProcess:
-        """The same model conditioned on extra points with the outputs given (the *kriging
-        believer*: a pending point believed at its predicted mean)."""
-        return self._build(
-            np.vstack([self.x, x]), np.concatenate([self.y, y]), self.scales, self.noise, self.best
-        )
+    def posterior(self, x: Array) -> tuple[Array, Array, Array]:
+        """Mean, variance and ``L^-1 k(data, x)`` (what a covariance between two of the points
+        needs: ``k(a, b) - v_a . v_b``) at the rows of ``x``."""
+        k = matern52(x, self.x, self.scales)
+        v = np.asarray(np.linalg.solve(self.chol, k.T), dtype=np.float64)
+        mean: Array = k @ self.alpha
+        return mean, np.maximum(1.0 - (v * v).sum(0), 1e-12), v
+
+
+def kriging_believer(gp: GaussianProcess, candidates: Array, pending: Array, k: int) -> list[int]:
+    """Indices of up to ``k`` rows of ``candidates``, picked one at a time by expected
+    improvement; every ``pending`` point, then every pick, is believed (taken as observed at
+    its predicted mean) before the next pick, so that a batch spreads out.
+
+    Believing a point at its mean leaves the posterior mean unchanged and lowers the variance
+    by a rank-one term: a pick costs O((n + picks) x points) instead of a refit."""
+    points = np.vstack([pending, candidates]) if len(pending) else candidates
+    mean, var, v = gp.posterior(points)
+    mean_c = mean[len(pending) :]
+    shrink: list[Array] = []  # one column per believed point: its rank-one reduction
+    picks: list[int] = []
+
+    def believe(j: int) -> None:
+        nonlocal var
+        cov = matern52(points, points[j : j + 1], gp.scales)[:, 0] - v.T @ v[:, j]
+        for w in shrink:
+            cov -= w * w[j]
+        w = cov / math.sqrt(var[j] + gp.noise)
+        shrink.append(w)
+        var = np.maximum(var - w * w, 1e-12)
+
+    for j in range(len(pending)):
+        believe(j)
+    free = np.ones(len(candidates), dtype=bool)
+    while len(picks) < min(k, len(candidates)):
+        gain = expected_improvement(mean_c, np.sqrt(var[len(pending) :]), gp.best)
+        j = int(np.argmax(np.where(free, gain, -np.inf)))
+        free[j] = False
+        picks.append(j)
+        believe(len(pending) + j)
+    return picks
 
 
 def expected_improvement(mean: Array, sd: Array, best: float) -> Array:

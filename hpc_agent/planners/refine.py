@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hpc_agent.planners.base import PlanContext, Proposal, fits
-from hpc_agent.planners.gp import GaussianProcess, expected_improvement
+from hpc_agent.planners.gp import GaussianProcess, kriging_believer
 from hpc_agent.space import ChoiceParam, FloatParam, IntParam, Param, Scalar, Space
 
 SHARE_FIRST = 0.25  # of the batch, in the first generation TPE models
@@ -34,14 +34,16 @@ CENTERS = 5  # the best finished configurations that candidates step from
 CANDIDATES = 600  # perturbations drawn (before duplicates are dropped)
 STEP_SCALES = (0.03, 0.1, 0.2)  # Gaussian step, as a fraction of a parameter's (log) range
 MOVE_PROBABILITY = 0.5  # each parameter moves with this probability (at least one moves)
-GP_MAX_POINTS = 300  # the GP sees the finished configurations nearest the best one, at most this many
+GP_MAX_POINTS = 200  # the GP sees the finished configurations nearest the best one, at most this many
+MAX_BELIEVED = 64  # in-flight configurations believed (the nearest the best one): bounds the GP's size
+MAX_REFINEMENTS = 32  # per batch; a wider batch leaves the rest to TPE (the GP refits once per pick)
 
 
 def refine_count(n: int, generation: int, generations_total: int) -> int:
     """How many of ``n`` proposals refine, in ``generation`` of ``generations_total``."""
     progress = generation / max(1, generations_total - 1)
     share = SHARE_FIRST + (SHARE_LAST - SHARE_FIRST) * min(1.0, progress)
-    return min(n, math.floor(n * share + 0.5))
+    return min(n, MAX_REFINEMENTS, math.floor(n * share + 0.5))
 
 
 def to_unit(param: FloatParam | IntParam, value: Any) -> float:
@@ -114,25 +116,15 @@ def refinements(
         return []
     x = np.array([encode(space, c.params) for c in done])
     near = np.argsort(((x - x[0]) ** 2).sum(1), kind="stable")[:GP_MAX_POINTS]
-    y = np.array([sign * float(done[i].objective or 0.0) for i in near])
-    gp = GaussianProcess.fit(x[near], y)
+    gp = GaussianProcess.fit(x[near], np.array([sign * float(done[i].objective or 0.0) for i in near]))
     pending = [c.params for c in ctx.history if c.pending and fits(space, c.params)]
     pending += [p.params for p in batch]
-    if pending:
-        xp = np.array([encode(space, p) for p in pending])
-        gp = gp.believe(xp, gp.predict(xp)[0])
+    xp = np.array([encode(space, p) for p in pending]).reshape(len(pending), x.shape[1])
+    xp = xp[np.argsort(((xp - x[0]) ** 2).sum(1), kind="stable")[:MAX_BELIEVED]]
     xc = np.array([encode(space, p) for p in candidates])
-    free = np.ones(len(candidates), dtype=bool)
-    out: list[Proposal] = []
-    while len(out) < min(k, len(candidates)):
-        mean, sd = gp.predict(xc)
-        gain = np.where(free, expected_improvement(mean, sd, gp.best), -np.inf)
-        j = int(np.argmax(gain))
-        free[j] = False
-        seen.add(Space.key(candidates[j]))
-        out.append(Proposal(candidates[j], hypothesis=_hypothesis(done[0].config_id), source="tpe-refine"))
-        gp = gp.believe(xc[j : j + 1], mean[j : j + 1])
-    return out
+    picks = [candidates[j] for j in kriging_believer(gp, xc, xp, k)]
+    seen.update(Space.key(p) for p in picks)
+    return [Proposal(p, hypothesis=_hypothesis(done[0].config_id), source="tpe-refine") for p in picks]
 
 
 def _candidates(
