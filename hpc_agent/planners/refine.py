@@ -2,17 +2,18 @@
 
 Why: TPE finds the good regions of a space but converges slowly inside them, and a batch asked
 of it at once (constant liar) spends every slot on exploration. Measured on tabular and
-synthetic benchmarks (docs/benchmarks.md), giving part of each batch to refinement beats both
-the plain batch and sequential TPE at the same number of trials.
+synthetic benchmarks (docs/benchmarks.md), giving part of each batch to refinement brings the
+regret at 6 x 8 from 1.02x to 0.78x sequential TPE's at the same 48 trials.
 
 How: ``refine_count`` gives the share, from a quarter of the batch in the first generation TPE
 models to three quarters in the last (exploration pays off only while generations remain).
 Candidates are perturbations of the best finished configurations (each parameter moved with
 probability 1/2 by a Gaussian step of 3, 10 or 20 % of its range, log-scaled where the
-parameter is); a Gaussian process fitted to the finished history scores them by expected
-improvement, and the best are taken one by one, each believed at its predicted value before
-the next is picked (the in-flight configurations and the batch's TPE picks are believed too),
-so that one batch does not pile onto one point.
+parameter is); a Gaussian process fitted to the finished history (at most the 200
+configurations nearest the best one) scores them by expected improvement, and the best are
+taken one by one, each believed at its predicted value before the next is picked (the
+in-flight configurations and the batch's TPE picks are believed too), so that one batch does
+not pile onto one point.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ CANDIDATES = 600  # perturbations drawn (before duplicates are dropped)
 STEP_SCALES = (0.03, 0.1, 0.2)  # Gaussian step, as a fraction of a parameter's (log) range
 MOVE_PROBABILITY = 0.5  # each parameter moves with this probability (at least one moves)
 GP_MAX_POINTS = 200  # the GP sees the finished configurations nearest the best one, at most this many
-MAX_BELIEVED = 64  # in-flight configurations believed (the nearest the best one): bounds the GP's size
-MAX_REFINEMENTS = 32  # per batch; a wider batch leaves the rest to TPE (the GP refits once per pick)
+MAX_BELIEVED = 64  # in-flight configurations believed (those nearest the best one), to bound the cost
+MAX_REFINEMENTS = 32  # per batch; a wider batch leaves the rest to TPE (600 candidates go round 5 centres)
 
 
 def refine_count(n: int, generation: int, generations_total: int) -> int:

@@ -12,7 +12,8 @@ Two strategies (``[planner] tpe_strategy``), chosen by ``bench/bench_search.py``
 * ``refine`` (the default): once TPE has its start-up trials, part of each batch refines the
   best configurations (:mod:`hpc_agent.planners.refine`: a quarter of the batch in the first
   modelled generation, three quarters in the last) and TPE asks the rest. At 6 generations
-  x 8 it reaches lower regret than sequential TPE at the same 48 trials (docs/benchmarks.md).
+  x 8 its regret is 0.78x sequential TPE's at the same 48 trials, averaged over 10
+  benchmarks (``liar``: 1.02x; docs/benchmarks.md).
 * ``liar``: TPE asks the whole batch (the planner before issue 13).
 
 Duplicates (frequent in int and choice spaces) are re-asked a few times, then replaced by
