@@ -27,3 +27,4 @@ DEFAULT_LLM_MAX_RETRIES = 3  # transport retries (429, 5xx, timeouts) before fal
 DEFAULT_LLM_TIMEOUT_S = 300.0
 DEFAULT_LLM_CONTEXT_TOKENS = 24_000  # prompt budget; the history is summarised to fit
 DEFAULT_TPE_STARTUP_TRIALS = 8
+DEFAULT_TPE_STRATEGY = "refine"  # chosen by bench/bench_search.py (docs/benchmarks.md)

@@ -39,6 +39,7 @@ from hpc_agent.defaults import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIME_BUDGET_S,
     DEFAULT_TPE_STARTUP_TRIALS,
+    DEFAULT_TPE_STRATEGY,
     JOB_OVERHEAD_MIN,
 )
 from hpc_agent.errors import SpecError
@@ -55,6 +56,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 PLANNERS = ("auto", *PLANNER_KINDS)  # "auto": the LLM where an endpoint is configured, else TPE
 EXECUTORS = ("auto", *EXECUTOR_KINDS)  # "auto": SLURM where sbatch is on PATH, else local
+TPE_STRATEGIES = ("refine", "liar")  # hpc_agent.planners.tpe says what each does
 MODES = ("min", "max")
 OBJECTIVES = ("last", "best")
 STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "text")
@@ -123,6 +125,7 @@ class PlannerSection:
     price_in_per_mtok: float = 0.0  # cost estimate, currency units per million tokens
     price_out_per_mtok: float = 0.0
     tpe_startup_trials: int = DEFAULT_TPE_STARTUP_TRIALS
+    tpe_strategy: str = DEFAULT_TPE_STRATEGY
 
 
 @dataclass(frozen=True)
@@ -518,6 +521,9 @@ def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:
         price_out_per_mtok=_get(t, "price_out_per_mtok", float, w, 0.0),
         tpe_startup_trials=_positive_int(
             _get(t, "tpe_startup_trials", int, w, d.tpe_startup_trials), f"{w} tpe_startup_trials"
+        ),
+        tpe_strategy=_choice(
+            _get(t, "tpe_strategy", str, w, d.tpe_strategy), TPE_STRATEGIES, f"{w} tpe_strategy"
         ),
     )
     if out.request_timeout_s <= 0:

@@ -269,10 +269,10 @@ class LLMPlanner(Planner):
 
     def _tpe(self, ctx: PlanContext, n: int, taken: set[str], source: str) -> tuple[list[Proposal], str]:
         # optuna is imported only when TPE is needed: it takes about a second
-        from hpc_agent.planners.optuna import TPEPlanner
+        from hpc_agent.planners.tpe import TPEPlanner
 
         sub = replace(ctx, n=n, extra_seen=frozenset(set(ctx.extra_seen) | taken))
-        plan = TPEPlanner(self.spec.planner.tpe_startup_trials).propose(sub)
+        plan = TPEPlanner.for_spec(self.spec).propose(sub)
         parent = lineage_parent(ctx.champion)
         return [Proposal(p.params, p.hypothesis, None, parent, source) for p in plan.proposals], plan.note
 
