@@ -236,6 +236,8 @@ def campaign_spec(
             "experiment": {"command": command, "time_budget_s": 60},
             "space": task.space(),
             "planner": planner,
+            # the planner's search alone: no control trials (the noise floor is measured apart)
+            "rigor": {"control": False},
         },
         workdir,
     )

@@ -31,12 +31,12 @@ from hpc_agent import __version__
 from hpc_agent._io import atomic_write_json, atomic_write_text
 from hpc_agent.analysis import AnalysisContext, deterministic_analysis
 from hpc_agent.defaults import STATUS_INTERVAL_S
-from hpc_agent.errors import UserError
 from hpc_agent.events import (
     Analyzed,
     Event,
     GenerationDone,
     Planned,
+    PlannedTrial,
     PlanningStarted,
     Requeued,
     RunEnded,
@@ -47,12 +47,25 @@ from hpc_agent.executors.base import Executor
 from hpc_agent.journal import FileLock, Journal
 from hpc_agent.metrics import gather_table, write_table
 from hpc_agent.paths import ResultsPaths
-from hpc_agent.plan import baseline, fresh, history_keys, trials, validated
+from hpc_agent.plan import (
+    CONFIRM,
+    ask_planner,
+    baseline,
+    confirm_trials,
+    control_trials,
+    explored,
+    fresh,
+    history_keys,
+    next_kind,
+    trials,
+    validated,
+)
 from hpc_agent.planners.base import Plan, PlanContext, Planner
 from hpc_agent.prepare import base_files, prepare_trial
 from hpc_agent.reconcile import Reconciler, cancelled_by_campaign, resumed_after_cancel
 from hpc_agent.reporter import Reporter, SilentReporter
 from hpc_agent.results import acquire_driver_lock, analyses_before, open_results
+from hpc_agent.rigor import noise, verdicts_due
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import CampaignState, TrialRecord, TrialState
 from hpc_agent.submission import Submissions
@@ -201,25 +214,31 @@ class Campaign:
         )
 
     def _next_generation(self) -> int | None:
-        """The generation to work on, or None when the campaign has as many as it asks for."""
+        """The generation to work on, or None when the campaign has as many as it asks for
+        (exploration generations, and the confirmations ``[confirm]`` asks for)."""
         g = self.state.next_generation()
         gen = self.state.generations.get(g)
-        if g >= self.spec.campaign.generations and not (gen and gen.planned):
+        if not (gen and gen.planned) and next_kind(self.state, self.spec) is None:
             return None
         return g
 
     # ------------------------------------------------------------------ 1 propose
     def propose(self, g: int) -> bool:
-        """Ask the planner for generation g and record its trials (``planned``); False when
-        nothing is left to propose (the campaign ends ``exhausted``)."""
-        spec = self.spec
-        seen = history_keys(self.state)
+        """Plan generation g (``planned``): the planner's proposals (with the baseline and the
+        champion's control), or a confirmation generation (``[confirm]``). False when nothing
+        is left to propose (the campaign ends ``exhausted``)."""
+        spec, st = self.spec, self.state
+        if next_kind(st, spec) == CONFIRM:
+            self._record(PlanningStarted(generation=g, planner=CONFIRM))
+            return self._planned(g, CONFIRM, confirm_trials(st, spec, g), "", "")
+        seen = history_keys(st)
         head = baseline(spec, g, seen)
+        n_controls = len(control_trials(st, spec, g, 0))
         planner_name = self.planner.describe()
         self._record(PlanningStarted(generation=g, planner=planner_name))
-        ctx = self._plan_context(g, spec.campaign.batch_size - len(head), seen)
+        ctx = self._plan_context(g, spec.campaign.batch_size - len(head) - n_controls, seen)
         notes: list[str] = []
-        plan = self._ask_planner(ctx) if ctx.n > 0 else Plan(())
+        plan = ask_planner(self.planner, ctx, self.fallback_planner, self.reporter) if ctx.n > 0 else Plan(())
         notes.append(plan.note)
         proposals = head + fresh(validated(spec, plan.proposals, notes), set(seen), notes)
         note = "; ".join(n for n in notes if n)
@@ -230,43 +249,33 @@ class Campaign:
             )
             return False
         planned = trials(g, proposals, spec.campaign.seeds)
-        plan_json = {"generation": g, "planner": planner_name, "note": note, "rationale": plan.rationale}
+        planned += control_trials(st, spec, g, len(planned))
+        return self._planned(g, planner_name, planned, note, plan.rationale)
+
+    def _planned(self, g: int, planner: str, planned: tuple[PlannedTrial, ...], note: str, why: str) -> bool:
+        plan_json = {"generation": g, "planner": planner, "note": note, "rationale": why}
         atomic_write_json(self.paths.plan(g), {**plan_json, "trials": [t.to_dict() for t in planned]})
-        self._record(Planned(generation=g, planner=planner_name, note=note, trials=planned))
+        self._record(Planned(generation=g, planner=planner, note=note, trials=planned))
         if note:
             self.reporter.info(f"generation {g}: {note}")
         return True
 
     def _plan_context(self, g: int, n: int, seen: set[str]) -> PlanContext:
         spec, st = self.spec, self.state
+        history = tuple(c for c in st.configs() if not c.purpose)  # confirmations: another budget
         return PlanContext(
             spec=spec,
             generation=g,
             n=n,
-            history=tuple(st.configs()),
+            history=history,
             champion=st.champion(spec.campaign.mode),
             analyses=tuple(analyses_before(self.paths, self.state, g)),
-            generations_left=max(1, spec.campaign.generations - g),
+            generations_left=max(1, spec.campaign.generations - explored(st, g)),
             results_dir=self.paths.root,
             seed=spec.campaign.seed,
             extra_seen=frozenset(seen),
+            noise=noise(history),
         )
-
-    def _ask_planner(self, ctx: PlanContext) -> Plan:
-        try:
-            return self.planner.propose(ctx)
-        except UserError:
-            raise
-        except Exception as e:  # a planner bug must not cost a night on the cluster
-            if self.fallback_planner is None:
-                raise
-            self.reporter.warn(
-                f"planner {self.planner.describe()} failed ({type(e).__name__}: {e}); using TPE"
-            )
-            plan = self.fallback_planner().propose(ctx)
-            return Plan(
-                plan.proposals, f"planner failed ({type(e).__name__}: {e}); TPE planned this generation"
-            )
 
     # ------------------------------------------------------------------ 2 prepare
     def prepare(self, g: int) -> None:
@@ -309,6 +318,7 @@ class Campaign:
             events = self.reconciler.reconcile(self.state, open_trials)
             if events:
                 self._record(*events)  # a cancel appended meanwhile is applied first
+                self._record(*verdicts_due(self.state, self.spec))
                 for e in events:
                     if isinstance(e, Requeued):
                         self.reporter.info(f"trial {e.trial} requeued: {e.reason}")
@@ -353,7 +363,8 @@ class Campaign:
         ``analyzed`` event says so: author ``deterministic`` and why."""
         import polars as pl  # the driver loads Polars for the analysis, not to plan or poll
 
-        table = pl.read_parquet(self.paths.trials_table)
+        holdout = list(self.spec.campaign.holdout_metrics)
+        table = pl.read_parquet(self.paths.trials_table).drop(holdout, strict=False)  # never shown
         analyses = tuple(analyses_before(self.paths, self.state, g))
         ctx = AnalysisContext(self.spec, g, self.state, table, analyses, self.paths.root)
         author = self.planner.describe()

@@ -347,7 +347,7 @@ def status(results: Path, as_json: bool, max_failures: int) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "markdown", "latex", "parquet"]),
+    type=click.Choice(["csv", "markdown", "latex", "parquet", "ledger"]),
     default="markdown",
     show_default=True,
 )
@@ -375,11 +375,13 @@ def export(
     caption: str,
     label: str,
 ) -> None:
-    """Export the trials table (best first) as CSV, Markdown, LaTeX or Parquet.
+    """Export the trials table (best first) as CSV, Markdown, LaTeX or Parquet; or the
+    ledger (every configuration and its keep/discard/crash verdict, TSV).
 
     \b
     Examples:
       hpc-agent export results/quickstart --format csv -o trials.csv
+      hpc-agent export results/quickstart --format ledger -o results.tsv
       hpc-agent export results/quickstart --format latex --group-by config_id --top 5
       hpc-agent export results/quickstart --format markdown --group-by activation
     """
@@ -392,6 +394,9 @@ def export(
     state = load_state(rdir)
     spec = spec_of(state)
     df = load_table(ResultsPaths(rdir), state, spec)
+    if fmt == "ledger":
+        _export_ledger(state, spec, df, output)
+        return
     table = grouped(df, spec, group_by) if group_by else results_table(df, spec, states or None)
     if top:
         table = table.head(top)
@@ -400,6 +405,18 @@ def export(
         click.echo(text, nl=False)
     else:
         click.echo(f"wrote {output} ({table.height} rows)", err=True)
+
+
+def _export_ledger(state: Any, spec: Any, df: Any, output: Path | None) -> None:
+    from hpc_agent.ledger import ledger_table, render_ledger
+
+    text = render_ledger(ledger_table(state, spec, df))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output} ({text.count(chr(10)) - 1} configurations)", err=True)
 
 
 # ------------------------------------------------------------------------------- report

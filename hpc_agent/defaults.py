@@ -14,6 +14,11 @@ DEFAULT_MAX_RETRIES = 2  # requeues of an interrupted trial without progress bef
 DEFAULT_MAX_PROGRESS_REQUEUES = 50  # requeues after an attempt that wrote a checkpoint
 JOB_OVERHEAD_MIN = 2  # scheduler + interpreter start-up, on top of the budget, in a job's limit
 
+# ------------------------------------------------------------------------------- rigor
+DEFAULT_RIGOR_K = 2.0  # a challenger is kept when it is better by more than k standard errors
+DEFAULT_RIGOR_ALPHA = 0.05  # or, with [rigor] rule = "welch", at this level
+DEFAULT_CONFIRM_SEEDS = 3  # [confirm]: runs of each configuration confirmed
+
 # ------------------------------------------------------------------------------- the executors
 DEFAULT_POLL_LOCAL_S = 0.5  # local lanes: liveness from /proc, cheap
 DEFAULT_POLL_SLURM_S = 30.0  # a real cluster's controller is shared: one squeue per 30 s

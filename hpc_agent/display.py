@@ -149,6 +149,7 @@ def print_status(report: Any, max_failures: int = 10, console: Console | None = 
         for row in report.queue[:20]:
             reason = f" ({row.get('reason')})" if row.get("reason") and row.get("reason") != "None" else ""
             console.print(f"  {row.get('job_id')} {row.get('state')}{reason}", highlight=False)
+    _print_rigor(console, report)
     _print_requeues(console, report.requeues[: max_failures or 10], len(report.requeues))
     if report.failures and max_failures:
         console.print(f"not completed ({len(report.failures)}):")
@@ -176,6 +177,30 @@ def _generations_table(report: Any) -> Table:
             jobs_text,
         )
     return table
+
+
+def _print_rigor(console: Console, report: Any) -> None:
+    v = report.verdicts
+    if not any(v.values()) and report.champion is None:
+        return
+    console.print(
+        f"noise floor: {report.noise['text']} · verdicts: {v['keep']} keep, {v['discard']} discard, "
+        f"{v['crash']} crash",
+        highlight=False,
+    )
+    if report.champion:
+        c = report.champion
+        console.print(
+            f"champion (last kept): {c['config']} {c['objective']:.6g} ({c['runs']} run(s))", highlight=False
+        )
+    if report.confirmed:
+        c, conf = report.confirmed, report.confirmed["confirmed"]
+        value = "pending" if conf["objective"] is None else f"{conf['objective']:.6g}"
+        console.print(
+            f"confirmed champion: {c['config']}: {value} over {conf['runs']} confirmation run(s) "
+            f"(screening {c['objective']:.6g})",
+            highlight=False,
+        )
 
 
 def _print_requeues(console: Console, rows: list[dict[str, Any]], total: int) -> None:

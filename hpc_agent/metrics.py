@@ -408,8 +408,8 @@ def gather_table(
     known = known or {}
     trials = sorted(state.trials.values(), key=lambda t: t.trial_id)
     files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials if t.trial_id not in known}
-    summaries = {**known, **summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics)}
-    return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.report_metrics))
+    summaries = {**known, **summarize(files, camp.metric, camp.mode, camp.objective, camp.gathered_metrics)}
+    return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.gathered_metrics))
 
 
 def write_table(df: pl.DataFrame, path: Path) -> None:

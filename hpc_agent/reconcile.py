@@ -156,7 +156,7 @@ class Reconciler:
         camp, exp = self.spec.campaign, self.spec.experiment
         files = {t.trial_id: self.paths.trial(t.trial_id).metrics for t, _ in ended}
         summaries = (
-            summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics) if files else {}
+            summarize(files, camp.metric, camp.mode, camp.objective, camp.gathered_metrics) if files else {}
         )
         events: list[Event] = []
         for t, status in ended:

@@ -62,7 +62,7 @@ def results_table(df: pl.DataFrame, spec: CampaignSpec, states: Sequence[str] | 
     cols = ["trial_id", "generation", "state", "objective", *spec.space.names]
     if len(camp.seeds) > 1:
         cols.insert(2, "seed")
-    cols += [m for m in (camp.metric, *camp.report_metrics) if m in df.columns and m not in cols]
+    cols += [m for m in (camp.metric, *camp.gathered_metrics) if m in df.columns and m not in cols]
     cols += ["duration_s", "attempts", "source"]
     out = df.select([c for c in cols if c in df.columns])
     return out.sort(["objective", "trial_id"], descending=[camp.mode == "max", False], nulls_last=True)
@@ -77,7 +77,7 @@ def grouped(df: pl.DataFrame, spec: CampaignSpec, by: Sequence[str]) -> pl.DataF
         raise UserError(f"--group-by {missing[0]!r}: no such column", fix=f"use one of: {', '.join(valid)}")
     camp = spec.campaign
     done = df.filter(pl.col("state") == "completed")
-    metrics = ["objective", *[m for m in (camp.metric, *camp.report_metrics) if m in df.columns]]
+    metrics = ["objective", *[m for m in (camp.metric, *camp.gathered_metrics) if m in df.columns]]
     metrics = list(dict.fromkeys(metrics))
     aggs: list[pl.Expr] = [pl.len().alias("n")]
     for m in metrics:

@@ -243,6 +243,7 @@ class _Trial:
             HPC_AGENT_START_TIME=f"{self.started:.3f}",
             HPC_AGENT_SEED=str(self.launch.seed),
             HPC_AGENT_ATTEMPT=str(self.attempt),
+            HPC_AGENT_FIDELITY=f"{self.launch.fidelity:g}",
             PYTHONUNBUFFERED="1",
         )
         return env

@@ -22,12 +22,13 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hpc_agent.defaults import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CONFIRM_SEEDS,
     DEFAULT_GENERATIONS,
     DEFAULT_KILL_GRACE_S,
     DEFAULT_LLM_CONTEXT_TOKENS,
@@ -37,6 +38,8 @@ from hpc_agent.defaults import (
     DEFAULT_LLM_TIMEOUT_S,
     DEFAULT_MAX_PROGRESS_REQUEUES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_RIGOR_ALPHA,
+    DEFAULT_RIGOR_K,
     DEFAULT_TIME_BUDGET_S,
     DEFAULT_TPE_STARTUP_TRIALS,
     DEFAULT_TPE_STRATEGY,
@@ -75,11 +78,17 @@ class CampaignSection:
     objective: str = "last"  # "last": a trial's last logged value; "best": its best one
     goal: str = ""
     report_metrics: tuple[str, ...] = ()
+    holdout_metrics: tuple[str, ...] = ()  # gathered and exported, never shown to a planner
     generations: int = DEFAULT_GENERATIONS
     batch_size: int = DEFAULT_BATCH_SIZE
     seeds: tuple[int, ...] = (0,)  # each proposal runs once per seed
     seed: int = 0  # the planners' seed: same history + same seed = same plan
     baseline: bool = True  # start with the space's defaults when every parameter has one
+
+    @property
+    def gathered_metrics(self) -> tuple[str, ...]:
+        """The metrics read besides the objective: the report metrics and the held-out ones."""
+        return (*self.report_metrics, *self.holdout_metrics)
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,13 @@ class ExperimentSection:
     env: tuple[tuple[str, str], ...] = ()
     max_retries: int = DEFAULT_MAX_RETRIES
     max_progress_requeues: int = DEFAULT_MAX_PROGRESS_REQUEUES
+
+    def job_timeout_for(self, budget_multiplier: float = 1.0) -> int:
+        """The job's time limit for trials at ``budget_multiplier`` times the budget."""
+        if self.timeout_min:
+            return math.ceil(self.timeout_min * max(1.0, budget_multiplier))
+        budget = self.time_budget_s * budget_multiplier
+        return math.ceil((budget + self.kill_grace_s) / 60) + JOB_OVERHEAD_MIN
 
     @property
     def job_timeout_min(self) -> int:
@@ -144,6 +160,27 @@ class ExecutorSection:
 
 
 @dataclass(frozen=True)
+class RigorSection:
+    """``[rigor]``: when a challenger becomes the champion (:mod:`hpc_agent.rigor`)."""
+
+    rule: str = "se"  # "se": improvement > k * SE of the difference; "welch": Welch's t-test
+    k: float = DEFAULT_RIGOR_K
+    alpha: float = DEFAULT_RIGOR_ALPHA
+    control: bool = True  # with one seed: run the champion again (a control) to measure the noise
+
+
+@dataclass(frozen=True)
+class ConfirmSection:
+    """``[confirm]``: screen short, confirm long: the best configurations run again with more
+    seeds and a larger budget, and the final champion is decided on those runs."""
+
+    top_k: int = 0  # 0: no confirmation stage
+    seeds: int = DEFAULT_CONFIRM_SEEDS
+    budget_multiplier: float = 1.0  # HPC_AGENT_TIME_BUDGET_S and HPC_AGENT_FIDELITY scale with it
+    every: int = 0  # 0: once, after the last generation; N: after every N generations
+
+
+@dataclass(frozen=True)
 class CampaignSpec:
     """A whole validated campaign.toml (paths absolute, defaults filled in)."""
 
@@ -153,6 +190,8 @@ class CampaignSpec:
     planner: PlannerSection = field(default_factory=PlannerSection)
     executor: ExecutorSection = field(default_factory=ExecutorSection)
     source: str = ""  # the campaign.toml it was read from (absolute), "" when built in code
+    rigor: RigorSection = field(default_factory=RigorSection)
+    confirm: ConfirmSection = field(default_factory=ConfirmSection)
 
     @property
     def name(self) -> str:
@@ -168,6 +207,7 @@ class CampaignSpec:
         """The resolved spec as plain data (TOML/JSON-safe); inverse of :func:`spec_from_dict`."""
         camp = asdict(self.campaign)
         camp["report_metrics"] = list(self.campaign.report_metrics)
+        camp["holdout_metrics"] = list(self.campaign.holdout_metrics)
         camp["seeds"] = list(self.campaign.seeds)
         exp = asdict(self.experiment)
         exp["command"] = list(self.experiment.command)
@@ -181,6 +221,8 @@ class CampaignSpec:
             "space": self.space.to_dict(),
             "planner": asdict(self.planner),
             "executor": exe,
+            "rigor": asdict(self.rigor),
+            "confirm": asdict(self.confirm),
         }
 
     def identity_hash(self) -> str:
@@ -218,15 +260,14 @@ class CampaignSpec:
             else:  # pragma: no cover - programming error, not user input
                 raise KeyError(key)
         camp["report_metrics"] = tuple(camp["report_metrics"])
+        camp["holdout_metrics"] = tuple(camp["holdout_metrics"])
         camp["seeds"] = tuple(camp["seeds"])
         exe["overrides"] = tuple(exe["overrides"])
-        return CampaignSpec(
-            CampaignSection(**camp),
-            self.experiment,
-            self.space,
-            PlannerSection(**plan),
-            ExecutorSection(**exe),
-            self.source,
+        return replace(
+            self,
+            campaign=CampaignSection(**camp),
+            planner=PlannerSection(**plan),
+            executor=ExecutorSection(**exe),
         )
 
 
@@ -237,9 +278,9 @@ def _hash(data: Any) -> str:
 
 # ------------------------------------------------------------------------------- loading
 
-_SECTIONS = ("campaign", "experiment", "space", "planner", "executor")
+_SECTIONS = ("campaign", "experiment", "space", "planner", "executor", "rigor", "confirm")
 _CAMPAIGN_KEYS = (
-    "name", "goal", "goal_file", "metric", "mode", "objective", "report_metrics",
+    "name", "goal", "goal_file", "metric", "mode", "objective", "report_metrics", "holdout_metrics",
     "generations", "batch_size", "seeds", "seed", "baseline",
 )  # fmt: skip
 _EXPERIMENT_KEYS = (
@@ -300,7 +341,9 @@ def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> Campaig
     check_names(space, RESERVED_PARAMS)
     planner = _parse_planner(data.get("planner", {}), base)
     executor = _parse_executor(data.get("executor", {}), base)
-    return CampaignSpec(campaign, experiment, space, planner, executor, source)
+    rigor = _parse_rigor(data.get("rigor", {}))
+    confirm = _parse_confirm(data.get("confirm", {}))
+    return CampaignSpec(campaign, experiment, space, planner, executor, source, rigor, confirm)
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> CampaignSpec:
@@ -376,10 +419,14 @@ def _parse_campaign(t: Mapping[str, Any], base: Path) -> CampaignSection:
         if not gp.is_file():
             raise SpecError(f"{w} goal_file = {goal_file!r}: no such file ({gp})")
         goal = gp.read_text(encoding="utf-8")
-    report = _get(t, "report_metrics", list, w, [])
-    bad = [m for m in report if not isinstance(m, str) or not _METRIC_RE.match(m)]
-    if bad:
-        raise SpecError(f"{w} report_metrics: {bad[0]!r} is not a metric name")
+    report = _metric_list(t, "report_metrics", w)
+    holdout = _metric_list(t, "holdout_metrics", w)
+    shared = [m for m in holdout if m == metric or m in report]
+    if shared:
+        raise SpecError(
+            f"{w} holdout_metrics: {shared[0]!r} is also the objective or a report metric",
+            fix="a held-out metric is never shown to a planner: list it in holdout_metrics only",
+        )
     seeds_raw = _get(t, "seeds", (int, list), w, 1)
     if isinstance(seeds_raw, int):
         seeds = tuple(range(_positive_int(seeds_raw, f"{w} seeds")))
@@ -396,11 +443,49 @@ def _parse_campaign(t: Mapping[str, Any], base: Path) -> CampaignSection:
         objective=_choice(_get(t, "objective", str, w, "last"), OBJECTIVES, f"{w} objective"),
         goal=goal.strip(),
         report_metrics=tuple(m for m in report if m != metric),
+        holdout_metrics=tuple(holdout),
         generations=_positive_int(_get(t, "generations", int, w, DEFAULT_GENERATIONS), f"{w} generations"),
         batch_size=_positive_int(_get(t, "batch_size", int, w, DEFAULT_BATCH_SIZE), f"{w} batch_size"),
         seeds=seeds,
         seed=_get(t, "seed", int, w, 0),
         baseline=_get(t, "baseline", bool, w, True),
+    )
+
+
+def _metric_list(t: Mapping[str, Any], key: str, w: str) -> list[str]:
+    names = _get(t, key, list, w, [])
+    bad = [m for m in names if not isinstance(m, str) or not _METRIC_RE.match(m)]
+    if bad:
+        raise SpecError(f"{w} {key}: {bad[0]!r} is not a metric name", fix=f'e.g. {key} = ["val_acc"]')
+    return list(names)
+
+
+def _parse_rigor(t: Mapping[str, Any]) -> RigorSection:
+    w = "[rigor]"
+    _only(t, tuple(RigorSection.__dataclass_fields__), w)
+    d = RigorSection()
+    k = _get(t, "k", float, w, d.k)
+    alpha = _get(t, "alpha", float, w, d.alpha)
+    if k < 0:
+        raise SpecError(f"{w} k = {k}: expected a number of standard errors >= 0", fix="k = 2.0")
+    if not 0 < alpha < 1:
+        raise SpecError(f"{w} alpha = {alpha}: expected a level in (0, 1)", fix="alpha = 0.05")
+    rule = _choice(_get(t, "rule", str, w, d.rule), ("se", "welch"), f"{w} rule")
+    return RigorSection(rule=rule, k=k, alpha=alpha, control=_get(t, "control", bool, w, d.control))
+
+
+def _parse_confirm(t: Mapping[str, Any]) -> ConfirmSection:
+    w = "[confirm]"
+    _only(t, tuple(ConfirmSection.__dataclass_fields__), w)
+    d = ConfirmSection()
+    multiplier = _get(t, "budget_multiplier", float, w, d.budget_multiplier)
+    if multiplier <= 0:
+        raise SpecError(f"{w} budget_multiplier = {multiplier}: expected a positive number", fix="e.g. 4.0")
+    return ConfirmSection(
+        top_k=_positive_int(_get(t, "top_k", int, w, d.top_k), f"{w} top_k", 0),
+        seeds=_positive_int(_get(t, "seeds", int, w, d.seeds), f"{w} seeds"),
+        budget_multiplier=multiplier,
+        every=_positive_int(_get(t, "every", int, w, d.every), f"{w} every", 0),
     )
 
 

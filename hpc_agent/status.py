@@ -16,7 +16,8 @@ from hpc_agent.defaults import DEFAULT_MAX_PROGRESS_REQUEUES, DEFAULT_MAX_RETRIE
 from hpc_agent.executors import EXECUTOR_KINDS, executor_class
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.results import driver_info, load_state
-from hpc_agent.state import CampaignState, TrialState
+from hpc_agent.rigor import final_champion, noise
+from hpc_agent.state import CampaignState, ConfigResult, TrialState
 from hpc_agent.trial import is_running_for, read_status
 
 
@@ -53,6 +54,10 @@ class StatusReport:
     failures: list[dict[str, Any]]
     queue: list[dict[str, str]] = field(default_factory=list)
     requeues: list[dict[str, Any]] = field(default_factory=list)  # trials that ran more than once
+    noise: dict[str, Any] = field(default_factory=dict)  # sigma, n, from (hpc_agent.rigor)
+    verdicts: dict[str, int] = field(default_factory=dict)  # keep / discard / crash counts
+    champion: dict[str, Any] | None = None  # the last kept configuration
+    confirmed: dict[str, Any] | None = None  # the final champion, on confirmed results
     cancelled: bool = False
     last_run_end: str = ""
 
@@ -106,12 +111,34 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
         generations=gens,
         failures=_failures(paths, state),
         requeues=_requeues(state),
+        **_rigor(state, mode),
         cancelled=state.cancelled,
         last_run_end=state.last_run_end,
     )
     if queue:
         report.queue = _queue_info(state)
     return report
+
+
+def _rigor(state: CampaignState, mode: str) -> dict[str, Any]:
+    """The noise floor, the verdicts, the champion and the confirmed one."""
+    search = [c for c in state.configs() if not c.purpose]
+    floor = noise(search)
+    verdicts = [c.verdict for c in search if c.verdict]
+    champ = state.champion(mode)
+    original, conf = final_champion(state, mode)
+    return {
+        "noise": {"sigma": floor.sigma, "n": floor.n, "from": floor.how, "text": floor.describe()},
+        "verdicts": {v: verdicts.count(v) for v in ("keep", "discard", "crash")},
+        "champion": None if champ is None else _config_info(champ),
+        "confirmed": None
+        if conf is None or original is None
+        else {**_config_info(original), "confirmed": _config_info(conf)},
+    }
+
+
+def _config_info(c: ConfigResult) -> dict[str, Any]:
+    return {"config": c.config_id, "objective": c.objective, "runs": c.n_completed, "params": dict(c.params)}
 
 
 def _generations(paths: ResultsPaths, state: CampaignState, mode: str) -> list[GenerationStatus]:

@@ -84,7 +84,9 @@ class Submissions:
             trial_dirs=tuple(str(self.paths.trial(t).root) for t in ids),
             queue_dir=str(self.paths.submission(g, token)),
             submitit_dir=str(self.paths.submitit),
-            timeout_min=self.spec.experiment.job_timeout_min,
+            timeout_min=self.spec.experiment.job_timeout_for(
+                max((self._state().trials[t].budget_multiplier for t in ids), default=1.0)
+            ),
             scrub_env=self.secret_env,
         )
 

@@ -126,6 +126,7 @@ class Launch:
     kill_grace_s: float = 10.0
     seed: int = 0
     unset_env: tuple[str, ...] = ()  # removed from the command's environment (secrets)
+    fidelity: float = 1.0  # a confirmation's budget multiplier (HPC_AGENT_FIDELITY)
 
     def write(self, folder: str | os.PathLike[str]) -> None:
         """Write ``launch.json`` into the trial folder (atomically)."""
@@ -152,6 +153,7 @@ class Launch:
             kill_grace_s=float(data.get("kill_grace_s", 10.0)),
             seed=int(data.get("seed", 0)),
             unset_env=tuple(str(n) for n in data.get("unset_env") or ()),
+            fidelity=float(data.get("fidelity", 1.0)),
         )
 
 

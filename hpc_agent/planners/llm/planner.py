@@ -371,7 +371,7 @@ def _analysis_view(spec: CampaignSpec, ctx: AnalysisContext, plans_next: bool) -
         spec=spec,
         generation=g + 1,
         n=spec.campaign.batch_size if plans_next else 0,
-        history=tuple(ctx.state.configs()),
+        history=tuple(c for c in ctx.state.configs() if not c.purpose),  # as PlanContext's
         champion=ctx.state.champion(spec.campaign.mode),
         analyses=ctx.analyses,
         generations_left=max(0, spec.campaign.generations - (g + 1)),
