@@ -52,6 +52,7 @@ from types import FrameType
 from typing import Any
 
 from hpc_agent._io import atomic_write_json, tail_text
+from hpc_agent.provenance import write_trial_provenance
 from hpc_agent.trial import (
     FINAL_STATES,
     RUNNING,
@@ -176,6 +177,8 @@ class _Trial:
                 proc = self._start(env, out, err)
                 if proc is None:
                     return "failed"
+                # while the command starts: its environment, for the tables' provenance
+                write_trial_provenance(self.paths.root, env, self.attempt, self.job_id, self.launch.seed)
                 rc, timed_out, killed = self._wait(proc, budget, grace)
         finally:
             for s, h in previous.items():
