@@ -143,7 +143,7 @@ def _failures(paths: ResultsPaths, state: CampaignState) -> list[dict[str, Any]]
             "reason": t.reason,
             "job_id": t.job_id,
             "stderr": str(paths.trial(t.trial_id).stderr),
-            "job_log": _job_log(paths, t.generation, t.token, t.job_id),
+            "job_log": job_log(paths, t.generation, t.token, t.job_id),
         }
         for t in sorted(state.trials.values(), key=lambda t: t.trial_id)
         if t.state.is_finished() and t.state is not TrialState.COMPLETED
@@ -169,7 +169,7 @@ def _requeues(state: CampaignState) -> list[dict[str, Any]]:
     ]
 
 
-def _job_log(paths: ResultsPaths, generation: int, token: str | None, job_id: str | None) -> str | None:
+def job_log(paths: ResultsPaths, generation: int, token: str | None, job_id: str | None) -> str | None:
     """The SLURM job log of an array task (scheduler messages: OOM kills, cancels), if any."""
     if not token or not job_id or "_" not in job_id:
         return None
