@@ -320,17 +320,33 @@ def _detach(args: list[str], results: Path) -> None:
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--failures", "max_failures", default=10, show_default=True, help="Failed trials to list.")
-def status(results: Path, as_json: bool, max_failures: int) -> None:
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option(
+    "--interval",
+    "interval_s",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="--watch: seconds.",
+)
+def status(results: Path, as_json: bool, max_failures: int, watch: bool, interval_s: float) -> None:
     """Generations, trials by state, best so far, and the driver and jobs.
 
     \b
     Example:
       hpc-agent status results/quickstart
+      hpc-agent status results/quickstart --watch        # Ctrl-C to stop watching
       hpc-agent status results/quickstart --json | jq .best
     """
     from hpc_agent.status import status_report
 
-    report = status_report(_results_dir(str(results)))
+    rdir = _results_dir(str(results))
+    if watch and not as_json:
+        from hpc_agent.display import watch_status
+
+        watch_status(rdir, interval_s, max_failures)
+        return
+    report = status_report(rdir)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return

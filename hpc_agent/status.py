@@ -14,9 +14,10 @@ from typing import Any
 
 from hpc_agent.defaults import DEFAULT_MAX_PROGRESS_REQUEUES, DEFAULT_MAX_RETRIES
 from hpc_agent.executors import EXECUTOR_KINDS, executor_class
+from hpc_agent.executors.base import Executor
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.results import driver_info, load_state
-from hpc_agent.state import CampaignState, TrialState
+from hpc_agent.state import CampaignState, SubmissionRecord, TrialState
 from hpc_agent.trial import is_running_for, read_status
 
 
@@ -33,6 +34,7 @@ class GenerationStatus:
     analyzed: bool
     done: bool
     job_ids: list[str] = field(default_factory=list)
+    jobs: str = ""  # the jobs in words: "job 123, 124" on SLURM, "2 local lanes" locally
 
 
 @dataclass
@@ -128,10 +130,31 @@ def _generations(paths: ResultsPaths, state: CampaignState, mode: str) -> list[G
         counts = live_counts(paths, state, g)
         out.append(
             GenerationStatus(
-                g, rec.planner, rec.note, len(rec.trial_ids), counts, best, rec.analyzed, rec.done, jobs
+                g,
+                rec.planner,
+                rec.note,
+                len(rec.trial_ids),
+                counts,
+                best,
+                rec.analyzed,
+                rec.done,
+                jobs,
+                _jobs_text(subs),
             )
         )
     return out
+
+
+def _jobs_text(subs: list[SubmissionRecord]) -> str:
+    """A generation's jobs in the words of each executor kind that ran them."""
+    by_kind: dict[str, list[str]] = {}
+    for s in subs:
+        by_kind.setdefault(s.executor, []).extend(s.job_ids)
+    parts = []
+    for kind, ids in sorted(by_kind.items()):
+        cls = executor_class(kind) if kind in EXECUTOR_KINDS else Executor
+        parts.append(cls.describe_jobs(sorted(set(ids))))
+    return "; ".join(parts)
 
 
 def _failures(paths: ResultsPaths, state: CampaignState) -> list[dict[str, Any]]:
