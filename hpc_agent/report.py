@@ -121,7 +121,7 @@ def campaign_report(r: ReportInput) -> str:
         for g in sorted(r.analyses):
             # nest the analysis's headings under this section's
             body = "\n".join(
-                "#" + ln if ln.startswith("#") else ln for ln in r.analyses[g].strip().splitlines()
+                "##" + ln if ln.startswith("#") else ln for ln in r.analyses[g].strip().splitlines()
             )
             lines += [body, ""]
     return "\n".join(lines).rstrip() + "\n"
