@@ -185,11 +185,16 @@ def _g(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _field(name: str, text: str) -> list[str]:
-    """``name`` in a 14-column margin, ``text`` wrapped at words to the width."""
-    lines = textwrap.wrap(
-        " ".join(str(text).split()), WIDTH - 14, break_long_words=False, break_on_hyphens=False
-    )
+def _field(name: str, *texts: str) -> list[str]:
+    """``name`` in a 14-column margin, each of ``texts`` on its own lines, wrapped at words
+    to the width."""
+    lines = [
+        line
+        for text in texts
+        for line in textwrap.wrap(
+            " ".join(str(text).split()), WIDTH - 14, break_long_words=False, break_on_hyphens=False
+        )
+    ]
     return [f"{name if i == 0 else '':<14}{line}" for i, line in enumerate(lines or [""])]
 
 
@@ -274,19 +279,19 @@ def _provenance(v: TrialView) -> list[str]:
         out += _field("  code", f"{r.get('workdir')}: git {r.get('git')} (no commit recorded)")
     else:
         dirty = f"dirty, {len(r.get('changed') or [])} file(s) changed" if r.get("dirty") else "clean"
-        diff = f"; diff {r['diff_file']}" if r.get("diff_file") else ""
-        out += _field(
-            "  code",
-            f"git {str(r.get('commit'))[:12]} ({r.get('branch')}, {dirty}){diff}; driver run {v.run}",
-        )
+        where = f"driver run {v.run}"
+        diff = f"diff: {r['diff_file']} ({where})" if r.get("diff_file") else where
+        out += _field("  code", f"git {str(r.get('commit'))[:12]} ({r.get('branch')}), {dirty}", diff)
     if not v.attempts:
         out += _field("  attempts", "no provenance.json (run by an older hpc-agent, or never started)")
     for a in v.attempts:
-        out += _field(f"  attempt {a.get('attempt')}", _attempt_text(a))
+        out += _field(f"  attempt {a.get('attempt')}", *_attempt_text(a))
     return out
 
 
-def _attempt_text(a: Mapping[str, Any]) -> str:
+def _attempt_text(a: Mapping[str, Any]) -> tuple[str, str, str]:
+    """One attempt's provenance as three lines: when, where and which job; the versions; the
+    hardware."""
     gpus = a.get("gpus")
     if gpus:
         names = sorted({g.get("name", "?") for g in gpus})
@@ -300,12 +305,11 @@ def _attempt_text(a: Mapping[str, Any]) -> str:
     if slurm.get("array_job_id"):
         job += f" (array {slurm['array_job_id']}_{slurm.get('array_task_id')})"
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(a.get("started_at") or 0)))
-    torch = (
-        f"torch {a['torch']}" + (f" (CUDA {a['torch_cuda']})" if a.get("torch_cuda") else "")
-        if a.get("torch")
-        else "no torch"
-    )
+    torch = "no torch"
+    if a.get("torch"):
+        torch = f"torch {a['torch']}" + (f" (CUDA {a['torch_cuda']})" if a.get("torch_cuda") else "")
     return (
-        f"{started} on {a.get('host')}, {job}; seed {a.get('seed')}; Python {a.get('python')}, {torch}; "
-        f"{gpu}; {a.get('cpus')} CPU(s)"
+        f"{started} on {a.get('host')}, {job}, seed {a.get('seed')}",
+        f"Python {a.get('python')}, {torch}",
+        f"{gpu}; {a.get('cpus')} CPU(s)",
     )
