@@ -85,15 +85,19 @@ def test_status_at_80_columns(
     assert "loss: lower is better" in shown
 
 
-def test_status_watch_refreshes_in_place(make_campaign: Callable[..., Path], tmp_path: Path) -> None:
-    camp = make_campaign(batch_size=1)
+def run_one_trial(camp: Path, cwd: Path) -> None:
+    """Run a campaign in a real driver process (results in ``cwd/results/tiny``)."""
     subprocess.run(
         [sys.executable, "-m", "hpc_agent", "run", str(camp), "--executor", "local", "-q"],
-        cwd=tmp_path,
+        cwd=cwd,
         check=True,
         capture_output=True,
         timeout=120,
     )
+
+
+def test_status_watch_refreshes_in_place(make_campaign: Callable[..., Path], tmp_path: Path) -> None:
+    run_one_trial(make_campaign(batch_size=1), tmp_path)
     buf = io.StringIO()
     console = Console(file=buf, width=80, force_terminal=True, color_system=None)
     watch_status(tmp_path / "results" / "tiny", interval_s=0.01, console=console, rounds=3)
@@ -103,14 +107,7 @@ def test_status_watch_refreshes_in_place(make_campaign: Callable[..., Path], tmp
 
 
 def test_status_watch_exits_0_on_ctrl_c(make_campaign: Callable[..., Path], tmp_path: Path) -> None:
-    camp = make_campaign(batch_size=1)
-    subprocess.run(
-        [sys.executable, "-m", "hpc_agent", "run", str(camp), "--executor", "local", "-q"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    run_one_trial(make_campaign(batch_size=1), tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpc_agent", "status", "results/tiny", "--watch", "--interval", "0.2"],
         cwd=tmp_path,

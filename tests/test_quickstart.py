@@ -55,5 +55,11 @@ def test_quickstart_one_generation(tmp_path: Path) -> None:
     assert show.returncode == 0, show.stderr
     import torch
 
-    for fragment in ("(the best trial)", "  val_loss  ", "  val_acc  ", f"torch {torch.__version__}", "stdout.log"):
+    for fragment in (
+        "(the best trial)",
+        "  val_loss  ",
+        "  val_acc  ",
+        f"torch {torch.__version__}",
+        "stdout.log",
+    ):
         assert fragment in show.stdout, fragment
