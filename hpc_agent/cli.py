@@ -341,7 +341,11 @@ def status(results: Path, as_json: bool, max_failures: int, watch: bool, interva
     from hpc_agent.status import status_report
 
     rdir = _results_dir(str(results))
-    if watch and not as_json:
+    if watch and as_json:
+        raise UserError(
+            "--watch refreshes the table on a terminal; --json prints once", fix="drop one of them"
+        )
+    if watch:
         from hpc_agent.display import watch_status
 
         watch_status(rdir, interval_s, max_failures)

@@ -17,6 +17,9 @@ preempted    the runner itself got SIGTERM/SIGINT/SIGHUP/SIGUSR2 (preemption, a
 cancelled    ``scancel`` stopped its SLURM job (slurmstepd says so in the job's log)
 ===========  ==============================================================
 
+While the command starts, the attempt's environment (host, job ids, seed, Python, torch and
+CUDA versions, GPUs, CPUs) is added to ``provenance.json`` (:mod:`hpc_agent.provenance`).
+
 A finished trial (completed, failed, timeout) is never run again, even if its job is
 submitted twice: the runner returns its recorded state at once. Nor does a job run a trial
 that the driver has since given to another submission: ``assignment.json`` names the one

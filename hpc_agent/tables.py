@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class PaperTable:
     columns: tuple[Column, ...]
     aggregated: bool = False
     note: str = ""
-    available: tuple[str, ...] = field(default=())
 
 
 # ------------------------------------------------------------------------------- the rows
@@ -153,7 +152,7 @@ def paper_table(
     if top:
         frame = frame.head(top)
     note = _note(spec, by, wanted)
-    return PaperTable(frame, tuple(chosen), bool(by), note, tuple(avail))
+    return PaperTable(frame, tuple(chosen), bool(by), note)
 
 
 def _check_metrics(df: pl.DataFrame, mets: Sequence[tuple[str, str | None]], spec: CampaignSpec) -> None:
