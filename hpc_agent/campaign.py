@@ -62,6 +62,7 @@ from hpc_agent.plan import (
 )
 from hpc_agent.planners.base import Plan, PlanContext, Planner
 from hpc_agent.prepare import base_files, prepare_trial
+from hpc_agent.provenance import write_run_provenance
 from hpc_agent.reconcile import Reconciler, cancelled_by_campaign, resumed_after_cancel
 from hpc_agent.reporter import Reporter, SilentReporter
 from hpc_agent.results import acquire_driver_lock, analyses_before, open_results
@@ -186,6 +187,7 @@ class Campaign:
                 argv=tuple(argv),
             )
         )
+        write_run_provenance(self.paths, self.state.runs, Path(self.spec.experiment.workdir))
         again = resumed_after_cancel(self.state)
         if again:
             self.reporter.info(f"resuming {len(again)} trial(s) stopped by `hpc-agent cancel`")

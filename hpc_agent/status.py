@@ -14,10 +14,11 @@ from typing import Any
 
 from hpc_agent.defaults import DEFAULT_MAX_PROGRESS_REQUEUES, DEFAULT_MAX_RETRIES
 from hpc_agent.executors import EXECUTOR_KINDS, executor_class
+from hpc_agent.executors.base import Executor
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.results import driver_info, load_state
 from hpc_agent.rigor import final_champion, noise
-from hpc_agent.state import CampaignState, ConfigResult, TrialState
+from hpc_agent.state import CampaignState, ConfigResult, SubmissionRecord, TrialState
 from hpc_agent.trial import is_running_for, read_status
 
 
@@ -34,6 +35,7 @@ class GenerationStatus:
     analyzed: bool
     done: bool
     job_ids: list[str] = field(default_factory=list)
+    jobs: str = ""  # the jobs in words: "job 123, 124" on SLURM, "2 local lanes" locally
 
 
 @dataclass
@@ -155,10 +157,31 @@ def _generations(paths: ResultsPaths, state: CampaignState, mode: str) -> list[G
         counts = live_counts(paths, state, g)
         out.append(
             GenerationStatus(
-                g, rec.planner, rec.note, len(rec.trial_ids), counts, best, rec.analyzed, rec.done, jobs
+                g,
+                rec.planner,
+                rec.note,
+                len(rec.trial_ids),
+                counts,
+                best,
+                rec.analyzed,
+                rec.done,
+                jobs,
+                _jobs_text(subs),
             )
         )
     return out
+
+
+def _jobs_text(subs: list[SubmissionRecord]) -> str:
+    """A generation's jobs in the words of each executor kind that ran them."""
+    by_kind: dict[str, list[str]] = {}
+    for s in subs:
+        by_kind.setdefault(s.executor, []).extend(s.job_ids)
+    parts = []
+    for kind, ids in sorted(by_kind.items()):
+        cls = executor_class(kind) if kind in EXECUTOR_KINDS else Executor
+        parts.append(cls.describe_jobs(sorted(set(ids))))
+    return "; ".join(parts)
 
 
 def _failures(paths: ResultsPaths, state: CampaignState) -> list[dict[str, Any]]:
@@ -170,7 +193,7 @@ def _failures(paths: ResultsPaths, state: CampaignState) -> list[dict[str, Any]]
             "reason": t.reason,
             "job_id": t.job_id,
             "stderr": str(paths.trial(t.trial_id).stderr),
-            "job_log": _job_log(paths, t.generation, t.token, t.job_id),
+            "job_log": job_log(paths, t.generation, t.token, t.job_id),
         }
         for t in sorted(state.trials.values(), key=lambda t: t.trial_id)
         if t.state.is_finished() and t.state is not TrialState.COMPLETED
@@ -196,7 +219,7 @@ def _requeues(state: CampaignState) -> list[dict[str, Any]]:
     ]
 
 
-def _job_log(paths: ResultsPaths, generation: int, token: str | None, job_id: str | None) -> str | None:
+def job_log(paths: ResultsPaths, generation: int, token: str | None, job_id: str | None) -> str | None:
     """The SLURM job log of an array task (scheduler messages: OOM kills, cancels), if any."""
     if not token or not job_id or "_" not in job_id:
         return None

@@ -71,8 +71,7 @@ class Submissions:
                 log=e.script or None,
             ) from None
         self._write(Submitted(token=token, job_ids=tuple(sub.job_ids), trial_jobs=sub.trial_jobs))
-        arrays = sorted({j.split("_")[0] for j in sub.job_ids})
-        jobs = "job " + ", ".join(arrays) if len(arrays) <= 3 else f"{len(arrays)} jobs"
+        jobs = self.executor.describe_jobs(sub.job_ids)
         self.reporter.info(f"generation {g}: submitted {len(planned)} trial(s) as {jobs}")
 
     def _request(self, g: int, token: str, ids: Sequence[str]) -> SubmitRequest:

@@ -16,6 +16,9 @@ file                written by   what
                                  the rest of the workdir
 ``patch.diff``      driver       the code change, as a unified diff
 ``status.json``     runner       ``running``, then its final word (below)
+``provenance.json`` runner       per attempt: host, job and array ids, seed, Python,
+                                 torch and CUDA versions, GPUs, CPUs
+                                 (:mod:`hpc_agent.provenance`)
 ``metrics.jsonl``   experiment   one JSON object a line
 ``stdout.log``,     runner       the command's output, every attempt appended
 ``stderr.log``
@@ -44,6 +47,7 @@ ASSIGNMENT = "assignment.json"
 CODE = "code"
 PATCH = "patch.diff"
 STATUS = "status.json"
+PROVENANCE = "provenance.json"
 METRICS = "metrics.jsonl"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
@@ -91,6 +95,10 @@ class TrialPaths:
     @property
     def code(self) -> Path:
         return self.root / CODE
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / PROVENANCE
 
     @property
     def metrics(self) -> Path:

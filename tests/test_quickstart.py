@@ -44,3 +44,22 @@ def test_quickstart_one_generation(tmp_path: Path) -> None:
         assert 0.0 < rows[-1]["val_loss"] < 3.0 and rows[-1]["val_acc"] > 0.5
     baseline = json.loads((results / "gen-0000" / "trials" / "0000-0000" / "params.json").read_text())
     assert baseline == {"lr": 0.001, "hidden": 64, "weight_decay": 0.0001, "activation": "relu", "seed": 0}
+    # everything about the best trial, as a user reads it (provenance read back, not torch imported)
+    show = subprocess.run(
+        [sys.executable, "-m", "hpc_agent", "show", "results/quickstart", "best"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert show.returncode == 0, show.stderr
+    import torch
+
+    for fragment in (
+        "(the best trial)",
+        "  val_loss  ",
+        "  val_acc  ",
+        f"torch {torch.__version__}",
+        "stdout.log",
+    ):
+        assert fragment in show.stdout, fragment

@@ -145,6 +145,13 @@ class Executor(ABC):
         """One line for the user: the kind and its settings."""
         return self.name
 
+    @classmethod
+    def describe_jobs(cls, job_ids: Sequence[str]) -> str:
+        """A submission's jobs for the user: ``job 123`` / ``job 123, 124`` (array tasks
+        by their array), ``5 jobs`` past three."""
+        arrays = sorted({j.split("_")[0] for j in job_ids})
+        return "job " + ", ".join(arrays) if len(arrays) <= 3 else f"{len(arrays)} jobs"
+
     def close(self) -> None:
         """Forget the job handles this process holds (the jobs themselves go on)."""
 

@@ -54,6 +54,11 @@ class LocalExecutor(Executor):
         """``local (N at a time)``."""
         return f"local ({self.parallelism} at a time)"
 
+    @classmethod
+    def describe_jobs(cls, job_ids: Sequence[str]) -> str:
+        """``2 local lanes``: a lane's id is a process id, not a scheduler's job."""
+        return f"{len(job_ids)} local lane{'s' if len(job_ids) != 1 else ''}"
+
     def submit(self, request: SubmitRequest) -> Submitted:
         """One submitit local job per lane (at most ``parallelism``), each pulling trials from the
         submission's queue; job ids are the lanes' controller pids."""
