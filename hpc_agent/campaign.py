@@ -108,6 +108,7 @@ class Campaign:
         *,
         fallback_planner: Callable[[], Planner] | None = None,
         force: bool = False,
+        stop_after: int | None = None,
     ) -> None:
         self.spec = spec
         self.paths = ResultsPaths(results.resolve())  # jobs run elsewhere: every path absolute
@@ -117,6 +118,7 @@ class Campaign:
         self.reporter: Reporter = reporter or SilentReporter()
         self.fallback_planner = fallback_planner
         self.force = force
+        self.stop_after = stop_after  # run no generation after this one (hpc-agent rerun)
         self.state = CampaignState()
         self.reconciler = Reconciler(self.paths, spec, executor)
         self.submissions = Submissions(
@@ -220,6 +222,8 @@ class Campaign:
         (exploration generations, and the confirmations ``[confirm]`` asks for)."""
         g = self.state.next_generation()
         gen = self.state.generations.get(g)
+        if self.stop_after is not None and g > self.stop_after:
+            return None
         if not (gen and gen.planned) and next_kind(self.state, self.spec) is None:
             return None
         return g

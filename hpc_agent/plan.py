@@ -101,7 +101,7 @@ def trials(generation: int, proposals: Sequence[Proposal], seeds: Sequence[int])
 
 # ------------------------------------------------------------------------------- rigor
 
-EXPLORE, CONFIRM = "explore", "confirm"
+EXPLORE, CONFIRM, RERUN = "explore", "confirm", "rerun"
 
 
 def explored(state: CampaignState, before: int | None = None) -> int:
@@ -109,7 +109,7 @@ def explored(state: CampaignState, before: int | None = None) -> int:
     return sum(
         1
         for r in state.generations.values()
-        if r.planned and r.planner != CONFIRM and (before is None or r.generation < before)
+        if r.planned and r.planner not in (CONFIRM, RERUN) and (before is None or r.generation < before)
     )
 
 

@@ -55,6 +55,8 @@ class TrialView:
     run: int | None = None
     run_record: Mapping[str, Any] | None = None
     logs: Sequence[tuple[str, str]] = ()
+    verdict: str = ""  # its configuration's verdict under the promotion rule, and why
+    again: Sequence[str] = ()  # its configuration run again: confirmations, reproductions
 
 
 def resolve_trial(state: CampaignState, text: str, mode: str) -> str:
@@ -92,6 +94,19 @@ def trial_view(results: Path, text: str) -> TrialView:
     curves, problem = read_curves(tp.metrics)
     run = _run_of(state, t)
     best = state.best(mode)
+    configs = state.configs()
+    own = next((c for c in configs if c.config_id == t.config_id), None)
+    again = [
+        f"{c.purpose} {c.config_id}: "
+        + (
+            f"{metric} {c.objective:.6g} over {c.n_completed} run(s)"
+            if c.objective is not None
+            else "no result yet"
+        )
+        + (f" at {c.budget_multiplier:g}x the budget" if c.budget_multiplier != 1 else "")
+        for c in configs
+        if c.of == t.config_id
+    ]
     logs = [("stdout", str(tp.stdout)), ("stderr", str(tp.stderr))]
     slurm_log = job_log(paths, t.generation, t.token, t.job_id)
     if slurm_log:
@@ -111,6 +126,8 @@ def trial_view(results: Path, text: str) -> TrialView:
         run=run,
         run_record=read_run_provenance(paths).get(run) if run else None,
         logs=logs,
+        verdict=f"{own.verdict}: {own.verdict_reason}" if own and own.verdict else "",
+        again=again,
     )
 
 
@@ -218,7 +235,11 @@ def _what(v: TrialView) -> list[str]:
     params = ", ".join(f"{k}={_g(val)}" for k, val in t.params.items())
     out = _field("proposed by", who) + _field("hypothesis", t.hypothesis or "-")
     out += _field("params", f"{params}, seed={t.seed}" if params else f"seed={t.seed}")
-    out += _field("config", t.config_id)
+    out += _field("config", t.config_id + (f" ({t.purpose} of {t.of})" if t.of else ""))
+    if v.verdict:
+        out += _field("verdict", v.verdict)
+    for line in v.again:
+        out += _field("run again", line)
     out += _field("parent", f"{t.parent} (this trial edits its code)" if t.parent else "none (the base code)")
     return out
 

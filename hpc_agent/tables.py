@@ -140,6 +140,7 @@ def paper_table(
     wanted = list(states or RANKED_STATES)
     if "all" not in wanted:
         df = df.filter(pl.col("state").is_in(wanted))
+    df, again = _search_and_reruns(df, spec)
     mets = parse_metrics(metrics, spec)
     _check_metrics(df, mets, spec)
     by = list(group_by) or (["config_id"] if len(spec.campaign.seeds) > 1 and not per_trial else [])
@@ -148,12 +149,49 @@ def paper_table(
         valid = [c for c in df.columns if c not in ("reason", "hypothesis")]
         raise UserError(f"--group-by {missing[0]!r}: no such column", fix=f"use one of: {', '.join(valid)}")
     frame = _aggregate(df, spec, by, [m for m, _ in mets]) if by else _per_trial(df, spec)
+    if "config_id" in frame.columns and again.height:
+        frame = frame.join(again, on="config_id", how="left")
     avail = _available(frame, spec, mets, aggregated=bool(by))
-    chosen = _choose(columns, avail, _default_columns(spec, by, mets))
+    shown = [
+        c for c in RERUN_COLUMNS if c in frame.columns and frame.get_column(c).null_count() < frame.height
+    ]
+    chosen = _choose(columns, avail, _default_columns(spec, by, mets) + shown)
     if top:
         frame = frame.head(top)
     note = _note(spec, by, wanted)
     return PaperTable(frame, tuple(chosen), bool(by), note)
+
+
+RERUN_COLUMNS = ("confirmed", "confirmed_n", "reproduced", "reproduced_delta")
+
+
+def _search_and_reruns(df: pl.DataFrame, spec: CampaignSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The search's trials (controls included), and per configuration what running it again
+    gave: ``confirmed`` (mean of its confirmation runs, ``[confirm]``) with their number, and
+    ``reproduced`` (``hpc-agent rerun``) with ``reproduced_delta``, its difference from the
+    configuration's own mean."""
+    if "purpose" not in df.columns:
+        return df, pl.DataFrame(schema={"config_id": pl.String()})
+    purpose = pl.col("purpose").fill_null("")
+    search = df.filter(~purpose.is_in(["confirm", "rerun"]))
+    metric = pl.col("objective")
+    again = df.filter(purpose.is_in(["confirm", "rerun"]) & pl.col("of").is_not_null())
+    if not again.height:
+        return search, pl.DataFrame(schema={"config_id": pl.String()})
+    confirmed = (
+        again.filter(purpose == "confirm")
+        .group_by("of")
+        .agg(metric.mean().alias("confirmed"), pl.len().cast(pl.Int64).alias("confirmed_n"))
+    )
+    reproduced = again.filter(purpose == "rerun").group_by("of").agg(metric.mean().alias("reproduced"))
+    own = search.group_by("config_id").agg(metric.mean().alias("__own"))
+    out = (
+        own.join(confirmed.rename({"of": "config_id"}), on="config_id", how="left")
+        .join(reproduced.rename({"of": "config_id"}), on="config_id", how="left")
+        .with_columns((pl.col("reproduced") - pl.col("__own")).alias("reproduced_delta"))
+        .drop("__own")
+    )
+    return search, out
 
 
 def _check_metrics(df: pl.DataFrame, mets: Sequence[tuple[str, str | None]], spec: CampaignSpec) -> None:
