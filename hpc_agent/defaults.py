@@ -14,6 +14,10 @@ DEFAULT_MAX_RETRIES = 2  # requeues of an interrupted trial without progress bef
 DEFAULT_MAX_PROGRESS_REQUEUES = 50  # requeues after an attempt that wrote a checkpoint
 JOB_OVERHEAD_MIN = 2  # scheduler + interpreter start-up, on top of the budget, in a job's limit
 
+# ------------------------------------------------------------------------------- the schedule
+DEFAULT_SCHEDULE = "sync"  # generations as barriers; "async": they overlap (docs/campaign.md says why)
+PLANNER_LATENCY_RUNS = 5  # the planner's expected latency: the median of its last this-many plans
+
 # ------------------------------------------------------------------------------- rigor
 DEFAULT_RIGOR_K = 2.0  # a challenger is kept when it is better by more than k standard errors
 DEFAULT_RIGOR_ALPHA = 0.05  # or, with [rigor] rule = "welch", at this level

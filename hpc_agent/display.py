@@ -145,14 +145,20 @@ def status_view(report: Any, max_failures: int = 10) -> Group:
     if report.cancelled:
         driver += ", cancelled"
     better = "lower" if report.mode == "min" else "higher"
+    if report.schedule == "async":
+        flight = ", ".join(str(g) for g in report.in_flight) or "none"
+        progress = f"async, {report.generations_done} generations done, in flight: {flight}"
+    else:
+        progress = f"{report.generations_done}/{report.generations_target} generations done"
     parts: list[Any] = [
         _line(f"[bold]{escape(report.name)}[/]  {escape(report.results)}"),
-        _line(
-            f"driver {driver} · {report.generations_done}/{report.generations_target} generations done"
-            f" · {escape(report.metric)}: {better} is better"
-        ),
+        _line(f"driver {driver} · {progress} · {escape(report.metric)}: {better} is better"),
         _generations_table(report),
     ]
+    if report.budget.get("text"):
+        parts.append(_line(escape(report.budget["text"])))
+    if report.stopped and report.stopped != "generations":
+        parts.append(_line(f"[bold]search stopped[/] ({report.stopped}): {escape(report.stopped_detail)}"))
     if report.best:
         b = report.best
         params = ", ".join(
@@ -225,7 +231,14 @@ def _generations_table(report: Any) -> Table:
             str(g.generation),
             g.planner.split(" (")[0],  # the kind; `status --json` has the model and endpoint
             str(g.trials),
-            describe_counts(g.counts, color=True) + (" [dim](done)[/]" if g.done else ""),
+            describe_counts(g.counts, color=True)
+            + (
+                " [dim](done)[/]"
+                if g.done
+                else " [cyan](in flight)[/]"
+                if g.generation in report.in_flight
+                else ""
+            ),
             "" if g.best is None else f"{g.best:.6g}",
             g.jobs or ", ".join(g.job_ids),
         )

@@ -129,6 +129,17 @@ class Cancelled(Event):
     host: str = ""
 
 
+@dataclass(frozen=True)
+class Stopped(Event):
+    """A stop rule ended the search (:mod:`hpc_agent.budget`): ``rule`` is ``generations``,
+    ``max_trials``, ``target``, ``plateau``, ``max_hours`` or ``max_gpu_hours``; ``detail``
+    says it in words. Trials in flight still finish; a rerun with a looser rule continues."""
+
+    kind: ClassVar[str] = "stopped"
+    rule: str = ""
+    detail: str = ""
+
+
 # ------------------------------------------------------------------------------- a generation
 
 
@@ -332,6 +343,7 @@ EVENTS: dict[str, type[Event]] = {
         RunStarted,
         RunEnded,
         Cancelled,
+        Stopped,
         PlanningStarted,
         Planned,
         Analyzed,

@@ -11,8 +11,10 @@ planned here too: the champion's controls (the noise floor) and the confirmation
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
+from hpc_agent.budget import SEARCH_PURPOSES, Stop, search_trials, trial_limit
 from hpc_agent.errors import UserError
 from hpc_agent.events import PlannedTrial
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal, unique
@@ -113,20 +115,50 @@ def explored(state: CampaignState, before: int | None = None) -> int:
     )
 
 
-def next_kind(state: CampaignState, spec: CampaignSpec) -> str | None:
+def explored_units(state: CampaignState, spec: CampaignSpec, before: int | None = None) -> int:
+    """How far the exploration has come (before generation ``before``), in generations: sync,
+    the exploration generations planned; async (generations sized to free slots), the search
+    trials planned in full batches."""
+    if spec.campaign.schedule != "async":
+        return explored(state, before)
+    n = sum(
+        1
+        for t in state.trials.values()
+        if t.purpose in SEARCH_PURPOSES and (before is None or t.generation < before)
+    )
+    return n // spec.campaign.batch_trials
+
+
+def generations_left(state: CampaignState, spec: CampaignSpec, generation: int) -> int:
+    """Exploration generations left, the one to plan included (what a planner is told)."""
+    if spec.campaign.schedule != "async":
+        return max(1, spec.campaign.generations - explored(state, generation))
+    left = trial_limit(spec) - len(search_trials(state))
+    return max(1, math.ceil(left / spec.campaign.batch_trials))
+
+
+def next_kind(state: CampaignState, spec: CampaignSpec, stop: Stop | None = None) -> str | None:
     """What the next unplanned generation is: ``explore`` (the planner's), ``confirm`` (the
-    best configurations run again, ``[confirm]``), or None (the campaign is complete)."""
-    gens = [r for r in state.generations.values() if r.planned]
-    done = explored(state)
-    done_at = {explored(state, r.generation) for r in gens if r.planner == CONFIRM}
+    best configurations run again, ``[confirm]``), or None (the campaign is complete).
+
+    ``stop`` is the stop rule that holds (:func:`hpc_agent.budget.stop_rule`): a soft one ends
+    the exploration (then the final confirmation is due), a hard one ends everything."""
+    if stop is not None and stop.hard:
+        return None
+    exploring = stop is None
     conf = spec.confirm
     if conf.top_k:
-        total = spec.campaign.generations
-        due = set(range(conf.every, total + 1, conf.every)) if conf.every else set()
-        due.add(total)
+        done = explored_units(state, spec)
+        gens = [r for r in state.generations.values() if r.planned and r.planner == CONFIRM]
+        done_at = {explored_units(state, spec, r.generation) for r in gens}
+        if exploring:
+            total = spec.campaign.generations
+            due = set(range(conf.every, total, conf.every)) if conf.every else set()
+        else:
+            due = {done}  # the final confirmation
         if done in due and done not in done_at and confirmable(state, spec):
             return CONFIRM
-    return EXPLORE if done < spec.campaign.generations else None
+    return EXPLORE if exploring else None
 
 
 def confirmable(state: CampaignState, spec: CampaignSpec) -> list[ConfigResult]:

@@ -40,6 +40,7 @@ from hpc_agent.defaults import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RIGOR_ALPHA,
     DEFAULT_RIGOR_K,
+    DEFAULT_SCHEDULE,
     DEFAULT_TIME_BUDGET_S,
     DEFAULT_TPE_STARTUP_TRIALS,
     DEFAULT_TPE_STRATEGY,
@@ -62,6 +63,7 @@ EXECUTORS = ("auto", *EXECUTOR_KINDS)  # "auto": SLURM where sbatch is on PATH, 
 TPE_STRATEGIES = ("refine", "liar")  # hpc_agent.planners.tpe says what each does
 MODES = ("min", "max")
 OBJECTIVES = ("last", "best")
+SCHEDULES = ("sync", "async")
 STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "text")
 RESERVED_PARAMS = ("seed",)  # injected by hpc-agent into every trial's params
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -84,6 +86,24 @@ class CampaignSection:
     seeds: tuple[int, ...] = (0,)  # each proposal runs once per seed
     seed: int = 0  # the planners' seed: same history + same seed = same plan
     baseline: bool = True  # start with the space's defaults when every parameter has one
+    schedule: str = DEFAULT_SCHEDULE  # "sync": a generation is a barrier; "async": they overlap
+    max_in_flight: int = 0  # async: trials submitted and not finished (0: one batch, seeds included)
+    refill_at: int = 0  # async: plan when this many slots are free (0: half of max_in_flight)
+
+    @property
+    def batch_trials(self) -> int:
+        """Trials of a full batch: proposals times seeds."""
+        return self.batch_size * len(self.seeds)
+
+    @property
+    def slots(self) -> int:
+        """Async: the most trials in flight at once (``max_in_flight``, default one batch)."""
+        return self.max_in_flight or self.batch_trials
+
+    @property
+    def refill_slots(self) -> int:
+        """Async: how many free slots make a new generation worth planning."""
+        return min(self.slots, self.refill_at or max(1, self.slots // 2))
 
     @property
     def gathered_metrics(self) -> tuple[str, ...]:
@@ -170,6 +190,18 @@ class RigorSection:
 
 
 @dataclass(frozen=True)
+class StopSection:
+    """``[stop]``: when the search ends besides its generations (:mod:`hpc_agent.budget`). Zero
+    (or an absent ``target``) turns a rule off."""
+
+    max_trials: int = 0  # trials of the search (controls included; confirmations not)
+    max_hours: float = 0.0  # wall-clock hours since the campaign began
+    max_gpu_hours: float = 0.0  # finished trials' hours times their GPUs
+    target: float | None = None  # the champion reached it (<= with mode min, >= with max)
+    plateau_trials: int = 0  # this many search trials finished without a new champion
+
+
+@dataclass(frozen=True)
 class ConfirmSection:
     """``[confirm]``: screen short, confirm long: the best configurations run again with more
     seeds and a larger budget, and the final champion is decided on those runs."""
@@ -192,16 +224,12 @@ class CampaignSpec:
     source: str = ""  # the campaign.toml it was read from (absolute), "" when built in code
     rigor: RigorSection = field(default_factory=RigorSection)
     confirm: ConfirmSection = field(default_factory=ConfirmSection)
+    stop: StopSection = field(default_factory=StopSection)
 
     @property
     def name(self) -> str:
         """The campaign's name (it names the results folder and the jobs)."""
         return self.campaign.name
-
-    @property
-    def trials_per_generation(self) -> int:
-        """Proposals times seeds."""
-        return self.campaign.batch_size * len(self.campaign.seeds)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec as plain data (TOML/JSON-safe); inverse of :func:`spec_from_dict`."""
@@ -223,6 +251,7 @@ class CampaignSpec:
             "executor": exe,
             "rigor": asdict(self.rigor),
             "confirm": asdict(self.confirm),
+            "stop": {k: v for k, v in asdict(self.stop).items() if v is not None},
         }
 
     def identity_hash(self) -> str:
@@ -278,10 +307,10 @@ def _hash(data: Any) -> str:
 
 # ------------------------------------------------------------------------------- loading
 
-_SECTIONS = ("campaign", "experiment", "space", "planner", "executor", "rigor", "confirm")
+_SECTIONS = ("campaign", "experiment", "space", "planner", "executor", "rigor", "confirm", "stop")
 _CAMPAIGN_KEYS = (
     "name", "goal", "goal_file", "metric", "mode", "objective", "report_metrics", "holdout_metrics",
-    "generations", "batch_size", "seeds", "seed", "baseline",
+    "generations", "batch_size", "seeds", "seed", "baseline", "schedule", "max_in_flight", "refill_at",
 )  # fmt: skip
 _EXPERIMENT_KEYS = (
     "command", "workdir", "editable", "time_budget_s", "kill_grace_s", "timeout_min", "env",
@@ -343,7 +372,8 @@ def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> Campaig
     executor = _parse_executor(data.get("executor", {}), base)
     rigor = _parse_rigor(data.get("rigor", {}))
     confirm = _parse_confirm(data.get("confirm", {}))
-    return CampaignSpec(campaign, experiment, space, planner, executor, source, rigor, confirm)
+    stop = _parse_stop(data.get("stop", {}), campaign)
+    return CampaignSpec(campaign, experiment, space, planner, executor, source, rigor, confirm, stop)
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> CampaignSpec:
@@ -449,6 +479,9 @@ def _parse_campaign(t: Mapping[str, Any], base: Path) -> CampaignSection:
         seeds=seeds,
         seed=_get(t, "seed", int, w, 0),
         baseline=_get(t, "baseline", bool, w, True),
+        schedule=_choice(_get(t, "schedule", str, w, DEFAULT_SCHEDULE), SCHEDULES, f"{w} schedule"),
+        max_in_flight=_positive_int(_get(t, "max_in_flight", int, w, 0), f"{w} max_in_flight", 0),
+        refill_at=_positive_int(_get(t, "refill_at", int, w, 0), f"{w} refill_at", 0),
     )
 
 
@@ -472,6 +505,27 @@ def _parse_rigor(t: Mapping[str, Any]) -> RigorSection:
         raise SpecError(f"{w} alpha = {alpha}: expected a level in (0, 1)", fix="alpha = 0.05")
     rule = _choice(_get(t, "rule", str, w, d.rule), ("se", "welch"), f"{w} rule")
     return RigorSection(rule=rule, k=k, alpha=alpha, control=_get(t, "control", bool, w, d.control))
+
+
+def _parse_stop(t: Mapping[str, Any], campaign: CampaignSection) -> StopSection:
+    w = "[stop]"
+    _only(t, tuple(StopSection.__dataclass_fields__), w)
+    hours = {k: _get(t, k, float, w, 0.0) for k in ("max_hours", "max_gpu_hours")}
+    for k, v in hours.items():
+        if v < 0 or not math.isfinite(v):
+            raise SpecError(
+                f"{w} {k} = {v}: expected a number of hours >= 0", fix=f"e.g. {k} = 12 (0: no limit)"
+            )
+    target = _get(t, "target", float, w, None)
+    if target is not None and not math.isfinite(target):
+        raise SpecError(f"{w} target = {target}: expected a finite value of {campaign.metric}")
+    return StopSection(
+        max_trials=_positive_int(_get(t, "max_trials", int, w, 0), f"{w} max_trials", 0),
+        max_hours=hours["max_hours"],
+        max_gpu_hours=hours["max_gpu_hours"],
+        target=target,
+        plateau_trials=_positive_int(_get(t, "plateau_trials", int, w, 0), f"{w} plateau_trials", 0),
+    )
 
 
 def _parse_confirm(t: Mapping[str, Any]) -> ConfirmSection:

@@ -128,8 +128,16 @@ class GenerationRecord:
     planned: bool = False
     analyzed: bool = False
     done: bool = False
+    planning_at: float = 0.0  # when the planner was last asked for it
     planned_at: float = 0.0
     done_at: float = 0.0
+
+    @property
+    def planning_s(self) -> float | None:
+        """How long its planner took (None before it was planned, or for an old journal)."""
+        if not (self.planned and self.planning_at):
+            return None
+        return max(0.0, self.planned_at - self.planning_at)
 
 
 @dataclass
@@ -153,6 +161,8 @@ class CampaignState:
     events: int = 0
     verdicts: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # config -> its verdict
     champion_id: str | None = None  # the last configuration kept
+    stopped: str = ""  # the stop rule that ended the search, as last journaled ("" none)
+    stopped_detail: str = ""
     _configs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # config -> trials
     _keys: dict[str, str] = field(default_factory=dict, repr=False)  # config -> its config_key
     _config_cache: dict[str, ConfigResult] = field(default_factory=dict, repr=False)
@@ -178,6 +188,21 @@ class CampaignState:
                 and (best is None or _better(record, best, mode))
             ):
                 self._best[mode] = record
+
+    def snapshot(self) -> CampaignState:
+        """A copy that later events do not change (its records are immutable: the containers
+        are copied, not the records), for a reader on another thread."""
+        return replace(
+            self,
+            generations=dict(self.generations),
+            trials=dict(self.trials),
+            submissions=dict(self.submissions),
+            verdicts=dict(self.verdicts),
+            _configs={k: list(v) for k, v in self._configs.items()},
+            _keys=dict(self._keys),
+            _config_cache=dict(self._config_cache),
+            _best=dict(self._best),
+        )
 
     # ------------------------------------------------------------------ queries
     def trials_of(self, generation: int) -> list[TrialRecord]:
@@ -337,6 +362,7 @@ def _on_run(st: CampaignState, e: ev.RunStarted) -> None:
     st.runs += 1
     st.run_times = (*st.run_times, e.t)
     st.cancelled = False
+    st.stopped = st.stopped_detail = ""  # each run judges the stop rules anew (a rule may have changed)
 
 
 def _on_run_ended(st: CampaignState, e: ev.RunEnded) -> None:
@@ -347,12 +373,18 @@ def _on_cancelled(st: CampaignState, e: ev.Cancelled) -> None:
     st.cancelled = True
 
 
+def _on_stopped(st: CampaignState, e: ev.Stopped) -> None:
+    st.stopped, st.stopped_detail = e.rule, e.detail
+
+
 def _generation(st: CampaignState, g: int) -> GenerationRecord:
     return st.generations.get(g) or GenerationRecord(g)
 
 
 def _on_planning(st: CampaignState, e: ev.PlanningStarted) -> None:
-    st.generations[e.generation] = replace(_generation(st, e.generation), planning=True, planner=e.planner)
+    st.generations[e.generation] = replace(
+        _generation(st, e.generation), planning=True, planner=e.planner, planning_at=e.t
+    )
     st.generations = dict(sorted(st.generations.items()))
 
 
@@ -457,7 +489,12 @@ def _on_requeued(st: CampaignState, e: ev.Requeued) -> None:
 
 
 def _on_judged(st: CampaignState, e: ev.Judged) -> None:
-    st.verdicts[e.config] = {"verdict": e.verdict, "reason": e.reason, "improvement": e.improvement}
+    st.verdicts[e.config] = {
+        "verdict": e.verdict,
+        "reason": e.reason,
+        "improvement": e.improvement,
+        "at": e.t,
+    }
     st._config_cache.pop(e.config, None)
     if e.verdict == "keep":
         st.champion_id = e.config
@@ -478,6 +515,7 @@ HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
     ev.RunStarted: _on_run,
     ev.RunEnded: _on_run_ended,
     ev.Cancelled: _on_cancelled,
+    ev.Stopped: _on_stopped,
     ev.PlanningStarted: _on_planning,
     ev.Planned: _on_planned,
     ev.Submitting: _on_submitting,

@@ -62,6 +62,11 @@ class StatusReport:
     confirmed: dict[str, Any] | None = None  # the final champion, on confirmed results
     cancelled: bool = False
     last_run_end: str = ""
+    schedule: str = "sync"  # [campaign] schedule
+    in_flight: list[int] = field(default_factory=list)  # generations with trials out now
+    stopped: str = ""  # the stop rule that ended the search (hpc_agent.budget), "" none yet
+    stopped_detail: str = ""
+    budget: dict[str, Any] = field(default_factory=dict)  # used, limits, and in words ("text")
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data."""
@@ -116,10 +121,31 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
         **_rigor(state, mode),
         cancelled=state.cancelled,
         last_run_end=state.last_run_end,
+        schedule=str(camp.get("schedule", "sync")),
+        in_flight=[g.generation for g in gens if g.counts["submitted"] + g.counts["running"]],
+        stopped=state.stopped,
+        stopped_detail=state.stopped_detail,
+        budget=_budget(paths, state),
     )
     if queue:
         report.queue = _queue_info(state)
     return report
+
+
+def _budget(paths: ResultsPaths, state: CampaignState) -> dict[str, Any]:
+    """The budget used and its limits ({} for a spec this version cannot read)."""
+    from hpc_agent.budget import GpuMeter, describe, used
+    from hpc_agent.errors import SpecError
+    from hpc_agent.spec import spec_from_dict
+
+    try:
+        spec = spec_from_dict(state.spec)
+    except (SpecError, KeyError, TypeError):
+        return {}
+    gpu = GpuMeter(paths).hours(state) if spec.stop.max_gpu_hours else 0.0
+    u = used(state, spec, gpu)
+    limits = {k: v for k, v in asdict(spec.stop).items() if v is not None and (v or k == "target")}
+    return {**u.to_dict(), "limits": limits, "text": describe(spec, u)}
 
 
 def _rigor(state: CampaignState, mode: str) -> dict[str, Any]:

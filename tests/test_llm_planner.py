@@ -359,7 +359,11 @@ def test_json_schema_rejected_then_json_object_remembered(
 def analysis_ctx(results: Path, spec: CampaignSpec, g: int) -> AnalysisContext:
     state = load_state(results)
     table = pl.read_parquet(ResultsPaths(results).trials_table)
-    return AnalysisContext(spec, g, state, table, (), results)
+    last = g + 1 >= spec.campaign.generations
+    left = spec.campaign.generations - (g + 1)
+    return AnalysisContext(
+        spec, g, state, table, (), results, plan_for=None if last else g + 1, generations_left=left
+    )
 
 
 def plan_ctx_from(results: Path, spec: CampaignSpec, g: int) -> PlanContext:

@@ -111,6 +111,7 @@ class Executor(ABC):
 
     name: str = ""
     poll_interval_s: float = 1.0
+    max_running: int = 0  # the most trials it runs at once, over all submissions (0: the scheduler's say)
 
     @abstractmethod
     def submit(self, request: SubmitRequest) -> Submitted:

@@ -40,6 +40,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, parallelism: int = 0, poll_interval_s: float = DEFAULT_POLL_LOCAL_S) -> None:
         self.parallelism = parallelism or default_parallelism()
+        self.max_running = self.parallelism  # each submission has its own lanes: async caps the sum
         self.poll_interval_s = poll_interval_s
         self._jobs: dict[str, Any] = {}  # job id -> submitit LocalJob, to reap what we started
 

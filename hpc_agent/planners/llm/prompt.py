@@ -100,6 +100,7 @@ class View:
     results_dir: Path | None = None
     extra_seen: frozenset[str] = frozenset()
     analyzing: int | None = None  # the generation just finished, when analyzing
+    budget: str = ""  # the budget used and left, in words (hpc_agent.budget.describe)
 
     def fingerprint(self) -> str:
         """What proposals were made for: the history (states and results), the champion. (Not
@@ -274,7 +275,9 @@ def _head(view: View) -> str:
     for p in spec.space.params:
         lines.append(f"- {p.name}: {_describe_param(p)}")
     total = camp.generations
-    if view.analyzing is not None:
+    if camp.schedule == "async":
+        budget = _async_budget(view)
+    elif view.analyzing is not None:
         budget = (
             f"Generation {view.analyzing} just finished; {view.generations_left} of {total} generation(s) "
             f"(numbered 0..{total - 1}) are left to plan; batch size {camp.batch_size}."
@@ -285,7 +288,26 @@ def _head(view: View) -> str:
             f"{view.generations_left - 1} more after it; batch size {camp.batch_size}."
         )
     lines += ["", "# Budget", budget]
+    if view.budget:
+        lines.append(view.budget)
     return "\n".join(lines)
+
+
+def _async_budget(view: View) -> str:
+    """The budget line of the async schedule: generations overlap and are sized to free slots."""
+    camp = view.spec.campaign
+    pending = sum(1 for c in view.history if c.pending)
+    head = (
+        f"Generation {view.analyzing} just finished. "
+        if view.analyzing is not None
+        else f"Generation {view.generation} is next. "
+    )
+    return head + (
+        f"Generations overlap: a new one starts as soon as slots free up, so {pending} "
+        f"configuration(s) are still in flight (marked below; do not repeat them). About "
+        f"{max(0, view.generations_left - (view.analyzing is None))} more batch(es) of up to "
+        f"{camp.batch_size} after the next one."
+    )
 
 
 def _describe_param(p: FloatParam | IntParam | ChoiceParam) -> str:
