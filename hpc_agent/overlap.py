@@ -12,8 +12,9 @@ on a second thread, so the loop goes on reconciling and submitting while the mod
       reconcile  the open trials of every generation in flight
       close      a generation whose trials all ended: gather, then its analysis (planner thread)
       plan       no planner call running, the search goes on, and the slots expected free by
-                 the time the planner answers reach ``refill_at``: the next generation, sized
-                 to them (at most a batch)
+                 the time the planner answers reach ``refill_at`` (default: 1, every slot as it
+                 frees; half the slots with a costly planner, the LLM): the next generation,
+                 sized to them (at most a batch)
 
 **Slots.** ``[campaign] max_in_flight`` (default: a batch, seeds included), capped by the
 executor's own limit (local lanes: ``parallelism``). Trials submitted or running are in flight;
@@ -117,7 +118,8 @@ class Overlap:
         camp = campaign.spec.campaign
         cap = campaign.executor.max_running
         self.slots = min(camp.slots, cap) if cap else camp.slots
-        self.refill = max(min(camp.refill_slots, self.slots), len(camp.seeds))
+        default = max(1, self.slots // 2) if campaign.planner.costly else 1
+        self.refill = max(min(camp.refill_at or default, self.slots), len(camp.seeds))
         self.call: _Call | None = None
         self.request: PlanRequest | None = None
         self.exhausted = False

@@ -88,7 +88,7 @@ class CampaignSection:
     baseline: bool = True  # start with the space's defaults when every parameter has one
     schedule: str = DEFAULT_SCHEDULE  # "sync": a generation is a barrier; "async": they overlap
     max_in_flight: int = 0  # async: trials submitted and not finished (0: one batch, seeds included)
-    refill_at: int = 0  # async: plan when this many slots are free (0: half of max_in_flight)
+    refill_at: int = 0  # async: plan when this many slots are free (0: 1; an LLM planner: half the slots)
 
     @property
     def batch_trials(self) -> int:
@@ -99,11 +99,6 @@ class CampaignSection:
     def slots(self) -> int:
         """Async: the most trials in flight at once (``max_in_flight``, default one batch)."""
         return self.max_in_flight or self.batch_trials
-
-    @property
-    def refill_slots(self) -> int:
-        """Async: how many free slots make a new generation worth planning."""
-        return min(self.slots, self.refill_at or max(1, self.slots // 2))
 
     @property
     def gathered_metrics(self) -> tuple[str, ...]:

@@ -100,6 +100,9 @@ class Planner(ABC):
     # set by ``analyze`` when the text it returned is the deterministic analysis, not its own
     # (an LLM that could not be reached): why. The campaign journals it with the analysis.
     analysis_fallback: str = ""
+    # each call costs seconds and tokens (an LLM): the async schedule then refills half the slots
+    # at a time (``[campaign] refill_at``'s default) rather than each slot as it frees
+    costly: bool = False
 
     @classmethod
     def for_spec(cls, spec: CampaignSpec) -> Planner:

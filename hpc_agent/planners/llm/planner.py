@@ -70,7 +70,7 @@ class LLMPlanner(Planner):
     ``propose`` never raises for the endpoint's sake (it falls back to TPE, and says so in
     ``Plan.note``); ``analyze`` falls back to the deterministic analysis the same way."""
 
-    name = "llm"
+    name, costly = "llm", True  # costly: a round trip a plan (async refills half the slots at once)
 
     @classmethod
     def for_spec(cls, spec: CampaignSpec) -> LLMPlanner:

@@ -1,0 +1,91 @@
+"""The async schedule on real trials: local processes, and the real local SLURM with the
+driver killed (SIGKILL) while two generations are in flight, then resumed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TINY_TRAIN
+from test_slurm_cluster import events
+from test_survive_slurm import COUNTED, arrays_in_sacct, driver, executions, kill9, wait_until
+
+# trials of varied lengths: the stragglers of a generation are what the async schedule overlaps
+VARIED = COUNTED + "import time, json, os\n" + (
+    "p = json.load(open(os.environ['HPC_AGENT_PARAMS']))\n"
+    "time.sleep(0.5 + 2.5 * abs(float(p['x'])))\n"
+) + TINY_TRAIN  # fmt: skip
+
+ASYNC = 'schedule = "async"\nmax_in_flight = 4\nrefill_at = 1\nbaseline = false'
+
+
+def in_flight_at_most(results: Path) -> int:
+    open_, most = set(), 0
+    for e in events(results):
+        if e["event"] == "submitting":
+            open_ |= set(e["trials"])
+        elif e["event"] in ("trial_ended", "requeued"):
+            open_.discard(e["trial"])
+        most = max(most, len(open_))
+    return most
+
+
+def overlapped(results: Path) -> bool:
+    """A generation was submitted while an earlier one still had trials out."""
+    done = {e["generation"]: e["t"] for e in events(results, "generation_done")}
+    first: dict[int, float] = {}
+    for e in events(results, "submitting"):
+        first.setdefault(e["generation"], e["t"])
+    return any(first[g] < done[g - 1] for g in first if g - 1 in done)
+
+
+def test_async_on_local_processes(make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path) -> None:
+    camp = make_campaign(generations=3, batch_size=4, campaign=ASYNC, script=VARIED)
+    cli_run("run", str(camp), "--executor", "local", "--parallelism", "4", "--planner", "tpe", "-q")
+    results = tmp_path / "results" / "tiny"
+    ended = events(results, "trial_ended")
+    assert len(ended) == 12 and {e["state"] for e in ended} == {"completed"}
+    assert executions(results) == {e["trial"]: 1 for e in ended}
+    assert in_flight_at_most(results) <= 4
+    assert overlapped(results)
+    status = json.loads(cli_run("status", str(results), "--json").output)
+    assert status["schedule"] == "async" and status["stopped"] == "generations"
+    assert status["budget"]["trials"] == 12 and status["budget"]["trial_limit"] == 12
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.usefixtures("slurm")
+def test_async_on_slurm_survives_kill_9_with_two_generations_in_flight(
+    make_campaign: Callable[..., Path], tmp_path: Path
+) -> None:
+    camp = make_campaign(generations=3, batch_size=4, campaign=ASYNC, script=VARIED)
+    results = tmp_path / "results" / "tiny"
+    proc = driver(camp, tmp_path)
+
+    def two_in_flight() -> bool:
+        try:
+            taken = {e["token"] for e in events(results, "submitted")}
+            ended = {e["trial"] for e in events(results, "trial_ended")}
+            subs = [e for e in events(results, "submitting") if e["token"] in taken]
+        except FileNotFoundError:
+            return False
+        return len({s["generation"] for s in subs if set(s["trials"]) - ended}) >= 2
+
+    wait_until(two_in_flight, 180, "two generations in flight")
+    kill9(proc)
+    time.sleep(1.0)  # the jobs go on without a driver
+    again = driver(camp, tmp_path)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    ended = {e["trial"]: e["state"] for e in events(results, "trial_ended")}
+    assert len(ended) == 12 and set(ended.values()) == {"completed"}, ended
+    assert executions(results) == dict.fromkeys(ended, 1)  # no trial ran twice
+    subs = events(results, "submitting")
+    arrays = arrays_in_sacct(results, 12)
+    assert sum(len(a) for a in arrays.values()) == len(subs)  # one array a submission, none twice
+    assert in_flight_at_most(results) <= 4 and overlapped(results)
