@@ -452,7 +452,10 @@ def cancel(results: Path) -> None:
 @cli.command()
 @click.argument("name")
 @click.option(
-    "--template", type=click.Choice(["quickstart", "charlm"]), default="quickstart", show_default=True
+    "--template",
+    type=click.Choice(["quickstart", "charlm", "nanolm"]),
+    default="quickstart",
+    show_default=True,
 )
 def init(name: str, template: str) -> None:
     """Scaffold a campaign folder NAME from a template.
