@@ -17,19 +17,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_example(name: str, tmp_path: Path, params: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def trial_env(tmp_path: Path, params: dict[str, object]) -> dict[str, str]:
+    """The environment the runner gives a trial whose folder is ``tmp_path``; params.json written."""
     (tmp_path / "params.json").write_text(json.dumps(params))
-    env = dict(
+    return dict(
         os.environ,
         HPC_AGENT_PARAMS=str(tmp_path / "params.json"),
         HPC_AGENT_METRICS=str(tmp_path / "metrics.jsonl"),
         HPC_AGENT_CHECKPOINT_DIR=str(tmp_path / "checkpoint"),
+        HPC_AGENT_TRIAL_DIR=str(tmp_path),
         OMP_NUM_THREADS="1",
     )
+
+
+def run_example(name: str, tmp_path: Path, params: dict[str, object]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "examples" / name / "train.py")],
         cwd=tmp_path,
-        env=env,
+        env=trial_env(tmp_path, params),
         capture_output=True,
         text=True,
         timeout=120,
@@ -113,19 +118,15 @@ def test_nanolm_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_nanolm_trains_reports_both_metrics_and_resumes_on_the_same_clock(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    params = {"train_seconds": 4.0, "eval_every_s": 1.0}
-    (tmp_path / "params.json").write_text(json.dumps(params))
-    env = dict(
-        os.environ,
-        HPC_AGENT_PARAMS=str(tmp_path / "params.json"),
-        HPC_AGENT_METRICS=str(tmp_path / "metrics.jsonl"),
-        HPC_AGENT_CHECKPOINT_DIR=str(tmp_path / "checkpoint"),
-        HPC_AGENT_TRIAL_DIR=str(tmp_path),
-        OMP_NUM_THREADS="1",
-    )
-    cmd = [sys.executable, str(NANOLM / "train.py")]
+    params: dict[str, object] = {"train_seconds": 4.0, "eval_every_s": 1.0}
     # the first attempt is killed (as a preemption would) once it has written a checkpoint
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, str(NANOLM / "train.py")],
+        cwd=tmp_path,
+        env=trial_env(tmp_path, params),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     ckpt = tmp_path / "checkpoint" / "last.pt"
     deadline = time.monotonic() + 60
     while not ckpt.exists() and first.poll() is None and time.monotonic() < deadline:
@@ -136,7 +137,7 @@ def test_nanolm_trains_reports_both_metrics_and_resumes_on_the_same_clock(tmp_pa
     before = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert before and "test_bpb" not in before[-1]  # killed before the end
 
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    again = run_example("nanolm", tmp_path, params)
     assert again.returncode == 0, again.stderr
     assert "resumed at step" in again.stdout
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -149,6 +150,11 @@ def test_nanolm_trains_reports_both_metrics_and_resumes_on_the_same_clock(tmp_pa
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["config"]["train_seconds"] == 4.0 and run["test_bpb"] == last["test_bpb"]
     assert len(run["data"]["sha256"]) == 64
+    # requeued once more after the end: nothing left to train, the same model evaluated again
+    third = run_example("nanolm", tmp_path, params)
+    assert third.returncode == 0, third.stderr
+    final = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["step"] == last["step"] and final["val_bpb"] == pytest.approx(last["val_bpb"])
 
 
 def test_nanolm_campaign_spec_is_valid_and_starts_from_train_py_defaults(tmp_path: Path) -> None:

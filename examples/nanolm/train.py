@@ -14,7 +14,6 @@ Run it by hand with `python train.py` (defaults below); in a campaign hpc-agent 
 """
 
 import json
-import math
 import os
 import time
 
@@ -48,8 +47,7 @@ if device.type == "cpu":
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # trials share the cores
 else:
     torch.backends.cuda.matmul.allow_tf32 = True
-# bfloat16 matmuls on a GPU; full precision on the CPU, where bfloat16 is slower
-autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+bf16 = device.type == "cuda"  # bfloat16 matmuls on a GPU; full precision on the CPU (faster there)
 
 # --------------------------------------------------------------------------- data
 train_data = prepare.load("train", device)
@@ -97,7 +95,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(idx.shape[1], device=idx.device)
-        with autocast:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return self.head(self.ln(self.blocks(self.tok(idx) + self.pos(pos))))
 
 
@@ -149,7 +147,8 @@ print(f"{n_params:,} parameters on {device}; data: {data['bytes']} bytes, sha256
 # --------------------------------------------------------------------------- training
 model.train()
 losses: list[float] = []
-next_eval = (math.floor(trained_s / cfg["eval_every_s"]) + 1) * cfg["eval_every_s"]
+every = cfg["eval_every_s"]
+next_eval = (trained_s // every + 1) * every
 while trained_s < cfg["train_seconds"] and hpc_agent.time_left() > cfg["reserve_s"]:
     t = time.perf_counter()
     lr = lr_at(trained_s / cfg["train_seconds"])
@@ -165,7 +164,7 @@ while trained_s < cfg["train_seconds"] and hpc_agent.time_left() > cfg["reserve_
     step += 1
     trained_s += time.perf_counter() - t
     if trained_s >= next_eval and trained_s < cfg["train_seconds"]:
-        next_eval += cfg["eval_every_s"]
+        next_eval = (trained_s // every + 1) * every
         val_bpb = prepare.evaluate_bpb(model, val_data)
         hpc_agent.log(step=step, val_bpb=val_bpb, train_loss=sum(losses) / len(losses), train_s=trained_s)
         losses = []
@@ -175,11 +174,8 @@ while trained_s < cfg["train_seconds"] and hpc_agent.time_left() > cfg["reserve_
 save_checkpoint()
 val_bpb = prepare.evaluate_bpb(model, val_data)
 test_bpb = prepare.evaluate_bpb(model, prepare.load("test", device))  # held out: reported, never used
-train_loss = sum(losses) / len(losses) if losses else math.nan
-hpc_agent.log(step=step, val_bpb=val_bpb, train_loss=train_loss, train_s=trained_s, test_bpb=test_bpb)
-run_path.write_text(
-    json.dumps(
-        {**run, "step": step, "trained_s": trained_s, "val_bpb": val_bpb, "test_bpb": test_bpb}, indent=2
-    )
-)
+last_loss = {"train_loss": sum(losses) / len(losses)} if losses else {}  # none if resumed at the end
+hpc_agent.log(step=step, val_bpb=val_bpb, **last_loss, train_s=trained_s, test_bpb=test_bpb)
+run.update(step=step, trained_s=trained_s, val_bpb=val_bpb, test_bpb=test_bpb)
+run_path.write_text(json.dumps(run, indent=2))
 print(f"done: step {step} val_bpb {val_bpb:.4f} test_bpb {test_bpb:.4f} after {trained_s:.1f}s on {device}")
