@@ -4,8 +4,8 @@ The research campaign of Karpathy's autoresearch, runnable anywhere: every run t
 same wall-clock budget (`train_seconds` of training; evaluations do not count), and is scored
 in bits per byte on held-out files (`val_bpb`, lower is better). This file is the one the
 agent edits: model, optimizer, schedule, batches. The data and the metric live in prepare.py,
-which no trial may change; `test_bpb`, on files that neither the agent nor the planner ever
-sees scored, is logged once at the end.
+which no trial may change; `test_bpb`, the same metric on other held-out files, is logged
+once at the end, for the report: nothing here or in a planner's decisions may use it.
 
 Checkpoints go to hpc_agent.checkpoint_dir() at every evaluation; a requeued run resumes from
 there and its training clock continues (the budget is not restarted). The resolved config,
