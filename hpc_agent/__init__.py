@@ -5,12 +5,22 @@ Importing ``hpc_agent`` is cheap on purpose: experiment code imports it for the 
 live in their own modules (campaign, planners, executors, ...).
 """
 
-from hpc_agent.track import checkpoint_dir, log, params, seed, time_budget_s, time_left, trial_dir
+from hpc_agent.track import (
+    checkpoint_dir,
+    fidelity,
+    log,
+    params,
+    seed,
+    time_budget_s,
+    time_left,
+    trial_dir,
+)
 
 __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "checkpoint_dir",
+    "fidelity",
     "log",
     "params",
     "seed",

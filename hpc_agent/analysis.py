@@ -22,7 +22,9 @@ from hpc_agent.state import CampaignState
 @dataclass(frozen=True)
 class AnalysisContext:
     """What a planner's ``analyze`` is given: the finished generation, the campaign's state,
-    its trials table (every trial so far, one row each) and the earlier analyses."""
+    its trials table (every trial so far, one row each) and the earlier analyses; and the
+    generation its proposals would be for (a planner that plans while it analyzes, as the
+    LLM's does), with the budget left."""
 
     spec: CampaignSpec
     generation: int
@@ -30,6 +32,9 @@ class AnalysisContext:
     table: pl.DataFrame
     analyses: tuple[tuple[int, str], ...] = ()  # (generation, analysis.md), oldest first
     results_dir: Path | None = None
+    plan_for: int | None = None  # the generation the analysis may propose for (None: no more search)
+    generations_left: int = 0  # exploration generations left, ``plan_for``'s included
+    budget: str = ""  # the budget used and left, in words (hpc_agent.budget.describe)
 
 
 def deterministic_analysis(ctx: AnalysisContext) -> str:

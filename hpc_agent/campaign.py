@@ -14,7 +14,7 @@ Every phase first asks the journal whether it already happened, and records an e
 and after its side effect, so running ``hpc-agent run`` again on a results folder, at any
 moment and after any failure, continues where the last driver stopped (the table "the driver
 died here -> on the next run" is in docs/architecture.md). The driver holds one live state
-and applies each event as it writes it (:meth:`Campaign._record`); what another process
+and applies each event as it writes it (:meth:`Campaign.record`); what another process
 appended (``hpc-agent cancel``) is read from the byte offset it had reached.
 """
 
@@ -28,16 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpc_agent import __version__
-from hpc_agent._io import atomic_write_json, atomic_write_text
-from hpc_agent.analysis import AnalysisContext, deterministic_analysis
-from hpc_agent.defaults import STATUS_INTERVAL_S
-from hpc_agent.errors import UserError
 from hpc_agent.events import (
-    Analyzed,
     Event,
     GenerationDone,
-    Planned,
-    PlanningStarted,
     Requeued,
     RunEnded,
     RunStarted,
@@ -46,13 +39,20 @@ from hpc_agent.events import (
 from hpc_agent.executors.base import Executor
 from hpc_agent.journal import FileLock, Journal
 from hpc_agent.metrics import gather_table, write_table
+from hpc_agent.overlap import Overlap
 from hpc_agent.paths import ResultsPaths
-from hpc_agent.plan import baseline, fresh, history_keys, trials, validated
-from hpc_agent.planners.base import Plan, PlanContext, Planner
+from hpc_agent.plan import (
+    EXPLORE,
+    next_kind,
+)
+from hpc_agent.planners.base import Planner
+from hpc_agent.planning import Planning
 from hpc_agent.prepare import base_files, prepare_trial
-from hpc_agent.reconcile import Reconciler, cancelled_by_campaign, resumed_after_cancel
+from hpc_agent.provenance import write_run_provenance
+from hpc_agent.reconcile import Reconciler, cancelled_by_campaign, next_delay, resumed_after_cancel
 from hpc_agent.reporter import Reporter, SilentReporter
-from hpc_agent.results import acquire_driver_lock, analyses_before, open_results
+from hpc_agent.results import acquire_driver_lock, open_results
+from hpc_agent.rigor import verdicts_due
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import CampaignState, TrialRecord, TrialState
 from hpc_agent.submission import Submissions
@@ -94,6 +94,7 @@ class Campaign:
         *,
         fallback_planner: Callable[[], Planner] | None = None,
         force: bool = False,
+        stop_after: int | None = None,
     ) -> None:
         self.spec = spec
         self.paths = ResultsPaths(results.resolve())  # jobs run elsewhere: every path absolute
@@ -103,10 +104,14 @@ class Campaign:
         self.reporter: Reporter = reporter or SilentReporter()
         self.fallback_planner = fallback_planner
         self.force = force
+        self.stop_after = stop_after  # run no generation after this one (hpc-agent rerun)
         self.state = CampaignState()
+        self.planning = Planning(
+            spec, self.paths, planner, fallback_planner, self.reporter, self.record, lambda: self.state
+        )
         self.reconciler = Reconciler(self.paths, spec, executor)
         self.submissions = Submissions(
-            self.paths, spec, executor, self.reporter, self._record, lambda: self.state
+            self.paths, spec, executor, self.reporter, self.record, lambda: self.state
         )
         self._offset = 0  # how far into the journal the state has read
         self._lock: FileLock | None = None
@@ -114,7 +119,7 @@ class Campaign:
         self._touched_at = 0.0
 
     # ------------------------------------------------------------------ journal + state
-    def _record(self, *events: Event) -> None:
+    def record(self, *events: Event) -> None:
         """Write events and apply them; first apply what another process appended."""
         if not events:
             return
@@ -125,7 +130,7 @@ class Campaign:
             self.state.apply(e)
         self._offset = written.end
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         """Apply what another process (``hpc-agent cancel``) appended since the last look."""
         if self.journal.size() != self._offset:
             records, self._offset = self.journal.read_from(self._offset)
@@ -148,14 +153,14 @@ class Campaign:
             _journal, messages = open_results(self.spec, self.paths.root, self.force)
             for m in messages:
                 self.reporter.info(m)
-            self._refresh()
+            self.refresh()
             return self._run(argv)
         except KeyboardInterrupt:
-            self._record(RunEnded(status="interrupted"))
+            self.record(RunEnded(status="interrupted"))
             raise
         except BaseException as e:
             if self._offset:
-                self._record(RunEnded(status="failed", error=f"{type(e).__name__}: {e}"[:500]))
+                self.record(RunEnded(status="failed", error=f"{type(e).__name__}: {e}"[:500]))
             raise
         finally:
             self.executor.close()
@@ -163,7 +168,7 @@ class Campaign:
             self._lock = None
 
     def _run(self, argv: Sequence[str]) -> RunResult:
-        self._record(
+        self.record(
             RunStarted(
                 pid=os.getpid(),
                 host=socket.gethostname(),
@@ -173,100 +178,58 @@ class Campaign:
                 argv=tuple(argv),
             )
         )
+        write_run_provenance(self.paths, self.state.runs, Path(self.spec.experiment.workdir))
         again = resumed_after_cancel(self.state)
         if again:
             self.reporter.info(f"resuming {len(again)} trial(s) stopped by `hpc-agent cancel`")
-            self._record(*again)
+            self.record(*again)
         self.submissions.resolve_pending(self._locked_at)
-        status = "done"
-        while (g := self._next_generation()) is not None:
-            gen = self.state.generations.get(g)
-            if not (gen and gen.planned) and not self.propose(g):
-                status = "exhausted"
-                break
-            self.prepare(g)
-            if not self.wait(g):
-                status = "cancelled"
-                break
-            self.gather()
-            if not self.state.generations[g].analyzed:
-                self.analyze(g)
-            self._record(GenerationDone(generation=g))
+        status = Overlap(self).run() if self.spec.campaign.schedule == "async" else self._run_sync()
         if status != "cancelled":
             self.gather()
-        self._record(RunEnded(status=status))
+        self.record(RunEnded(status=status))
         st = self.state
         return RunResult(
             status, self.paths.root, st.completed_generations(), st.best(self.spec.campaign.mode), st.counts()
         )
 
+    def _run_sync(self) -> str:
+        """The sync schedule: one generation at a time, each a barrier (``[campaign] schedule``)."""
+        while (g := self._next_generation()) is not None:
+            gen = self.state.generations.get(g)
+            if not (gen and gen.planned) and not self.propose(g):
+                return "exhausted"
+            self.prepare(g)
+            if not self.wait(g):
+                return "cancelled"
+            self.gather()
+            if not self.state.generations[g].analyzed:
+                self.analyze(g)
+            self.record(GenerationDone(generation=g))
+        return "done"
+
     def _next_generation(self) -> int | None:
-        """The generation to work on, or None when the campaign has as many as it asks for."""
+        """The generation to work on, or None when the campaign has as many as it asks for
+        (exploration until a stop rule holds, and the confirmations ``[confirm]`` asks for)."""
         g = self.state.next_generation()
         gen = self.state.generations.get(g)
-        if g >= self.spec.campaign.generations and not (gen and gen.planned):
+        if self.stop_after is not None and g > self.stop_after:
+            return None
+        if not (gen and gen.planned) and next_kind(self.state, self.spec, self.planning.check_stop()) is None:
             return None
         return g
 
     # ------------------------------------------------------------------ 1 propose
-    def propose(self, g: int) -> bool:
-        """Ask the planner for generation g and record its trials (``planned``); False when
-        nothing is left to propose (the campaign ends ``exhausted``)."""
-        spec = self.spec
-        seen = history_keys(self.state)
-        head = baseline(spec, g, seen)
-        planner_name = self.planner.describe()
-        self._record(PlanningStarted(generation=g, planner=planner_name))
-        ctx = self._plan_context(g, spec.campaign.batch_size - len(head), seen)
-        notes: list[str] = []
-        plan = self._ask_planner(ctx) if ctx.n > 0 else Plan(())
-        notes.append(plan.note)
-        proposals = head + fresh(validated(spec, plan.proposals, notes), set(seen), notes)
-        note = "; ".join(n for n in notes if n)
-        if not proposals:
-            self.reporter.warn(
-                f"generation {g}: nothing left to propose ({note or 'the planner proposed nothing'}); "
-                "the campaign ends here"
-            )
-            return False
-        planned = trials(g, proposals, spec.campaign.seeds)
-        plan_json = {"generation": g, "planner": planner_name, "note": note, "rationale": plan.rationale}
-        atomic_write_json(self.paths.plan(g), {**plan_json, "trials": [t.to_dict() for t in planned]})
-        self._record(Planned(generation=g, planner=planner_name, note=note, trials=planned))
-        if note:
-            self.reporter.info(f"generation {g}: {note}")
-        return True
-
-    def _plan_context(self, g: int, n: int, seen: set[str]) -> PlanContext:
-        spec, st = self.spec, self.state
-        return PlanContext(
-            spec=spec,
-            generation=g,
-            n=n,
-            history=tuple(st.configs()),
-            champion=st.champion(spec.campaign.mode),
-            analyses=tuple(analyses_before(self.paths, self.state, g)),
-            generations_left=max(1, spec.campaign.generations - g),
-            results_dir=self.paths.root,
-            seed=spec.campaign.seed,
-            extra_seen=frozenset(seen),
-        )
-
-    def _ask_planner(self, ctx: PlanContext) -> Plan:
-        try:
-            return self.planner.propose(ctx)
-        except UserError:
-            raise
-        except Exception as e:  # a planner bug must not cost a night on the cluster
-            if self.fallback_planner is None:
-                raise
-            self.reporter.warn(
-                f"planner {self.planner.describe()} failed ({type(e).__name__}: {e}); using TPE"
-            )
-            plan = self.fallback_planner().propose(ctx)
-            return Plan(
-                plan.proposals, f"planner failed ({type(e).__name__}: {e}); TPE planned this generation"
-            )
+    def propose(self, g: int, size: int | None = None) -> bool:
+        """Plan generation g (``planned``): the planner's proposals (with the baseline and the
+        champion's control), or a confirmation generation (``[confirm]``). ``size``: the trials
+        it may have (async: the free slots; default a full batch). False when nothing is left
+        to propose (the campaign ends ``exhausted``)."""
+        kind = next_kind(self.state, self.spec, self.planning.check_stop())
+        req = self.planning.start(g, kind or EXPLORE, size)
+        if req is None:
+            return True
+        return self.planning.finish(req, req.ask(self.planner, self.fallback_planner, self.reporter))
 
     # ------------------------------------------------------------------ 2 prepare
     def prepare(self, g: int) -> None:
@@ -293,9 +256,9 @@ class Campaign:
         asked at most once per ``executor.poll_interval_s`` (:class:`Reconciler`)."""
         delay = 0.05
         while True:
-            self._refresh()
+            self.refresh()
             if self.state.cancelled:
-                self._stop_cancelled(g)
+                self.stop_cancelled([g])
                 return False
             mine = self.state.trials_of(g)
             planned = [t for t in mine if t.state is TrialState.PLANNED]
@@ -304,38 +267,42 @@ class Campaign:
                 continue
             open_trials = [t for t in mine if not t.state.is_finished()]
             if not open_trials:
-                self._report_progress(g)
+                self.report_progress(g)
                 return True
             events = self.reconciler.reconcile(self.state, open_trials)
             if events:
-                self._record(*events)  # a cancel appended meanwhile is applied first
+                self.record(*events)  # a cancel appended meanwhile is applied first
+                self.record(*verdicts_due(self.state, self.spec))
                 for e in events:
                     if isinstance(e, Requeued):
                         self.reporter.info(f"trial {e.trial} requeued: {e.reason}")
-            self._report_progress(g)
-            self._touch_lock()
-            time.sleep(delay := _next_delay(delay, bool(events), len(open_trials), self.executor))
+            self.report_progress(g)
+            self.touch_lock()
+            time.sleep(delay := next_delay(delay, bool(events), len(open_trials), self.executor))
 
-    def _touch_lock(self) -> None:
+    def touch_lock(self) -> None:
+        """Keep the driver lock's mtime fresh (every LOCK_TOUCH_S): this driver is alive."""
         now = time.monotonic()
         if now - self._touched_at > LOCK_TOUCH_S:
             os.utime(self.paths.driver_lock)  # the driver is alive: keep its lock fresh
             self._touched_at = now
 
-    def _stop_cancelled(self, g: int) -> None:
+    def stop_cancelled(self, generations: Sequence[int]) -> None:
         """``hpc-agent cancel``: what ended before it is recorded as it ended (a completed
-        trial stays completed), the rest of generation g is ``cancelled`` (resumed later)."""
-        open_trials = [t for t in self.state.trials_of(g) if not t.state.is_finished()]
-        self._record(*self.reconciler.reconcile(self.state, open_trials, poll=False))
-        stopped = [
-            cancelled_by_campaign(t.trial_id) for t in self.state.trials_of(g) if not t.state.is_finished()
-        ]
-        self._record(*stopped)
+        trial stays completed), the rest of these generations is ``cancelled`` (resumed later)."""
+        mine = [t for g in generations for t in self.state.trials_of(g)]
+        open_trials = [t for t in mine if not t.state.is_finished()]
+        self.record(*self.reconciler.reconcile(self.state, open_trials, poll=False))
+        mine = [t for g in generations for t in self.state.trials_of(g)]
+        stopped = [cancelled_by_campaign(t.trial_id) for t in mine if not t.state.is_finished()]
+        self.record(*stopped)
+        which = ", ".join(str(g) for g in generations)
         self.reporter.warn(
-            f"campaign cancelled: {len(stopped)} unfinished trial(s) of generation {g} stopped"
+            f"campaign cancelled: {len(stopped)} unfinished trial(s) of generation {which} stopped"
         )
 
-    def _report_progress(self, g: int) -> None:
+    def report_progress(self, g: int) -> None:
+        """Generation g's trials by state and the best so far, to the reporter."""
         counts = self.reconciler.counts(self.state, g)
         best = self.state.best(self.spec.campaign.mode)
         self.reporter.progress(g, counts, best.objective if best else None)
@@ -351,34 +318,8 @@ class Campaign:
         """The planner's analysis of generation g -> analysis.md. If the planner fails, or
         wrote the deterministic analysis itself (``Planner.analysis_fallback``), the
         ``analyzed`` event says so: author ``deterministic`` and why."""
-        import polars as pl  # the driver loads Polars for the analysis, not to plan or poll
-
-        table = pl.read_parquet(self.paths.trials_table)
-        analyses = tuple(analyses_before(self.paths, self.state, g))
-        ctx = AnalysisContext(self.spec, g, self.state, table, analyses, self.paths.root)
-        author = self.planner.describe()
-        try:
-            text = self.planner.analyze(ctx)
-            fallback = self.planner.analysis_fallback
-        except Exception as e:
-            self.reporter.warn(f"analysis by {author} failed ({e}); writing the deterministic one")
-            text, fallback = deterministic_analysis(ctx), f"analysis by {author} failed ({e})"
-        atomic_write_text(self.paths.analysis(g), text.rstrip() + "\n")
-        self._record(
-            Analyzed(generation=g, author="deterministic" if fallback else author, fallback=fallback)
-        )
-        self.reporter.generation_done(g, text)
-
-
-def _next_delay(delay: float, changed: bool, n_open: int, executor: Executor) -> float:
-    """How long the wait loop sleeps: from 50 ms right after a change, backing off to
-    STATUS_INTERVAL_S while nothing changes; with many trials open, a pass over their status
-    files costs more, so the shortest sleep grows with them (0.25 ms a trial: 250 ms at 1,000),
-    keeping the driver's own CPU small however wide the generation."""
-    shortest = min(STATUS_INTERVAL_S, max(0.05, n_open * 0.00025))
-    if changed:
-        return shortest
-    return max(shortest, min(delay * 1.5, STATUS_INTERVAL_S, executor.poll_interval_s))
+        p = self.planning
+        p.write_analysis(g, *p.run_analysis(p.analysis_context(g)))
 
 
 def exit_message(result: RunResult) -> str:

@@ -14,6 +14,15 @@ DEFAULT_MAX_RETRIES = 2  # requeues of an interrupted trial without progress bef
 DEFAULT_MAX_PROGRESS_REQUEUES = 50  # requeues after an attempt that wrote a checkpoint
 JOB_OVERHEAD_MIN = 2  # scheduler + interpreter start-up, on top of the budget, in a job's limit
 
+# ------------------------------------------------------------------------------- the schedule
+DEFAULT_SCHEDULE = "sync"  # generations as barriers; "async": they overlap (docs/campaign.md says why)
+PLANNER_LATENCY_RUNS = 5  # the planner's expected latency: the median of its last this-many plans
+
+# ------------------------------------------------------------------------------- rigor
+DEFAULT_RIGOR_K = 2.0  # a challenger is kept when it is better by more than k standard errors
+DEFAULT_RIGOR_ALPHA = 0.05  # or, with [rigor] rule = "welch", at this level
+DEFAULT_CONFIRM_SEEDS = 3  # [confirm]: runs of each configuration confirmed
+
 # ------------------------------------------------------------------------------- the executors
 DEFAULT_POLL_LOCAL_S = 0.5  # local lanes: liveness from /proc, cheap
 DEFAULT_POLL_SLURM_S = 30.0  # a real cluster's controller is shared: one squeue per 30 s
@@ -27,3 +36,4 @@ DEFAULT_LLM_MAX_RETRIES = 3  # transport retries (429, 5xx, timeouts) before fal
 DEFAULT_LLM_TIMEOUT_S = 300.0
 DEFAULT_LLM_CONTEXT_TOKENS = 24_000  # prompt budget; the history is summarised to fit
 DEFAULT_TPE_STARTUP_TRIALS = 8
+DEFAULT_TPE_STRATEGY = "refine"  # chosen by bench/bench_search.py (docs/benchmarks.md)

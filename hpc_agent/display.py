@@ -7,8 +7,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.table import Column, Table
+from rich.text import Text
 
 from hpc_agent.state import TrialState
 
@@ -62,21 +64,24 @@ class RichReporter:
         )
 
         if self._progress is None:
+            # at 80 columns the counts wrap at words inside their own column; no value is cut
             self._progress = Progress(
                 SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
+                TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+                BarColumn(bar_width=12),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[states]}"),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[best]}", table_column=Column(no_wrap=True)),
+                TextColumn("{task.fields[states]}", table_column=Column(ratio=1, no_wrap=False)),
                 console=self.console,
+                expand=True,
             )
             self._progress.start()
         return self._progress
 
     def info(self, message: str) -> None:
-        """A message, as it is (no markup)."""
-        self.console.print(message, highlight=False, markup=False)
+        """A message, as it is (no markup); wrapped at words on a terminal, one line in a log."""
+        self.console.print(message, highlight=False, markup=False, soft_wrap=not self.live)
 
     def warn(self, message: str) -> None:
         """A warning, marked as one."""
@@ -87,20 +92,25 @@ class RichReporter:
         every 5 s)."""
         total = sum(counts.values())
         done = sum(counts.get(s, 0) for s in _FINISHED)
-        best_text = f" · best {best:.5g}" if best is not None else ""
+        best_text = f"best {best:.6g}" if best is not None else ""
         if self.live:
             bar = self._bar()
-            states = describe_counts(counts, color=True) + best_text
+            states = describe_counts(counts, color=True)
             if generation not in self._tasks:
-                self._tasks[generation] = bar.add_task(f"generation {generation}", total=total, states=states)
-            bar.update(self._tasks[generation], completed=done, total=total, states=states)
+                self._tasks[generation] = bar.add_task(
+                    f"gen {generation}", total=total, states=states, best=best_text
+                )
+            bar.update(self._tasks[generation], completed=done, total=total, states=states, best=best_text)
             return
-        line = f"generation {generation}: {done}/{total} finished · {describe_counts(counts)}{best_text}"
+        line = f"generation {generation}: {done}/{total} finished · {describe_counts(counts)}"
+        line += f" · {best_text}" if best_text else ""
         now = time.monotonic()
         if line != self._last_line.get(generation) and (done == total or now - self._last_print > 5):
             self._last_line[generation] = line
             self._last_print = now
-            self.console.print(line, highlight=False, markup=False)
+            self.console.print(
+                line, highlight=False, markup=False, soft_wrap=True
+            )  # a log line stays one line
 
     def generation_done(self, generation: int, analysis: str) -> None:
         """Show the generation's analysis (rendered markdown on a terminal)."""
@@ -110,7 +120,7 @@ class RichReporter:
 
                 self.console.print(Markdown(analysis))
             else:
-                self.console.print(analysis, highlight=False, markup=False)
+                self.console.print(analysis, highlight=False, markup=False, soft_wrap=True)
 
     def close(self) -> None:
         """Stop the progress display (call before printing anything else)."""
@@ -124,68 +134,159 @@ class RichReporter:
 
 def print_status(report: Any, max_failures: int = 10, console: Console | None = None) -> None:
     """Render a :class:`hpc_agent.status.StatusReport` for the terminal."""
-    console = console or Console()
+    (console or Console()).print(status_view(report, max_failures))
+
+
+def status_view(report: Any, max_failures: int = 10) -> Group:
+    """What ``hpc-agent status`` shows of a :class:`hpc_agent.status.StatusReport`, as one
+    renderable (printed once, or refreshed in place by ``--watch``)."""
     drv = report.driver
     driver = f"running (pid {drv['pid']} on {drv['host']})" if drv else "not running"
     if report.cancelled:
         driver += ", cancelled"
-    console.print(
-        f"[bold]{report.name}[/]  {report.results}  ·  driver {driver}  ·  "
-        f"{report.generations_done}/{report.generations_target} generations done",
-        highlight=False,
-    )
-    console.print(_generations_table(report))
+    better = "lower" if report.mode == "min" else "higher"
+    if report.schedule == "async":
+        flight = ", ".join(str(g) for g in report.in_flight) or "none"
+        progress = f"async, {report.generations_done} generations done, in flight: {flight}"
+    else:
+        progress = f"{report.generations_done}/{report.generations_target} generations done"
+    parts: list[Any] = [
+        _line(f"[bold]{escape(report.name)}[/]  {escape(report.results)}"),
+        _line(f"driver {driver} · {progress} · {escape(report.metric)}: {better} is better"),
+        _generations_table(report),
+    ]
+    if report.budget.get("text"):
+        parts.append(_line(escape(report.budget["text"])))
+    if report.stopped and report.stopped != "generations":
+        parts.append(_line(f"[bold]search stopped[/] ({report.stopped}): {escape(report.stopped_detail)}"))
     if report.best:
         b = report.best
         params = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in b["params"].items()
         )
-        console.print(
-            f"best so far: [bold green]{b['objective']:.6g}[/] (trial {b['trial_id']}: {params})",
-            highlight=False,
+        parts.append(
+            _line(
+                f"best so far: [bold green]{b['objective']:.6g}[/] (trial {b['trial_id']}: {escape(params)})"
+            )
         )
     if report.queue:
-        console.print("queue:")
+        parts.append(_line("queue:"))
         for row in report.queue[:20]:
             reason = f" ({row.get('reason')})" if row.get("reason") and row.get("reason") != "None" else ""
-            console.print(f"  {row.get('job_id')} {row.get('state')}{reason}", highlight=False)
-    _print_requeues(console, report.requeues[: max_failures or 10], len(report.requeues))
+            parts.append(_line(escape(f"  {row.get('job_id')} {row.get('state')}{reason}")))
+    parts += _rigor(report)
+    parts += _requeues(report.requeues[: max_failures or 10], len(report.requeues))
     if report.failures and max_failures:
-        console.print(f"not completed ({len(report.failures)}):")
+        parts.append(_line(f"not completed ({len(report.failures)}):"))
         for f in report.failures[:max_failures]:
             logs = f["stderr"] + (f"  {f['job_log']}" if f.get("job_log") else "")
-            console.print(
-                f"  {f['trial_id']} [red]{f['state']}[/]: {f['reason']}  [dim]{logs}[/]", highlight=False
+            parts.append(
+                _line(
+                    f"  {f['trial_id']} [red]{f['state']}[/]: {escape(f['reason'])}  [dim]{escape(logs)}[/]"
+                )
             )
+    return Group(*parts)
+
+
+def _line(markup: str) -> Text:
+    return Text.from_markup(markup)
+
+
+def watch_status(
+    results: Any,
+    interval_s: float = 2.0,
+    max_failures: int = 10,
+    console: Console | None = None,
+    rounds: int = 0,
+) -> None:
+    """``status --watch``: the status, refreshed in place every ``interval_s`` until Ctrl-C
+    (which returns normally) or, with ``rounds``, that many refreshes."""
+    from rich.live import Live
+
+    from hpc_agent.status import status_report
+
+    console = console or Console()
+    done = 0
+    with Live(status_view(status_report(results), max_failures), console=console, auto_refresh=False) as live:
+        try:
+            while not rounds or done < rounds:
+                time.sleep(interval_s)
+                live.update(status_view(status_report(results), max_failures), refresh=True)
+                done += 1
+        except KeyboardInterrupt:
+            return
 
 
 def _generations_table(report: Any) -> Table:
-    better = "lower" if report.mode == "min" else "higher"
+    """One row per generation; at 80 columns the states wrap at words, the jobs never."""
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("gen", "planner", "trials", "states", f"best {report.metric} ({better} is better)", "jobs"):
-        table.add_column(col)
+    table.add_column("gen", no_wrap=True)
+    table.add_column("planner", no_wrap=True)
+    table.add_column("trials", no_wrap=True, justify="right")
+    table.add_column("states", ratio=1)
+    table.add_column(f"best {report.metric}", no_wrap=True, justify="right")
+    table.add_column("jobs", no_wrap=True)
     for g in report.generations:
-        jobs = sorted({j.split("_")[0] for j in g.job_ids})
-        jobs_text = ", ".join(jobs[:3]) + (f" +{len(jobs) - 3}" if len(jobs) > 3 else "")
         table.add_row(
             str(g.generation),
-            g.planner,
+            g.planner.split(" (")[0],  # the kind; `status --json` has the model and endpoint
             str(g.trials),
-            describe_counts(g.counts, color=True) + (" [dim](done)[/]" if g.done else ""),
+            describe_counts(g.counts, color=True)
+            + (
+                " [dim](done)[/]"
+                if g.done
+                else " [cyan](in flight)[/]"
+                if g.generation in report.in_flight
+                else ""
+            ),
             "" if g.best is None else f"{g.best:.6g}",
-            jobs_text,
+            g.jobs or ", ".join(g.job_ids),
         )
     return table
 
 
-def _print_requeues(console: Console, rows: list[dict[str, Any]], total: int) -> None:
-    if not rows:
-        return
-    console.print(f"requeued ({total}):")
-    for r in rows:
-        console.print(
-            f"  {r['trial_id']} {r['state']}: {r['attempts']} attempt(s); "
-            f"{r['progress_requeues']} requeue(s) after progress (cap {r['max_progress_requeues']}), "
-            f"{r['retries']} counted (max_retries {r['max_retries']})  [dim]{r['reason']}[/]",
-            highlight=False,
+def _rigor(report: Any) -> list[Text]:
+    """The noise floor, the verdicts, the champion and the confirmed one (issue 10)."""
+    v = report.verdicts
+    if not any(v.values()) and report.champion is None:
+        return []
+    out = [
+        _line(
+            escape(
+                f"noise floor: {report.noise['text']} · verdicts: {v['keep']} keep, "
+                f"{v['discard']} discard, {v['crash']} crash"
+            )
         )
+    ]
+    if report.champion:
+        c = report.champion
+        out.append(
+            _line(escape(f"champion (last kept): {c['config']} {c['objective']:.6g} ({c['runs']} run(s))"))
+        )
+    if report.confirmed:
+        c, conf = report.confirmed, report.confirmed["confirmed"]
+        value = "pending" if conf["objective"] is None else f"{conf['objective']:.6g}"
+        out.append(
+            _line(
+                escape(
+                    f"confirmed champion: {c['config']}: {value} over {conf['runs']} confirmation run(s) "
+                    f"(screening {c['objective']:.6g})"
+                )
+            )
+        )
+    return out
+
+
+def _requeues(rows: list[dict[str, Any]], total: int) -> list[Text]:
+    if not rows:
+        return []
+    out = [_line(f"requeued ({total}):")]
+    for r in rows:
+        out.append(
+            _line(
+                f"  {r['trial_id']} {r['state']}: {r['attempts']} attempt(s); "
+                f"{r['progress_requeues']} requeue(s) after progress (cap {r['max_progress_requeues']}), "
+                f"{r['retries']} counted (max_retries {r['max_retries']})  [dim]{escape(r['reason'])}[/]"
+            )
+        )
+    return out

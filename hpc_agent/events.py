@@ -26,6 +26,7 @@ kind                class            written
                                      turned out never to have reached it
 ``trial_ended``     TrialEnded       a trial's final state, objective and reason
 ``requeued``        Requeued         an interrupted attempt goes back to be submitted
+``verdict``         Judged           a finished configuration: keep, discard or crash, and why
 ``analyzed``        Analyzed         generation g's analysis.md is written, by ``author``
 ``generation_done`` GenerationDone   generation g is finished
 ==================  ===============  ====================================================
@@ -128,6 +129,17 @@ class Cancelled(Event):
     host: str = ""
 
 
+@dataclass(frozen=True)
+class Stopped(Event):
+    """A stop rule ended the search (:mod:`hpc_agent.budget`): ``rule`` is ``generations``,
+    ``max_trials``, ``target``, ``plateau``, ``max_hours`` or ``max_gpu_hours``; ``detail``
+    says it in words. Trials in flight still finish; a rerun with a looser rule continues."""
+
+    kind: ClassVar[str] = "stopped"
+    rule: str = ""
+    detail: str = ""
+
+
 # ------------------------------------------------------------------------------- a generation
 
 
@@ -142,8 +154,13 @@ class PlannedTrial:
     params: Mapping[str, Any]
     hypothesis: str = ""
     parent: str | None = None  # the champion whose code this one edits
-    source: str = ""  # who proposed it: baseline, random, tpe, llm, tpe-fill, ...
+    source: str = ""  # who proposed it: baseline, random, tpe, llm, tpe-fill, control, ...
     patch: tuple[Mapping[str, Any], ...] | None = None
+    # "" (the search), "control" (the champion again, new seed), "confirm" or "rerun" (a
+    # configuration run again, ``of``, at ``budget_multiplier`` times the budget)
+    purpose: str = ""
+    of: str | None = None
+    budget_multiplier: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """The trial as the ``planned`` event (and plan.json) writes it."""
@@ -157,6 +174,8 @@ class PlannedTrial:
             "parent": self.parent,
             "source": self.source,
             "patch": [dict(e) for e in self.patch] if self.patch else None,
+            **({"purpose": self.purpose, "of": self.of} if self.purpose else {}),
+            **({"budget_multiplier": self.budget_multiplier} if self.budget_multiplier != 1.0 else {}),
         }
 
     @classmethod
@@ -172,6 +191,9 @@ class PlannedTrial:
             parent=d.get("parent"),
             source=str(d.get("source", "")),
             patch=tuple(d["patch"]) if d.get("patch") else None,
+            purpose=str(d.get("purpose", "")),
+            of=d.get("of"),
+            budget_multiplier=float(d.get("budget_multiplier", 1.0)),
         )
 
 
@@ -215,6 +237,25 @@ class Analyzed(Event):
     generation: int = 0
     author: str = ""  # the planner, or "deterministic"
     fallback: str = ""  # why the deterministic analysis was written instead of the planner's
+
+
+@dataclass(frozen=True)
+class Judged(Event):
+    """A finished configuration's verdict under the promotion rule (:mod:`hpc_agent.rigor`):
+    ``keep`` (the new champion), ``discard`` (worse, or within the noise) or ``crash``, why,
+    its improvement over the champion of the moment and the standard error it was held to,
+    and the noise floor it was judged with."""
+
+    kind: ClassVar[str] = "verdict"
+    config: str = ""
+    verdict: str = ""
+    reason: str = ""
+    improvement: float | None = None
+    se: float | None = None
+    champion: str | None = None
+    noise_sigma: float | None = None
+    noise_n: int = 0
+    noise_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -302,9 +343,11 @@ EVENTS: dict[str, type[Event]] = {
         RunStarted,
         RunEnded,
         Cancelled,
+        Stopped,
         PlanningStarted,
         Planned,
         Analyzed,
+        Judged,
         GenerationDone,
         Submitting,
         Submitted,

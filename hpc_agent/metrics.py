@@ -326,6 +326,8 @@ CORE_COLUMNS = (
     "reason",
     "source",
     "parent",
+    "purpose",
+    "of",
     "hypothesis",
     "attempts",
     "job_id",
@@ -333,6 +335,28 @@ CORE_COLUMNS = (
     "duration_s",
     "steps",
 )
+
+
+# The trials table's own columns and their types (parameters and metrics follow them).
+TRIAL_COLUMN_TYPES: dict[str, pl.DataType] = {
+    "trial_id": pl.String(),
+    "generation": pl.Int64(),
+    "config_id": pl.String(),
+    "seed": pl.Int64(),
+    "state": pl.String(),
+    "objective": pl.Float64(),
+    "reason": pl.String(),
+    "source": pl.String(),
+    "parent": pl.String(),
+    "purpose": pl.String(),
+    "of": pl.String(),
+    "hypothesis": pl.String(),
+    "attempts": pl.Int64(),
+    "job_id": pl.String(),
+    "exit_code": pl.Int64(),
+    "duration_s": pl.Float64(),
+    "steps": pl.Int64(),
+}
 
 
 def trials_table(
@@ -355,6 +379,8 @@ def trials_table(
             "reason": r.reason,
             "source": r.source,
             "parent": r.parent,
+            "purpose": r.purpose,  # "" (the search), control, confirm, rerun
+            "of": r.of,  # the configuration a confirm or rerun trial ran again
             "hypothesis": r.hypothesis,
             "attempts": r.attempt,
             "job_id": r.job_id,
@@ -367,23 +393,7 @@ def trials_table(
         for m in metrics:
             row[m] = s.last.get(m) if s and s.last else None
         rows.append(row)
-    col_types: dict[str, pl.DataType] = {
-        "trial_id": pl.String(),
-        "generation": pl.Int64(),
-        "config_id": pl.String(),
-        "seed": pl.Int64(),
-        "state": pl.String(),
-        "objective": pl.Float64(),
-        "reason": pl.String(),
-        "source": pl.String(),
-        "parent": pl.String(),
-        "hypothesis": pl.String(),
-        "attempts": pl.Int64(),
-        "job_id": pl.String(),
-        "exit_code": pl.Int64(),
-        "duration_s": pl.Float64(),
-        "steps": pl.Int64(),
-    }
+    col_types: dict[str, pl.DataType] = dict(TRIAL_COLUMN_TYPES)
     for m in metrics:
         col_types[m] = pl.Float64()
     if not rows:
@@ -408,8 +418,8 @@ def gather_table(
     known = known or {}
     trials = sorted(state.trials.values(), key=lambda t: t.trial_id)
     files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials if t.trial_id not in known}
-    summaries = {**known, **summarize(files, camp.metric, camp.mode, camp.objective, camp.report_metrics)}
-    return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.report_metrics))
+    summaries = {**known, **summarize(files, camp.metric, camp.mode, camp.objective, camp.gathered_metrics)}
+    return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.gathered_metrics))
 
 
 def write_table(df: pl.DataFrame, path: Path) -> None:

@@ -7,9 +7,11 @@ folder can be moved (or rsync'ed off the cluster) and still be read.
 ```
 results/<name>/
   campaign.toml  journal.jsonl  llm.jsonl  trials.parquet  driver.lock  driver.log
+  report.md  report.html  plots/  provenance/run-0002.json  provenance/run-0002.diff
   gen-0003/plan.json  gen-0003/analysis.md
   gen-0003/trials/<trial-id>/  params.json patch.diff code/ metrics.jsonl status.json
                                launch.json assignment.json stdout.log stderr.log checkpoint/
+                               provenance.json
                                (the trial folder's contract: hpc_agent.trial)
   gen-0003/submissions/<token>/  local: what one submission ran (queue.json, lanes, claims)
   submitit/<lane pid>/           local: submitit's pickles and the lane's logs
@@ -74,6 +76,20 @@ class ResultsPaths:
     @property
     def report(self) -> Path:
         return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def provenance(self) -> Path:
+        """Per driver run: the experiment code's git commit, dirty state and diff
+        (:mod:`hpc_agent.provenance`)."""
+        return self.root / "provenance"
+
+    def run_provenance(self, run: int, suffix: str = ".json") -> Path:
+        """``provenance/run-0002.json`` (or ``.diff``): what driver run ``run`` ran."""
+        return self.provenance / f"run-{run:04d}{suffix}"
 
     @property
     def plots(self) -> Path:

@@ -55,11 +55,12 @@ def prepare_trial(
     Launch(
         trial=t.trial_id,
         command=exp.command,
-        time_budget_s=exp.time_budget_s,
+        time_budget_s=exp.time_budget_s * t.budget_multiplier,
         env=dict(exp.env),
         kill_grace_s=exp.kill_grace_s,
         seed=t.seed,
         unset_env=tuple(unset_env),
+        fidelity=t.budget_multiplier,
     ).write(tp.root)
 
 

@@ -1,14 +1,23 @@
-"""Tables for papers, plots and the campaign report.
+"""The campaign report: ``report.md``, a standalone ``report.html``, and the figures.
 
-Analysis is pure and rendering is separate: :func:`results_table` and :func:`grouped` turn
-the trials table into the frame to show (frames in, frames out); the ``render_*`` functions
-only format a frame, and are checked against golden files in the tests.
+What was run and found, for a co-author: the best configurations (a paper table), the
+progress by generation, the figures (:mod:`hpc_agent.figures`: PNG for the report, PDF beside
+each for the paper), the champion's lineage with each kept code change as a diff
+(:mod:`hpc_agent.lineage`), the compute and the LLM tokens it cost (:mod:`hpc_agent.usage`),
+the parameter effects, what did not complete, and every generation's analysis.
+
+:func:`campaign_report` and :func:`report_html` are pure (data in, text out); gathering the
+data and writing the files is :func:`write_report`. ``report.html`` is one file: its figures
+are embedded as data URIs and its only links point inside it, so it opens from an email.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import base64
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +25,16 @@ import polars as pl
 
 from hpc_agent._io import atomic_write_text
 from hpc_agent.analysis import parameter_effects
-from hpc_agent.errors import UserError
+from hpc_agent.figures import KINDS, FigureInput, make_figure, pyplot
+from hpc_agent.lineage import LineageStep, champion_lineage
+from hpc_agent.llm.log import Usage
 from hpc_agent.metrics import gather_table, write_table
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.results import load_state, spec_of
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import CampaignState
-
-FORMATS = ("csv", "markdown", "latex", "parquet")
-
+from hpc_agent.tables import frame_markdown, paper_table, render_markdown
+from hpc_agent.usage import Compute, compute_used, llm_used
 
 # ------------------------------------------------------------------------------- the table
 
@@ -44,214 +54,6 @@ def load_table(paths: ResultsPaths, state: CampaignState, spec: CampaignSpec) ->
     except OSError:
         pass  # a read-only copy of a results folder can still be exported
     return df
-
-
-RANKED_STATES = ("completed",)  # what a published table ranks unless told otherwise
-
-
-def results_table(df: pl.DataFrame, spec: CampaignSpec, states: Sequence[str] | None = None) -> pl.DataFrame:
-    """The per-trial table to publish, best first, with the columns a reader needs.
-
-    Only completed trials are ranked unless ``states`` says otherwise (``["all"]``: every
-    trial): a cancelled, preempted or timed-out trial's partial objective is not a result.
-    ``duration_s`` is the time used over all ``attempts``."""
-    camp = spec.campaign
-    wanted = list(states or RANKED_STATES)
-    if "all" not in wanted:
-        df = df.filter(pl.col("state").is_in(wanted))
-    cols = ["trial_id", "generation", "state", "objective", *spec.space.names]
-    if len(camp.seeds) > 1:
-        cols.insert(2, "seed")
-    cols += [m for m in (camp.metric, *camp.report_metrics) if m in df.columns and m not in cols]
-    cols += ["duration_s", "attempts", "source"]
-    out = df.select([c for c in cols if c in df.columns])
-    return out.sort(["objective", "trial_id"], descending=[camp.mode == "max", False], nulls_last=True)
-
-
-def grouped(df: pl.DataFrame, spec: CampaignSpec, by: Sequence[str]) -> pl.DataFrame:
-    """Mean, standard deviation and count of the objective and reported metrics per group
-    (``--group-by config_id`` gives mean ± std over seeds)."""
-    missing = [b for b in by if b not in df.columns]
-    if missing:
-        valid = [c for c in df.columns if c not in ("reason", "hypothesis")]
-        raise UserError(f"--group-by {missing[0]!r}: no such column", fix=f"use one of: {', '.join(valid)}")
-    camp = spec.campaign
-    done = df.filter(pl.col("state") == "completed")
-    metrics = ["objective", *[m for m in (camp.metric, *camp.report_metrics) if m in df.columns]]
-    metrics = list(dict.fromkeys(metrics))
-    aggs: list[pl.Expr] = [pl.len().alias("n")]
-    for m in metrics:
-        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std")]
-    extra = []
-    if "config_id" in by:  # show what the configuration was
-        extra = [pl.col(p).first() for p in spec.space.names if p not in by]
-    out = done.group_by(list(by)).agg(aggs + extra)
-    return out.sort(
-        ["objective_mean", *by], descending=[camp.mode == "max"] + [False] * len(by), nulls_last=True
-    )
-
-
-# ------------------------------------------------------------------------------- rendering
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if v == 0 or 1e-3 <= abs(v) < 1e5:
-            return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
-        return f"{v:.{digits - 1}e}"
-    return str(v)
-
-
-def _cells(df: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Column names and formatted cells; ``x_mean``/``x_std`` pairs become one ``x`` = mean ± std."""
-    cols = df.columns
-    names: list[str] = []
-    getters: list[Any] = []
-    skip: set[str] = set()
-    for c in cols:
-        if c in skip:
-            continue
-        if c.endswith("_mean") and f"{c[:-5]}_std" in cols:
-            base = c[:-5]
-            skip.add(f"{base}_std")
-            names.append(base)
-            getters.append(lambda r, a=c, b=f"{base}_std": _pm(r[a], r[b]))
-        else:
-            names.append(c)
-            getters.append(lambda r, a=c: _fmt(r[a]))
-    rows = [[g(r) for g in getters] for r in df.iter_rows(named=True)]
-    return names, rows
-
-
-def _pm(mean: Any, std: Any) -> str:
-    if mean is None:
-        return ""
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return _fmt(mean)
-    return f"{_fmt(mean)} ± {_fmt(std, 2)}"
-
-
-def render_markdown(df: pl.DataFrame) -> str:
-    """A frame as a Markdown table (numbers right-aligned; ``x_mean``/``x_std`` as ``x`` = mean ±
-    std)."""
-    names, rows = _cells(df)
-    numeric = [df.schema[c].is_numeric() if c in df.schema else True for c in names]
-    esc = [[cell.replace("|", "\\|").replace("\n", " ") for cell in row] for row in rows]
-    widths = [max([len(n)] + [len(r[i]) for r in esc]) for i, n in enumerate(names)]
-    head = "| " + " | ".join(n.ljust(w) for n, w in zip(names, widths)) + " |"
-    rule = (
-        "|"
-        + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric))
-        + "|"
-    )
-    body = [
-        "| " + " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)) + " |"
-        for r in esc
-    ]
-    return "\n".join([head, rule, *body]) + "\n"
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "|": r"\textbar{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-}
-
-
-def latex_escape(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-def render_latex(
-    df: pl.DataFrame, caption: str = "", label: str = "", bold_best: str | None = None, mode: str = "min"
-) -> str:
-    """A booktabs table; the best value of ``bold_best`` in bold."""
-    names, rows = _cells(df)
-    numeric = [df.schema[c].is_numeric() if c in df.schema else True for c in names]
-    best_row = None
-    if bold_best and bold_best in df.columns and df.height:
-        col = df.get_column(bold_best)
-        if col.null_count() < df.height:
-            best_row = int((col.arg_min() if mode == "min" else col.arg_max()) or 0)
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}",
-        r"\toprule",
-        " & ".join(latex_escape(n) for n in names) + r" \\",
-        r"\midrule",
-    ]
-    # a mean shows as one "mean ± std" column named after its metric
-    bold_names = {bold_best, bold_best.removesuffix("_mean")} if bold_best else set()
-    for i, row in enumerate(rows):
-        cells = []
-        for name, cell in zip(names, row):
-            text = latex_escape(cell).replace("±", r"$\pm$")
-            if i == best_row and name in bold_names:
-                text = r"\textbf{" + text + "}"
-            cells.append(text)
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(r"\caption{" + latex_escape(caption) + "}")
-    if label:
-        lines.append(r"\label{" + label + "}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def export(
-    df: pl.DataFrame,
-    fmt: str,
-    out: Path | None,
-    *,
-    caption: str = "",
-    label: str = "",
-    bold_best: str | None = "objective",
-    mode: str = "min",
-) -> str | None:
-    """Render ``df`` as ``fmt``; write it to ``out`` (or return the text for stdout)."""
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if fmt == "parquet":
-        if out is None:
-            raise UserError("--format parquet writes a binary file", fix="add -o FILE.parquet")
-        df.write_parquet(out)
-        return None
-    if fmt == "csv":
-        text = df.write_csv()
-    elif fmt == "markdown":
-        text = render_markdown(df)
-    else:
-        bold = (
-            bold_best
-            if bold_best in df.columns
-            else ("objective_mean" if "objective_mean" in df.columns else None)
-        )
-        text = render_latex(df, caption, label, bold, mode)
-    if out is None:
-        return text
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return None
-
-
-# ------------------------------------------------------------------------------- the report
 
 
 def progress_table(df: pl.DataFrame, mode: str) -> pl.DataFrame:
@@ -275,37 +77,51 @@ def progress_table(df: pl.DataFrame, mode: str) -> pl.DataFrame:
     return per.with_columns(cum.forward_fill().alias("best_so_far"))
 
 
-def campaign_report(
-    state: CampaignState,
-    spec: CampaignSpec,
-    df: pl.DataFrame,
-    analyses: dict[int, str],
-    figures: Sequence[str],
-) -> str:
-    """report.md: what was run, what was found, how it evolved, what failed. Pure."""
-    camp = spec.campaign
-    lines = _report_head(state, spec, df)
+# ------------------------------------------------------------------------------- report.md
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    """Everything report.md says, gathered: the journal's state, the spec, the trials table,
+    the analyses by generation, the figures (paths relative to the results folder), the
+    champion's lineage, the compute and the LLM usage."""
+
+    state: CampaignState
+    spec: CampaignSpec
+    df: pl.DataFrame
+    analyses: Mapping[int, str] = field(default_factory=dict)
+    figures: Sequence[str] = ()
+    lineage: Sequence[LineageStep] = ()
+    compute: Compute = field(default_factory=Compute)
+    llm: Usage = field(default_factory=Usage)
+
+
+def campaign_report(r: ReportInput) -> str:
+    """report.md: what was run, what was found, how it evolved, what it cost, what failed. Pure."""
+    camp = r.spec.campaign
+    lines = _report_head(r.state, r.spec, r.df)
     lines += ["## Best configurations", ""]
-    if df.filter(pl.col("state") == "completed").height:
-        by = ["config_id"] if len(camp.seeds) > 1 else None
-        table = grouped(df, spec, by).head(5) if by else results_table(df, spec, ["completed"]).head(5)
-        lines += [render_markdown(table)]
+    if r.df.filter(pl.col("state") == "completed").height:
+        table = paper_table(r.df, r.spec, top=5)
+        lines += [render_markdown(table), f"_{table.note}; the best value of each metric in bold._", ""]
     else:
         lines += ["No trial completed.", ""]
-    lines += ["## Progress", "", render_markdown(progress_table(df, camp.mode))]
-    for fig in figures:
-        lines += [f"![{Path(fig).stem}]({fig})", ""]
-    done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null())
-    effects = parameter_effects(done, spec.space.names, camp.mode)
+    lines += ["## Progress", "", frame_markdown(progress_table(r.df, camp.mode))]
+    for fig in r.figures:
+        lines += [f"![{Path(fig).stem}: {KINDS.get(Path(fig).stem, '')}]({fig})", ""]
+    lines += _lineage_section(r.lineage, camp.metric)
+    lines += _cost_section(r.compute, r.llm)
+    done = r.df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null())
+    effects = parameter_effects(done, r.spec.space.names, camp.mode)
     if effects:
         lines += ["## Parameter effects", ""] + [f"- {e}" for e in effects] + [""]
-    lines += _failures_section(df)
-    if analyses:
+    lines += _failures_section(r.df)
+    if r.analyses:
         lines += ["## Analyses, generation by generation", ""]
-        for g in sorted(analyses):
+        for g in sorted(r.analyses):
             # nest the analysis's headings under this section's
             body = "\n".join(
-                "#" + ln if ln.startswith("#") else ln for ln in analyses[g].strip().splitlines()
+                "##" + ln if ln.startswith("#") else ln for ln in r.analyses[g].strip().splitlines()
             )
             lines += [body, ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -335,6 +151,58 @@ def _report_head(state: CampaignState, spec: CampaignSpec, df: pl.DataFrame) -> 
     return lines
 
 
+def _params_text(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _lineage_section(steps: Sequence[LineageStep], metric: str) -> list[str]:
+    if not steps:
+        return []
+    lines = ["## The champion's lineage", ""]
+    changed = [s for s in steps if s.diff]
+    champ = steps[-1]
+    if not changed:
+        lines += [f"The champion, trial {champ.trial_id}, runs the base code: no code change was kept.", ""]
+    else:
+        lines += [
+            f"The champion, trial {champ.trial_id}, runs the base code with {len(changed)} kept change(s), "
+            "oldest first; each diff is against its parent's code.",
+            "",
+        ]
+    for s in steps:
+        score = "not completed" if s.objective is None else f"{metric} {s.objective:.6g} (n={s.n})"
+        lines += [f"### {s.trial_id} (generation {s.generation}, {s.source or '?'}): {score}", ""]
+        if s.hypothesis:
+            lines += [f"> {' '.join(s.hypothesis.split())}", ""]
+        lines += [f"- params: {_params_text(s.params)}", f"- parent: {s.parent or 'the base code'}", ""]
+        if s.diff:
+            lines += ["```diff", s.diff.rstrip("\n"), "```", ""]
+    return lines
+
+
+def _cost_section(c: Compute, llm: Usage) -> list[str]:
+    lines = ["## Compute and LLM usage", ""]
+    if c.gpu_trials:
+        models = ", ".join(f"{name} ×{n}" for name, n in c.gpu_models.items())
+        lines.append(f"- GPU-hours: {c.gpu_hours:.3g} over {c.gpu_trials} trial(s) ({models})")
+    if c.cpu_trials:
+        lines.append(f"- CPU-hours: {c.cpu_hours:.3g} over {c.cpu_trials} trial(s) (CPUs allotted × time)")
+    if c.unknown_trials:
+        lines.append(
+            f"- {c.unknown_hours:.3g} h over {c.unknown_trials} trial(s) without a record of their resources"
+        )
+    lines.append(f"- trials' own time, all attempts added up: {c.trial_hours:.3g} h")
+    if llm.round_trips:
+        cost = f"cost ~{llm.cost:.4f}" if llm.cost else "cost not priced ([planner] price_*_per_mtok)"
+        lines.append(
+            f"- LLM: {llm.round_trips} round trip(s) with {', '.join(llm.models) or '?'}, "
+            f"{llm.failed} failed; tokens in {llm.tokens_in:,}, out {llm.tokens_out:,}; {cost}"
+        )
+    else:
+        lines.append("- LLM: none (no llm.jsonl: the campaign was planned without an LLM)")
+    return [*lines, ""]
+
+
 def _failures_section(df: pl.DataFrame) -> list[str]:
     failed = df.filter(pl.col("state") != "completed")
     if not failed.height:
@@ -346,111 +214,132 @@ def _failures_section(df: pl.DataFrame) -> list[str]:
         .sort("len", descending=True)
         .head(10)
     )
-    return ["## What did not complete", "", render_markdown(reasons)]
+    return ["## What did not complete", "", frame_markdown(reasons)]
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot on a file-only backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
+# ------------------------------------------------------------------------------- report.html
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
+_CSS = """
+body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0;font-size:13px}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #ddd}
+th{border-bottom:2px solid #444;text-align:left}td{font-variant-numeric:tabular-nums}
+img{max-width:100%;height:auto;display:block;margin:1rem 0}
+pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:12px}
+blockquote{color:#555;border-left:3px solid #ccc;margin-left:0;padding-left:1rem}
+.add{color:#116329;background:#e6ffec}.del{color:#82071e;background:#ffebe9}nav{font-size:13px}
+"""
 
 
-def plot_progress(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | None:
-    """Objective of every completed trial by trial order, and the best so far."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    from matplotlib.ticker import MaxNLocator
+def report_html(markdown_text: str, images: Mapping[str, bytes], title: str) -> str:
+    """``report.md`` as one standalone HTML page: every image whose source is a key of
+    ``images`` embedded as a data URI (an image not given is dropped, its alt text kept),
+    every heading given an id and listed in a table of contents, raw HTML in the markdown
+    escaped, diff lines coloured."""
+    from markdown_it import MarkdownIt
 
-    camp = spec.campaign
-    done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null()).sort("trial_id")
-    if done.height == 0:
-        return None
-    y = done.get_column("objective").to_list()
-    gen = done.get_column("generation").to_list()
-    best, cur = [], None
-    for v in y:
-        cur = v if cur is None else (min(cur, v) if camp.mode == "min" else max(cur, v))
-        best.append(cur)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    sc = ax.scatter(range(len(y)), y, c=gen, cmap="viridis", s=18, label="trial")
-    ax.step(range(len(y)), best, where="post", color="crimson", label="best so far")
-    ax.set_xlabel("completed trial (in trial order)")
-    ax.set_ylabel(f"{camp.metric} ({camp.objective})")
-    ax.set_title(f"{camp.name}: {camp.metric}, {'lower' if camp.mode == 'min' else 'higher'} is better")
-    if len(set(gen)) > 1:
-        bar = fig.colorbar(sc, ax=ax, label="generation")
-        bar.locator = MaxNLocator(integer=True)
-        bar.update_ticks()
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="best")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+    body = re.sub(r'<img src="([^"]*)" alt="([^"]*)"\s*/?>', lambda m: _embed(m, images), body)
+    toc: list[tuple[int, str, str]] = []
+    body = re.sub(r"<h([23])>(.*?)</h\1>", lambda m: _anchor(m, toc), body)
+    body = re.sub(r'<code class="language-diff">(.*?)</code>', _color_diff, body, flags=re.S)
+    nav = "".join(
+        f'<li style="margin-left:{(level - 2) * 1.2}rem"><a href="#{hid}">{text}</a></li>'
+        for level, hid, text in toc
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<nav><ul>{nav}</ul></nav>\n{body}</body></html>\n"
+    )
+
+
+def _embed(m: re.Match[str], images: Mapping[str, bytes]) -> str:
+    src, alt = html.unescape(m.group(1)), m.group(2)
+    data = images.get(src)
+    if data is None:
+        return f"<em>[{alt}]</em>"
+    kind = "svg+xml" if src.endswith(".svg") else "png"
+    return f'<img src="data:image/{kind};base64,{base64.b64encode(data).decode()}" alt="{alt}">'
+
+
+def _anchor(m: re.Match[str], toc: list[tuple[int, str, str]]) -> str:
+    level, inner = int(m.group(1)), m.group(2)
+    slug = (
+        re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", "", html.unescape(inner)).lower()).strip("-")
+        or "section"
+    )
+    used = {hid for _, hid, _ in toc}
+    hid, k = slug, 2
+    while hid in used:
+        hid, k = f"{slug}-{k}", k + 1
+    toc.append((level, hid, re.sub(r"<[^>]+>", "", inner)))
+    return f'<h{level} id="{hid}">{inner}</h{level}>'
+
+
+def _color_diff(m: re.Match[str]) -> str:
+    out = []
+    for line in m.group(1).split("\n"):
+        if line.startswith("+") and not line.startswith("+++"):
+            line = f'<span class="add">{line}</span>'
+        elif line.startswith("-") and not line.startswith("---"):
+            line = f'<span class="del">{line}</span>'
+        out.append(line)
+    return '<code class="language-diff">' + "\n".join(out) + "</code>"
+
+
+# ------------------------------------------------------------------------------- writing it
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    """What :func:`write_report` wrote: report.md, report.html and the figures (PNG + PDF)."""
+
+    markdown: Path
+    html: Path
+    figures: tuple[Path, ...]
+
+
+def write_figures(fi: FigureInput, folder: Path, suffixes: Sequence[str] = (".png", ".pdf")) -> list[Path]:
+    """Every figure kind that has something to draw, once per suffix, into ``folder``
+    (nothing without matplotlib)."""
+    if pyplot() is None:
+        return []
+    out = []
+    for kind in KINDS:
+        for suffix in suffixes:
+            path = make_figure(kind, fi, folder / f"{kind}{suffix}")
+            if path is None:
+                break
+            out.append(path)
     return out
 
 
-def plot_params(df: pl.DataFrame, spec: CampaignSpec, out: Path) -> Path | None:
-    """One panel per parameter: its value against the objective."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    done = df.filter((pl.col("state") == "completed") & pl.col("objective").is_not_null())
-    names = [n for n in spec.space.names if n in done.columns]
-    if done.height == 0 or not names:
-        return None
-    cols = min(3, len(names))
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), dpi=110, squeeze=False)
-    y = done.get_column("objective").to_list()
-    for ax, name in zip(axes.flat, names):
-        param = spec.space[name]
-        x = done.get_column(name).to_list()
-        if param.kind == "choice":
-            labels = [str(v) for v in param.values]  # type: ignore[union-attr]
-            ax.scatter([labels.index(str(v)) if str(v) in labels else -1 for v in x], y, s=14)
-            ax.set_xticks(range(len(labels)), labels)
-        else:
-            ax.scatter(x, y, s=14)
-            if getattr(param, "log", False):
-                ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel(spec.campaign.metric)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
-def write_report(results: Path) -> tuple[Path, list[Path]]:
-    """report.md and plots/ in the results folder; returns their paths."""
+def write_report(results: Path) -> WrittenReport:
+    """report.md, report.html and plots/ in the results folder."""
     paths = ResultsPaths(results)
     state = load_state(results)
     spec = spec_of(state)
     df = load_table(paths, state, spec)
-    figures = [
-        p
-        for p in (
-            plot_progress(df, spec, paths.plots / "progress.png"),
-            plot_params(df, spec, paths.plots / "params.png"),
-        )
-        if p is not None
-    ]
+    figures = write_figures(FigureInput(df, spec, paths), paths.plots)
     analyses = {}
     for g, rec in state.generations.items():
         if rec.analyzed and paths.analysis(g).exists():
             analyses[g] = paths.analysis(g).read_text(encoding="utf-8")
-    rel = [str(p.relative_to(paths.root)) for p in figures]
-    text = campaign_report(state, spec, df, analyses, rel)
+    pngs = [str(p.relative_to(paths.root)) for p in figures if p.suffix == ".png"]
+    text = campaign_report(
+        ReportInput(
+            state,
+            spec,
+            df,
+            analyses,
+            pngs,
+            champion_lineage(paths, state, spec),
+            compute_used(paths, state),
+            llm_used(paths),
+        )
+    )
     atomic_write_text(paths.report, text)
-    return paths.report, figures
+    images = {rel: (paths.root / rel).read_bytes() for rel in pngs}
+    atomic_write_text(paths.report_html, report_html(text, images, f"Campaign report: {spec.name}"))
+    return WrittenReport(paths.report, paths.report_html, tuple(figures))

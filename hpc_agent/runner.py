@@ -17,6 +17,9 @@ preempted    the runner itself got SIGTERM/SIGINT/SIGHUP/SIGUSR2 (preemption, a
 cancelled    ``scancel`` stopped its SLURM job (slurmstepd says so in the job's log)
 ===========  ==============================================================
 
+While the command starts, the attempt's environment (host, job ids, seed, Python, torch and
+CUDA versions, GPUs, CPUs) is added to ``provenance.json`` (:mod:`hpc_agent.provenance`).
+
 A finished trial (completed, failed, timeout) is never run again, even if its job is
 submitted twice: the runner returns its recorded state at once. Nor does a job run a trial
 that the driver has since given to another submission: ``assignment.json`` names the one
@@ -52,6 +55,7 @@ from types import FrameType
 from typing import Any
 
 from hpc_agent._io import atomic_write_json, tail_text
+from hpc_agent.provenance import write_trial_provenance
 from hpc_agent.trial import (
     FINAL_STATES,
     RUNNING,
@@ -176,6 +180,8 @@ class _Trial:
                 proc = self._start(env, out, err)
                 if proc is None:
                     return "failed"
+                # while the command starts: its environment, for the tables' provenance
+                write_trial_provenance(self.paths.root, env, self.attempt, self.job_id, self.launch.seed)
                 rc, timed_out, killed = self._wait(proc, budget, grace)
         finally:
             for s, h in previous.items():
@@ -243,6 +249,7 @@ class _Trial:
             HPC_AGENT_START_TIME=f"{self.started:.3f}",
             HPC_AGENT_SEED=str(self.launch.seed),
             HPC_AGENT_ATTEMPT=str(self.attempt),
+            HPC_AGENT_FIDELITY=f"{self.launch.fidelity:g}",
             PYTHONUNBUFFERED="1",
         )
         return env

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 from hpc_agent.errors import UserError
@@ -36,5 +37,25 @@ def scaffold(name: str, template: str, where: Path | None = None) -> Path:
     spec = dest / "campaign.toml"
     text = spec.read_text(encoding="utf-8")
     text = re.sub(r'(?m)^name\s*=\s*".*"$', f'name = "{Path(name).name}"', text, count=1)
-    spec.write_text(text, encoding="utf-8")
+    spec.write_text(header(Path(name).name, template, name) + _without_header(text), encoding="utf-8")
     return dest
+
+
+def header(name: str, template: str, folder: str) -> str:
+    """The comment that opens a new campaign's campaign.toml: its own name, where it came
+    from (``folder`` as the user typed it), and what to do next."""
+    return (
+        f"# {name}: a campaign made by `hpc-agent init {folder} --template {template}` "
+        f"on {time.strftime('%Y-%m-%d')}.\n"
+        f"# Adapt train.py, then [campaign] goal and metric and the [space] below (docs/campaign.md).\n"
+        f"# Run it (or resume it) with `hpc-agent run {folder}`; watch it with `hpc-agent status {folder}`.\n"
+    )
+
+
+def _without_header(text: str) -> str:
+    """The template's text without its opening comment block (it describes the template)."""
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines) and lines[i].startswith("#"):
+        i += 1
+    return "".join(lines[i:])

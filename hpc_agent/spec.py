@@ -22,12 +22,13 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hpc_agent.defaults import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CONFIRM_SEEDS,
     DEFAULT_GENERATIONS,
     DEFAULT_KILL_GRACE_S,
     DEFAULT_LLM_CONTEXT_TOKENS,
@@ -37,8 +38,12 @@ from hpc_agent.defaults import (
     DEFAULT_LLM_TIMEOUT_S,
     DEFAULT_MAX_PROGRESS_REQUEUES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_RIGOR_ALPHA,
+    DEFAULT_RIGOR_K,
+    DEFAULT_SCHEDULE,
     DEFAULT_TIME_BUDGET_S,
     DEFAULT_TPE_STARTUP_TRIALS,
+    DEFAULT_TPE_STRATEGY,
     JOB_OVERHEAD_MIN,
 )
 from hpc_agent.errors import SpecError
@@ -55,8 +60,10 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 PLANNERS = ("auto", *PLANNER_KINDS)  # "auto": the LLM where an endpoint is configured, else TPE
 EXECUTORS = ("auto", *EXECUTOR_KINDS)  # "auto": SLURM where sbatch is on PATH, else local
+TPE_STRATEGIES = ("refine", "liar")  # hpc_agent.planners.tpe says what each does
 MODES = ("min", "max")
 OBJECTIVES = ("last", "best")
+SCHEDULES = ("sync", "async")
 STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "text")
 RESERVED_PARAMS = ("seed",)  # injected by hpc-agent into every trial's params
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -73,11 +80,35 @@ class CampaignSection:
     objective: str = "last"  # "last": a trial's last logged value; "best": its best one
     goal: str = ""
     report_metrics: tuple[str, ...] = ()
+    holdout_metrics: tuple[str, ...] = ()  # gathered and exported, never shown to a planner
     generations: int = DEFAULT_GENERATIONS
     batch_size: int = DEFAULT_BATCH_SIZE
     seeds: tuple[int, ...] = (0,)  # each proposal runs once per seed
     seed: int = 0  # the planners' seed: same history + same seed = same plan
     baseline: bool = True  # start with the space's defaults when every parameter has one
+    schedule: str = DEFAULT_SCHEDULE  # "sync": a generation is a barrier; "async": they overlap
+    max_in_flight: int = 0  # async: trials submitted and not finished (0: one batch, seeds included)
+    refill_at: int = 0  # async: plan when this many slots are free (0: half of max_in_flight)
+
+    @property
+    def batch_trials(self) -> int:
+        """Trials of a full batch: proposals times seeds."""
+        return self.batch_size * len(self.seeds)
+
+    @property
+    def slots(self) -> int:
+        """Async: the most trials in flight at once (``max_in_flight``, default one batch)."""
+        return self.max_in_flight or self.batch_trials
+
+    @property
+    def refill_slots(self) -> int:
+        """Async: how many free slots make a new generation worth planning."""
+        return min(self.slots, self.refill_at or max(1, self.slots // 2))
+
+    @property
+    def gathered_metrics(self) -> tuple[str, ...]:
+        """The metrics read besides the objective: the report metrics and the held-out ones."""
+        return (*self.report_metrics, *self.holdout_metrics)
 
 
 @dataclass(frozen=True)
@@ -93,6 +124,13 @@ class ExperimentSection:
     env: tuple[tuple[str, str], ...] = ()
     max_retries: int = DEFAULT_MAX_RETRIES
     max_progress_requeues: int = DEFAULT_MAX_PROGRESS_REQUEUES
+
+    def job_timeout_for(self, budget_multiplier: float = 1.0) -> int:
+        """The job's time limit for trials at ``budget_multiplier`` times the budget."""
+        if self.timeout_min:
+            return math.ceil(self.timeout_min * max(1.0, budget_multiplier))
+        budget = self.time_budget_s * budget_multiplier
+        return math.ceil((budget + self.kill_grace_s) / 60) + JOB_OVERHEAD_MIN
 
     @property
     def job_timeout_min(self) -> int:
@@ -123,6 +161,7 @@ class PlannerSection:
     price_in_per_mtok: float = 0.0  # cost estimate, currency units per million tokens
     price_out_per_mtok: float = 0.0
     tpe_startup_trials: int = DEFAULT_TPE_STARTUP_TRIALS
+    tpe_strategy: str = DEFAULT_TPE_STRATEGY
 
 
 @dataclass(frozen=True)
@@ -141,6 +180,39 @@ class ExecutorSection:
 
 
 @dataclass(frozen=True)
+class RigorSection:
+    """``[rigor]``: when a challenger becomes the champion (:mod:`hpc_agent.rigor`)."""
+
+    rule: str = "se"  # "se": improvement > k * SE of the difference; "welch": Welch's t-test
+    k: float = DEFAULT_RIGOR_K
+    alpha: float = DEFAULT_RIGOR_ALPHA
+    control: bool = True  # with one seed: run the champion again (a control) to measure the noise
+
+
+@dataclass(frozen=True)
+class StopSection:
+    """``[stop]``: when the search ends besides its generations (:mod:`hpc_agent.budget`). Zero
+    (or an absent ``target``) turns a rule off."""
+
+    max_trials: int = 0  # trials of the search (controls included; confirmations not)
+    max_hours: float = 0.0  # wall-clock hours since the campaign began
+    max_gpu_hours: float = 0.0  # finished trials' hours times their GPUs
+    target: float | None = None  # the champion reached it (<= with mode min, >= with max)
+    plateau_trials: int = 0  # this many search trials finished without a new champion
+
+
+@dataclass(frozen=True)
+class ConfirmSection:
+    """``[confirm]``: screen short, confirm long: the best configurations run again with more
+    seeds and a larger budget, and the final champion is decided on those runs."""
+
+    top_k: int = 0  # 0: no confirmation stage
+    seeds: int = DEFAULT_CONFIRM_SEEDS
+    budget_multiplier: float = 1.0  # HPC_AGENT_TIME_BUDGET_S and HPC_AGENT_FIDELITY scale with it
+    every: int = 0  # 0: once, after the last generation; N: after every N generations
+
+
+@dataclass(frozen=True)
 class CampaignSpec:
     """A whole validated campaign.toml (paths absolute, defaults filled in)."""
 
@@ -150,21 +222,20 @@ class CampaignSpec:
     planner: PlannerSection = field(default_factory=PlannerSection)
     executor: ExecutorSection = field(default_factory=ExecutorSection)
     source: str = ""  # the campaign.toml it was read from (absolute), "" when built in code
+    rigor: RigorSection = field(default_factory=RigorSection)
+    confirm: ConfirmSection = field(default_factory=ConfirmSection)
+    stop: StopSection = field(default_factory=StopSection)
 
     @property
     def name(self) -> str:
         """The campaign's name (it names the results folder and the jobs)."""
         return self.campaign.name
 
-    @property
-    def trials_per_generation(self) -> int:
-        """Proposals times seeds."""
-        return self.campaign.batch_size * len(self.campaign.seeds)
-
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec as plain data (TOML/JSON-safe); inverse of :func:`spec_from_dict`."""
         camp = asdict(self.campaign)
         camp["report_metrics"] = list(self.campaign.report_metrics)
+        camp["holdout_metrics"] = list(self.campaign.holdout_metrics)
         camp["seeds"] = list(self.campaign.seeds)
         exp = asdict(self.experiment)
         exp["command"] = list(self.experiment.command)
@@ -178,6 +249,9 @@ class CampaignSpec:
             "space": self.space.to_dict(),
             "planner": asdict(self.planner),
             "executor": exe,
+            "rigor": asdict(self.rigor),
+            "confirm": asdict(self.confirm),
+            "stop": {k: v for k, v in asdict(self.stop).items() if v is not None},
         }
 
     def identity_hash(self) -> str:
@@ -215,15 +289,14 @@ class CampaignSpec:
             else:  # pragma: no cover - programming error, not user input
                 raise KeyError(key)
         camp["report_metrics"] = tuple(camp["report_metrics"])
+        camp["holdout_metrics"] = tuple(camp["holdout_metrics"])
         camp["seeds"] = tuple(camp["seeds"])
         exe["overrides"] = tuple(exe["overrides"])
-        return CampaignSpec(
-            CampaignSection(**camp),
-            self.experiment,
-            self.space,
-            PlannerSection(**plan),
-            ExecutorSection(**exe),
-            self.source,
+        return replace(
+            self,
+            campaign=CampaignSection(**camp),
+            planner=PlannerSection(**plan),
+            executor=ExecutorSection(**exe),
         )
 
 
@@ -234,10 +307,10 @@ def _hash(data: Any) -> str:
 
 # ------------------------------------------------------------------------------- loading
 
-_SECTIONS = ("campaign", "experiment", "space", "planner", "executor")
+_SECTIONS = ("campaign", "experiment", "space", "planner", "executor", "rigor", "confirm", "stop")
 _CAMPAIGN_KEYS = (
-    "name", "goal", "goal_file", "metric", "mode", "objective", "report_metrics",
-    "generations", "batch_size", "seeds", "seed", "baseline",
+    "name", "goal", "goal_file", "metric", "mode", "objective", "report_metrics", "holdout_metrics",
+    "generations", "batch_size", "seeds", "seed", "baseline", "schedule", "max_in_flight", "refill_at",
 )  # fmt: skip
 _EXPERIMENT_KEYS = (
     "command", "workdir", "editable", "time_budget_s", "kill_grace_s", "timeout_min", "env",
@@ -297,7 +370,10 @@ def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> Campaig
     check_names(space, RESERVED_PARAMS)
     planner = _parse_planner(data.get("planner", {}), base)
     executor = _parse_executor(data.get("executor", {}), base)
-    return CampaignSpec(campaign, experiment, space, planner, executor, source)
+    rigor = _parse_rigor(data.get("rigor", {}))
+    confirm = _parse_confirm(data.get("confirm", {}))
+    stop = _parse_stop(data.get("stop", {}), campaign)
+    return CampaignSpec(campaign, experiment, space, planner, executor, source, rigor, confirm, stop)
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> CampaignSpec:
@@ -373,10 +449,14 @@ def _parse_campaign(t: Mapping[str, Any], base: Path) -> CampaignSection:
         if not gp.is_file():
             raise SpecError(f"{w} goal_file = {goal_file!r}: no such file ({gp})")
         goal = gp.read_text(encoding="utf-8")
-    report = _get(t, "report_metrics", list, w, [])
-    bad = [m for m in report if not isinstance(m, str) or not _METRIC_RE.match(m)]
-    if bad:
-        raise SpecError(f"{w} report_metrics: {bad[0]!r} is not a metric name")
+    report = _metric_list(t, "report_metrics", w)
+    holdout = _metric_list(t, "holdout_metrics", w)
+    shared = [m for m in holdout if m == metric or m in report]
+    if shared:
+        raise SpecError(
+            f"{w} holdout_metrics: {shared[0]!r} is also the objective or a report metric",
+            fix="a held-out metric is never shown to a planner: list it in holdout_metrics only",
+        )
     seeds_raw = _get(t, "seeds", (int, list), w, 1)
     if isinstance(seeds_raw, int):
         seeds = tuple(range(_positive_int(seeds_raw, f"{w} seeds")))
@@ -393,11 +473,73 @@ def _parse_campaign(t: Mapping[str, Any], base: Path) -> CampaignSection:
         objective=_choice(_get(t, "objective", str, w, "last"), OBJECTIVES, f"{w} objective"),
         goal=goal.strip(),
         report_metrics=tuple(m for m in report if m != metric),
+        holdout_metrics=tuple(holdout),
         generations=_positive_int(_get(t, "generations", int, w, DEFAULT_GENERATIONS), f"{w} generations"),
         batch_size=_positive_int(_get(t, "batch_size", int, w, DEFAULT_BATCH_SIZE), f"{w} batch_size"),
         seeds=seeds,
         seed=_get(t, "seed", int, w, 0),
         baseline=_get(t, "baseline", bool, w, True),
+        schedule=_choice(_get(t, "schedule", str, w, DEFAULT_SCHEDULE), SCHEDULES, f"{w} schedule"),
+        max_in_flight=_positive_int(_get(t, "max_in_flight", int, w, 0), f"{w} max_in_flight", 0),
+        refill_at=_positive_int(_get(t, "refill_at", int, w, 0), f"{w} refill_at", 0),
+    )
+
+
+def _metric_list(t: Mapping[str, Any], key: str, w: str) -> list[str]:
+    names = _get(t, key, list, w, [])
+    bad = [m for m in names if not isinstance(m, str) or not _METRIC_RE.match(m)]
+    if bad:
+        raise SpecError(f"{w} {key}: {bad[0]!r} is not a metric name", fix=f'e.g. {key} = ["val_acc"]')
+    return list(names)
+
+
+def _parse_rigor(t: Mapping[str, Any]) -> RigorSection:
+    w = "[rigor]"
+    _only(t, tuple(RigorSection.__dataclass_fields__), w)
+    d = RigorSection()
+    k = _get(t, "k", float, w, d.k)
+    alpha = _get(t, "alpha", float, w, d.alpha)
+    if k < 0:
+        raise SpecError(f"{w} k = {k}: expected a number of standard errors >= 0", fix="k = 2.0")
+    if not 0 < alpha < 1:
+        raise SpecError(f"{w} alpha = {alpha}: expected a level in (0, 1)", fix="alpha = 0.05")
+    rule = _choice(_get(t, "rule", str, w, d.rule), ("se", "welch"), f"{w} rule")
+    return RigorSection(rule=rule, k=k, alpha=alpha, control=_get(t, "control", bool, w, d.control))
+
+
+def _parse_stop(t: Mapping[str, Any], campaign: CampaignSection) -> StopSection:
+    w = "[stop]"
+    _only(t, tuple(StopSection.__dataclass_fields__), w)
+    hours = {k: _get(t, k, float, w, 0.0) for k in ("max_hours", "max_gpu_hours")}
+    for k, v in hours.items():
+        if v < 0 or not math.isfinite(v):
+            raise SpecError(
+                f"{w} {k} = {v}: expected a number of hours >= 0", fix=f"e.g. {k} = 12 (0: no limit)"
+            )
+    target = _get(t, "target", float, w, None)
+    if target is not None and not math.isfinite(target):
+        raise SpecError(f"{w} target = {target}: expected a finite value of {campaign.metric}")
+    return StopSection(
+        max_trials=_positive_int(_get(t, "max_trials", int, w, 0), f"{w} max_trials", 0),
+        max_hours=hours["max_hours"],
+        max_gpu_hours=hours["max_gpu_hours"],
+        target=target,
+        plateau_trials=_positive_int(_get(t, "plateau_trials", int, w, 0), f"{w} plateau_trials", 0),
+    )
+
+
+def _parse_confirm(t: Mapping[str, Any]) -> ConfirmSection:
+    w = "[confirm]"
+    _only(t, tuple(ConfirmSection.__dataclass_fields__), w)
+    d = ConfirmSection()
+    multiplier = _get(t, "budget_multiplier", float, w, d.budget_multiplier)
+    if multiplier <= 0:
+        raise SpecError(f"{w} budget_multiplier = {multiplier}: expected a positive number", fix="e.g. 4.0")
+    return ConfirmSection(
+        top_k=_positive_int(_get(t, "top_k", int, w, d.top_k), f"{w} top_k", 0),
+        seeds=_positive_int(_get(t, "seeds", int, w, d.seeds), f"{w} seeds"),
+        budget_multiplier=multiplier,
+        every=_positive_int(_get(t, "every", int, w, d.every), f"{w} every", 0),
     )
 
 
@@ -518,6 +660,9 @@ def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:
         price_out_per_mtok=_get(t, "price_out_per_mtok", float, w, 0.0),
         tpe_startup_trials=_positive_int(
             _get(t, "tpe_startup_trials", int, w, d.tpe_startup_trials), f"{w} tpe_startup_trials"
+        ),
+        tpe_strategy=_choice(
+            _get(t, "tpe_strategy", str, w, d.tpe_strategy), TPE_STRATEGIES, f"{w} tpe_strategy"
         ),
     )
     if out.request_timeout_s <= 0:

@@ -74,8 +74,11 @@ class TrialRecord:
     params: Mapping[str, Any]
     hypothesis: str = ""
     parent: str | None = None  # the champion trial whose code this one edits
-    source: str = ""  # who proposed it: baseline, random, tpe, llm, tpe-fill, ...
+    source: str = ""  # who proposed it: baseline, random, tpe, llm, tpe-fill, control, ...
     patch: tuple[Mapping[str, Any], ...] | None = None
+    purpose: str = ""  # "" (the search), "control", "confirm" or "rerun" (see PlannedTrial)
+    of: str | None = None  # the configuration a confirm or rerun trial runs again
+    budget_multiplier: float = 1.0
     state: TrialState = TrialState.PLANNED
     attempt: int = 0  # submissions so far
     retries: int = 0  # requeues that count against max_retries
@@ -125,8 +128,16 @@ class GenerationRecord:
     planned: bool = False
     analyzed: bool = False
     done: bool = False
+    planning_at: float = 0.0  # when the planner was last asked for it
     planned_at: float = 0.0
     done_at: float = 0.0
+
+    @property
+    def planning_s(self) -> float | None:
+        """How long its planner took (None before it was planned, or for an old journal)."""
+        if not (self.planned and self.planning_at):
+            return None
+        return max(0.0, self.planned_at - self.planning_at)
 
 
 @dataclass
@@ -148,6 +159,10 @@ class CampaignState:
     last_run_end: str = ""
     started_at: float = 0.0
     events: int = 0
+    verdicts: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # config -> its verdict
+    champion_id: str | None = None  # the last configuration kept
+    stopped: str = ""  # the stop rule that ended the search, as last journaled ("" none)
+    stopped_detail: str = ""
     _configs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # config -> trials
     _keys: dict[str, str] = field(default_factory=dict, repr=False)  # config -> its config_key
     _config_cache: dict[str, ConfigResult] = field(default_factory=dict, repr=False)
@@ -173,6 +188,21 @@ class CampaignState:
                 and (best is None or _better(record, best, mode))
             ):
                 self._best[mode] = record
+
+    def snapshot(self) -> CampaignState:
+        """A copy that later events do not change (its records are immutable: the containers
+        are copied, not the records), for a reader on another thread."""
+        return replace(
+            self,
+            generations=dict(self.generations),
+            trials=dict(self.trials),
+            submissions=dict(self.submissions),
+            verdicts=dict(self.verdicts),
+            _configs={k: list(v) for k, v in self._configs.items()},
+            _keys=dict(self._keys),
+            _config_cache=dict(self._config_cache),
+            _best=dict(self._best),
+        )
 
     # ------------------------------------------------------------------ queries
     def trials_of(self, generation: int) -> list[TrialRecord]:
@@ -222,7 +252,8 @@ class CampaignState:
         for cid, trial_ids in self._configs.items():
             c = self._config_cache.get(cid)
             if c is None:
-                c = self._config_cache[cid] = _config_result(cid, [self.trials[t] for t in trial_ids])
+                trials = [self.trials[t] for t in trial_ids]
+                c = self._config_cache[cid] = _config_result(cid, trials, self.verdicts.get(cid))
             out.append(c)
         return out
 
@@ -236,7 +267,10 @@ class CampaignState:
         return set(self._keys.values())
 
     def champion(self, mode: str) -> ConfigResult | None:
-        """The best configuration so far (mean objective over its completed seeds)."""
+        """The champion: the last configuration the promotion rule kept (:mod:`hpc_agent.rigor`);
+        in a journal without verdicts (release 0.1.0), the best mean so far."""
+        if self.champion_id is not None:
+            return next((c for c in self.configs() if c.config_id == self.champion_id), None)
         scored = [c for c in self.configs() if c.objective is not None and not c.pending]
         if not scored:
             return None
@@ -258,8 +292,16 @@ class ConfigResult:
     trial_ids: tuple[str, ...]
     objective: float | None  # mean over completed seeds
     n_completed: int
-    pending: bool
+    pending: bool  # a run of the configuration itself is still to come (controls aside)
     failed_reasons: tuple[str, ...]
+    values: tuple[float, ...] = ()  # every completed run's objective, controls included
+    purpose: str = ""  # "" (the search), "confirm" or "rerun" (then ``of`` is the original)
+    of: str | None = None
+    budget_multiplier: float = 1.0
+    controlled: bool = False  # it was run again as a control (its values estimate the noise)
+    verdict: str = ""  # keep, discard, crash ("" before it finished, or not judged)
+    verdict_reason: str = ""
+    improvement: float | None = None  # over the champion of its moment (positive: better)
 
 
 def _finite(x: float | None) -> bool:
@@ -272,7 +314,7 @@ def _better(a: TrialRecord, b: TrialRecord, mode: str) -> bool:
     return (sign * (a.objective or 0.0), a.trial_id) < (sign * (b.objective or 0.0), b.trial_id)
 
 
-def _config_result(cid: str, trials: list[TrialRecord]) -> ConfigResult:
+def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, Any] | None) -> ConfigResult:
     trials = sorted(trials, key=lambda t: t.trial_id)
     values = [
         t.objective
@@ -281,6 +323,7 @@ def _config_result(cid: str, trials: list[TrialRecord]) -> ConfigResult:
     ]
     first = trials[0]
     failed = [t for t in trials if t.state.is_finished() and t.state is not TrialState.COMPLETED]
+    judged = verdict or {}
     return ConfigResult(
         config_id=cid,
         generation=first.generation,
@@ -292,8 +335,16 @@ def _config_result(cid: str, trials: list[TrialRecord]) -> ConfigResult:
         trial_ids=tuple(t.trial_id for t in trials),
         objective=sum(values) / len(values) if values else None,
         n_completed=len(values),
-        pending=any(not t.state.is_finished() for t in trials),
+        pending=any(not t.state.is_finished() for t in trials if t.purpose != "control"),
         failed_reasons=tuple(f"{t.trial_id}: {t.state.value}: {t.reason}" for t in failed),
+        values=tuple(float(v) for v in values if v is not None),
+        purpose=first.purpose,
+        of=first.of,
+        budget_multiplier=first.budget_multiplier,
+        controlled=any(t.purpose == "control" for t in trials),
+        verdict=str(judged.get("verdict", "")),
+        verdict_reason=str(judged.get("reason", "")),
+        improvement=judged.get("improvement"),
     )
 
 
@@ -311,6 +362,7 @@ def _on_run(st: CampaignState, e: ev.RunStarted) -> None:
     st.runs += 1
     st.run_times = (*st.run_times, e.t)
     st.cancelled = False
+    st.stopped = st.stopped_detail = ""  # each run judges the stop rules anew (a rule may have changed)
 
 
 def _on_run_ended(st: CampaignState, e: ev.RunEnded) -> None:
@@ -321,12 +373,18 @@ def _on_cancelled(st: CampaignState, e: ev.Cancelled) -> None:
     st.cancelled = True
 
 
+def _on_stopped(st: CampaignState, e: ev.Stopped) -> None:
+    st.stopped, st.stopped_detail = e.rule, e.detail
+
+
 def _generation(st: CampaignState, g: int) -> GenerationRecord:
     return st.generations.get(g) or GenerationRecord(g)
 
 
 def _on_planning(st: CampaignState, e: ev.PlanningStarted) -> None:
-    st.generations[e.generation] = replace(_generation(st, e.generation), planning=True, planner=e.planner)
+    st.generations[e.generation] = replace(
+        _generation(st, e.generation), planning=True, planner=e.planner, planning_at=e.t
+    )
     st.generations = dict(sorted(st.generations.items()))
 
 
@@ -343,6 +401,9 @@ def _on_planned(st: CampaignState, e: ev.Planned) -> None:
             parent=p.parent,
             source=p.source,
             patch=p.patch,
+            purpose=p.purpose,
+            of=p.of,
+            budget_multiplier=p.budget_multiplier,
         )
         st._configs.setdefault(rec.config_id, []).append(rec.trial_id)
         st._set_trial(rec)
@@ -427,6 +488,18 @@ def _on_requeued(st: CampaignState, e: ev.Requeued) -> None:
     )
 
 
+def _on_judged(st: CampaignState, e: ev.Judged) -> None:
+    st.verdicts[e.config] = {
+        "verdict": e.verdict,
+        "reason": e.reason,
+        "improvement": e.improvement,
+        "at": e.t,
+    }
+    st._config_cache.pop(e.config, None)
+    if e.verdict == "keep":
+        st.champion_id = e.config
+
+
 def _on_analyzed(st: CampaignState, e: ev.Analyzed) -> None:
     st.generations[e.generation] = replace(_generation(st, e.generation), analyzed=True)
 
@@ -442,6 +515,7 @@ HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
     ev.RunStarted: _on_run,
     ev.RunEnded: _on_run_ended,
     ev.Cancelled: _on_cancelled,
+    ev.Stopped: _on_stopped,
     ev.PlanningStarted: _on_planning,
     ev.Planned: _on_planned,
     ev.Submitting: _on_submitting,
@@ -449,6 +523,7 @@ HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
     ev.SubmitFailed: _on_submit_failed,
     ev.TrialEnded: _on_trial_ended,
     ev.Requeued: _on_requeued,
+    ev.Judged: _on_judged,
     ev.Analyzed: _on_analyzed,
     ev.GenerationDone: _on_generation_done,
 }

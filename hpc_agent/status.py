@@ -14,9 +14,11 @@ from typing import Any
 
 from hpc_agent.defaults import DEFAULT_MAX_PROGRESS_REQUEUES, DEFAULT_MAX_RETRIES
 from hpc_agent.executors import EXECUTOR_KINDS, executor_class
+from hpc_agent.executors.base import Executor
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.results import driver_info, load_state
-from hpc_agent.state import CampaignState, TrialState
+from hpc_agent.rigor import final_champion, noise
+from hpc_agent.state import CampaignState, ConfigResult, SubmissionRecord, TrialState
 from hpc_agent.trial import is_running_for, read_status
 
 
@@ -33,6 +35,7 @@ class GenerationStatus:
     analyzed: bool
     done: bool
     job_ids: list[str] = field(default_factory=list)
+    jobs: str = ""  # the jobs in words: "job 123, 124" on SLURM, "2 local lanes" locally
 
 
 @dataclass
@@ -53,8 +56,17 @@ class StatusReport:
     failures: list[dict[str, Any]]
     queue: list[dict[str, str]] = field(default_factory=list)
     requeues: list[dict[str, Any]] = field(default_factory=list)  # trials that ran more than once
+    noise: dict[str, Any] = field(default_factory=dict)  # sigma, n, from (hpc_agent.rigor)
+    verdicts: dict[str, int] = field(default_factory=dict)  # keep / discard / crash counts
+    champion: dict[str, Any] | None = None  # the last kept configuration
+    confirmed: dict[str, Any] | None = None  # the final champion, on confirmed results
     cancelled: bool = False
     last_run_end: str = ""
+    schedule: str = "sync"  # [campaign] schedule
+    in_flight: list[int] = field(default_factory=list)  # generations with trials out now
+    stopped: str = ""  # the stop rule that ended the search (hpc_agent.budget), "" none yet
+    stopped_detail: str = ""
+    budget: dict[str, Any] = field(default_factory=dict)  # used, limits, and in words ("text")
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data."""
@@ -106,12 +118,55 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
         generations=gens,
         failures=_failures(paths, state),
         requeues=_requeues(state),
+        **_rigor(state, mode),
         cancelled=state.cancelled,
         last_run_end=state.last_run_end,
+        schedule=str(camp.get("schedule", "sync")),
+        in_flight=[g.generation for g in gens if g.counts["submitted"] + g.counts["running"]],
+        stopped=state.stopped,
+        stopped_detail=state.stopped_detail,
+        budget=_budget(paths, state),
     )
     if queue:
         report.queue = _queue_info(state)
     return report
+
+
+def _budget(paths: ResultsPaths, state: CampaignState) -> dict[str, Any]:
+    """The budget used and its limits ({} for a spec this version cannot read)."""
+    from hpc_agent.budget import GpuMeter, describe, used
+    from hpc_agent.errors import SpecError
+    from hpc_agent.spec import spec_from_dict
+
+    try:
+        spec = spec_from_dict(state.spec)
+    except (SpecError, KeyError, TypeError):
+        return {}
+    gpu = GpuMeter(paths).hours(state) if spec.stop.max_gpu_hours else 0.0
+    u = used(state, spec, gpu)
+    limits = {k: v for k, v in asdict(spec.stop).items() if v is not None and (v or k == "target")}
+    return {**u.to_dict(), "limits": limits, "text": describe(spec, u)}
+
+
+def _rigor(state: CampaignState, mode: str) -> dict[str, Any]:
+    """The noise floor, the verdicts, the champion and the confirmed one."""
+    search = [c for c in state.configs() if not c.purpose]
+    floor = noise(search)
+    verdicts = [c.verdict for c in search if c.verdict]
+    champ = state.champion(mode)
+    original, conf = final_champion(state, mode)
+    return {
+        "noise": {"sigma": floor.sigma, "n": floor.n, "from": floor.how, "text": floor.describe()},
+        "verdicts": {v: verdicts.count(v) for v in ("keep", "discard", "crash")},
+        "champion": None if champ is None else _config_info(champ),
+        "confirmed": None
+        if conf is None or original is None
+        else {**_config_info(original), "confirmed": _config_info(conf)},
+    }
+
+
+def _config_info(c: ConfigResult) -> dict[str, Any]:
+    return {"config": c.config_id, "objective": c.objective, "runs": c.n_completed, "params": dict(c.params)}
 
 
 def _generations(paths: ResultsPaths, state: CampaignState, mode: str) -> list[GenerationStatus]:
@@ -128,10 +183,31 @@ def _generations(paths: ResultsPaths, state: CampaignState, mode: str) -> list[G
         counts = live_counts(paths, state, g)
         out.append(
             GenerationStatus(
-                g, rec.planner, rec.note, len(rec.trial_ids), counts, best, rec.analyzed, rec.done, jobs
+                g,
+                rec.planner,
+                rec.note,
+                len(rec.trial_ids),
+                counts,
+                best,
+                rec.analyzed,
+                rec.done,
+                jobs,
+                _jobs_text(subs),
             )
         )
     return out
+
+
+def _jobs_text(subs: list[SubmissionRecord]) -> str:
+    """A generation's jobs in the words of each executor kind that ran them."""
+    by_kind: dict[str, list[str]] = {}
+    for s in subs:
+        by_kind.setdefault(s.executor, []).extend(s.job_ids)
+    parts = []
+    for kind, ids in sorted(by_kind.items()):
+        cls = executor_class(kind) if kind in EXECUTOR_KINDS else Executor
+        parts.append(cls.describe_jobs(sorted(set(ids))))
+    return "; ".join(parts)
 
 
 def _failures(paths: ResultsPaths, state: CampaignState) -> list[dict[str, Any]]:
@@ -143,7 +219,7 @@ def _failures(paths: ResultsPaths, state: CampaignState) -> list[dict[str, Any]]
             "reason": t.reason,
             "job_id": t.job_id,
             "stderr": str(paths.trial(t.trial_id).stderr),
-            "job_log": _job_log(paths, t.generation, t.token, t.job_id),
+            "job_log": job_log(paths, t.generation, t.token, t.job_id),
         }
         for t in sorted(state.trials.values(), key=lambda t: t.trial_id)
         if t.state.is_finished() and t.state is not TrialState.COMPLETED
@@ -169,7 +245,7 @@ def _requeues(state: CampaignState) -> list[dict[str, Any]]:
     ]
 
 
-def _job_log(paths: ResultsPaths, generation: int, token: str | None, job_id: str | None) -> str | None:
+def job_log(paths: ResultsPaths, generation: int, token: str | None, job_id: str | None) -> str | None:
     """The SLURM job log of an array task (scheduler messages: OOM kills, cancels), if any."""
     if not token or not job_id or "_" not in job_id:
         return None

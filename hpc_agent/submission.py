@@ -71,8 +71,7 @@ class Submissions:
                 log=e.script or None,
             ) from None
         self._write(Submitted(token=token, job_ids=tuple(sub.job_ids), trial_jobs=sub.trial_jobs))
-        arrays = sorted({j.split("_")[0] for j in sub.job_ids})
-        jobs = "job " + ", ".join(arrays) if len(arrays) <= 3 else f"{len(arrays)} jobs"
+        jobs = self.executor.describe_jobs(sub.job_ids)
         self.reporter.info(f"generation {g}: submitted {len(planned)} trial(s) as {jobs}")
 
     def _request(self, g: int, token: str, ids: Sequence[str]) -> SubmitRequest:
@@ -84,7 +83,9 @@ class Submissions:
             trial_dirs=tuple(str(self.paths.trial(t).root) for t in ids),
             queue_dir=str(self.paths.submission(g, token)),
             submitit_dir=str(self.paths.submitit),
-            timeout_min=self.spec.experiment.job_timeout_min,
+            timeout_min=self.spec.experiment.job_timeout_for(
+                max((self._state().trials[t].budget_multiplier for t in ids), default=1.0)
+            ),
             scrub_env=self.secret_env,
         )
 

@@ -22,6 +22,8 @@ want to import hpc_agent can read and write the files named by the environment i
 ``HPC_AGENT_CHECKPOINT_DIR``   a folder kept across requeues of the same trial
 ``HPC_AGENT_TIME_BUDGET_S``    seconds the trial may run before SIGTERM
 ``HPC_AGENT_TRIAL_DIR``        the trial's folder
+``HPC_AGENT_FIDELITY``         1 for the search; a confirmation's budget
+                               multiplier (``[confirm] budget_multiplier``)
 =============================  ==============================================
 """
 
@@ -121,6 +123,14 @@ def time_budget_s() -> float | None:
     """The trial's time budget in seconds (``HPC_AGENT_TIME_BUDGET_S``), or None outside a campaign."""
     b = os.environ.get("HPC_AGENT_TIME_BUDGET_S")
     return float(b) if b else None
+
+
+def fidelity() -> float:
+    """How much budget this run has relative to the search's trials: 1.0, or more for a
+    confirmation run (``[confirm] budget_multiplier``; ``HPC_AGENT_FIDELITY``). The budget
+    itself (``time_budget_s``) is already scaled: read this to scale what is not time-based
+    (a step count, an evaluation set)."""
+    return float(os.environ.get("HPC_AGENT_FIDELITY", "1") or 1)
 
 
 def time_left() -> float:

@@ -16,6 +16,9 @@ file                written by   what
                                  the rest of the workdir
 ``patch.diff``      driver       the code change, as a unified diff
 ``status.json``     runner       ``running``, then its final word (below)
+``provenance.json`` runner       per attempt: host, job and array ids, seed, Python,
+                                 torch and CUDA versions, GPUs, CPUs
+                                 (:mod:`hpc_agent.provenance`)
 ``metrics.jsonl``   experiment   one JSON object a line
 ``stdout.log``,     runner       the command's output, every attempt appended
 ``stderr.log``
@@ -44,6 +47,7 @@ ASSIGNMENT = "assignment.json"
 CODE = "code"
 PATCH = "patch.diff"
 STATUS = "status.json"
+PROVENANCE = "provenance.json"
 METRICS = "metrics.jsonl"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
@@ -93,6 +97,10 @@ class TrialPaths:
         return self.root / CODE
 
     @property
+    def provenance(self) -> Path:
+        return self.root / PROVENANCE
+
+    @property
     def metrics(self) -> Path:
         return self.root / METRICS
 
@@ -126,6 +134,7 @@ class Launch:
     kill_grace_s: float = 10.0
     seed: int = 0
     unset_env: tuple[str, ...] = ()  # removed from the command's environment (secrets)
+    fidelity: float = 1.0  # a confirmation's budget multiplier (HPC_AGENT_FIDELITY)
 
     def write(self, folder: str | os.PathLike[str]) -> None:
         """Write ``launch.json`` into the trial folder (atomically)."""
@@ -152,6 +161,7 @@ class Launch:
             kill_grace_s=float(data.get("kill_grace_s", 10.0)),
             seed=int(data.get("seed", 0)),
             unset_env=tuple(str(n) for n in data.get("unset_env") or ()),
+            fidelity=float(data.get("fidelity", 1.0)),
         )
 
 

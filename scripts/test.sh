@@ -12,6 +12,13 @@ echo "== install (venv: $VENV)"
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 # torch is pinned here: this exact version is a CPU wheel available offline
 "$VENV/bin/python" -m pip install -q -e '.[dev,examples]' 'torch==2.13.0'
+echo "== pdflatex (tests/test_tables.py compiles the LaTeX tables; ~70 s to install on Debian)"
+if ! command -v pdflatex >/dev/null && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    texlive-latex-base texlive-latex-recommended >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends texlive-latex-base texlive-latex-recommended >/dev/null; }
+fi
 echo "== llama.cpp server (the real LLM of tests/test_llm_real.py)"
 VENV="$VENV" bash scripts/install-llama.sh
 
@@ -27,5 +34,6 @@ echo "== mypy"
 echo "== pytest"
 export HPC_AGENT_REQUIRE_SLURM=1   # a SLURM test that cannot run fails instead of skipping
 export HPC_AGENT_REQUIRE_LLAMA=1   # so does a real-LLM test whose server cannot start
+export HPC_AGENT_REQUIRE_LATEX=1   # and the LaTeX compile test without pdflatex
 # pytest exit code 5 ("no tests collected") is a failure too: set -e keeps it
 "$VENV/bin/python" -m pytest ${PYTEST_ARGS:-} -p no:cacheprovider

@@ -165,6 +165,9 @@ def test_nanolm_campaign_spec_is_valid_and_starts_from_train_py_defaults(tmp_pat
     assert load_spec(scaffold("mylm", "nanolm", where=tmp_path)).name == "mylm"  # init --template nanolm
     assert spec.campaign.metric == "val_bpb" and spec.campaign.mode == "min"
     assert "test_bpb" not in spec.campaign.report_metrics  # held out: never shown to a planner
+    assert spec.campaign.holdout_metrics == ("test_bpb",)
+    code = (NANOLM / "train.py").read_text().split('"""', 2)[2]  # the editable file, after its docstring
+    assert "prepare.final_evaluation(" in code and '"test"' not in code  # the held-out score is prepare's
     assert spec.experiment.editable == ("train.py",)  # prepare.py, the yardstick, is not
     assert Path(spec.planner.brief).name == "program.md"
     # generation 0 (the space's defaults) is train.py's own baseline: `python train.py` by hand

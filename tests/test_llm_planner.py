@@ -57,6 +57,9 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeLLM]]:
         f.stop()
 
 
+NO_CONTROL = "\n[rigor]\ncontrol = false  # the scripted replies fill whole batches\n"
+
+
 def prop(x: float, mode: str = "a", patch: Any = None, hypothesis: str = "a hypothesis") -> dict[str, Any]:
     return {"hypothesis": hypothesis, "params": {"x": x, "mode": mode}, "patch": patch}
 
@@ -356,7 +359,11 @@ def test_json_schema_rejected_then_json_object_remembered(
 def analysis_ctx(results: Path, spec: CampaignSpec, g: int) -> AnalysisContext:
     state = load_state(results)
     table = pl.read_parquet(ResultsPaths(results).trials_table)
-    return AnalysisContext(spec, g, state, table, (), results)
+    last = g + 1 >= spec.campaign.generations
+    left = spec.campaign.generations - (g + 1)
+    return AnalysisContext(
+        spec, g, state, table, (), results, plan_for=None if last else g + 1, generations_left=left
+    )
 
 
 def plan_ctx_from(results: Path, spec: CampaignSpec, g: int) -> PlanContext:
@@ -397,9 +404,15 @@ def test_stale_proposals_are_not_reused(
     spec = load_spec(camp).with_overrides(generations=3)
     fake = serve([reply(prop(0.31), prop(0.29)), reply(prop(0.11), prop(0.12))])
     LLMPlanner(spec).analyze(analysis_ctx(results, spec, 0))
-    ctx = replace(plan_ctx_from(results, spec, 1), n=1)  # another batch size: the proposals do not fit
+    # a smaller batch (the campaign added a control trial): the proposals made still serve
+    ctx = replace(plan_ctx_from(results, spec, 1), n=1)
     plan = LLMPlanner(spec).propose(ctx)
-    assert len(fake.chat_requests) == 2 and [p.params["x"] for p in plan.proposals] == [0.11]
+    assert len(fake.chat_requests) == 1 and [p.params["x"] for p in plan.proposals] == [0.31]
+    # another history (a trial more than they were made for): stale, asked again
+    ctx = plan_ctx_from(results, spec, 1)
+    changed = replace(ctx, history=ctx.history[:-1])
+    plan = LLMPlanner(spec).propose(changed)
+    assert len(fake.chat_requests) == 2 and [p.params["x"] for p in plan.proposals] == [0.11, 0.12]
 
 
 def test_analysis_falls_back_to_the_deterministic_one(
@@ -480,7 +493,7 @@ ENV_DUMP = TINY_TRAIN + "print('ENVIRON', json.dumps(dict(os.environ), sort_keys
 def test_three_generation_campaign_through_the_cli(
     make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path, serve: Any
 ) -> None:
-    camp = make_campaign(generations=3, script=ENV_DUMP)
+    camp = make_campaign(generations=3, script=ENV_DUMP, extra=NO_CONTROL)
     half = LINE.replace("** 2", "** 2 * 0.5")
     fake = serve([
         # generation 0: a parameter change and a code change
@@ -545,7 +558,7 @@ def test_three_generation_campaign_through_the_cli(
 def test_campaign_completes_with_the_endpoint_down(
     make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path, serve: Any
 ) -> None:
-    camp = make_campaign(generations=2, extra="\n[planner]\nmax_retries = 1\n")
+    camp = make_campaign(generations=2, extra="\n[planner]\nmax_retries = 1\n" + NO_CONTROL)
     fake = serve([{"status": 500, "forever": True}])
     out = cli_run("run", str(camp), "--planner", "llm", *FAST)
     assert "done: 2 generation(s)" in out.output
@@ -569,7 +582,7 @@ def test_json_schema_refused_with_http_500_in_a_campaign(
 ) -> None:
     """llama-cpp-python answers json_schema with HTTP 500 and takes llama.cpp's json_object form
     with a schema: one step down for the whole campaign, never a transport retry."""
-    camp = make_campaign(generations=2)
+    camp = make_campaign(generations=2, extra=NO_CONTROL)
     fake = serve(
         [reply(prop(0.1), prop(0.2)), reply(prop(0.3), prop(0.35)), {"json": {"analysis": "end"}}],
         accept=("json_object+schema", "json_object", "text"),
@@ -661,7 +674,7 @@ def test_a_context_smaller_than_the_prompt_is_learned_once(
     """The server refuses the first prompt (over its context): the prompt is refitted at once to
     what it said, and every later request of the campaign fits from the start."""
     big = TINY_TRAIN + "\n".join(f"# note {i}: " + "a long comment about the model " * 6 for i in range(120))
-    camp = make_campaign(generations=2, script=big, extra="\n[planner]\nmax_tokens = 500\n")
+    camp = make_campaign(generations=2, script=big, extra="\n[planner]\nmax_tokens = 500\n" + NO_CONTROL)
     refusal = {
         "status": 400,
         "body": {

@@ -44,3 +44,58 @@ def test_quickstart_one_generation(tmp_path: Path) -> None:
         assert 0.0 < rows[-1]["val_loss"] < 3.0 and rows[-1]["val_acc"] > 0.5
     baseline = json.loads((results / "gen-0000" / "trials" / "0000-0000" / "params.json").read_text())
     assert baseline == {"lr": 0.001, "hidden": 64, "weight_decay": 0.0001, "activation": "relu", "seed": 0}
+    # everything about the best trial, as a user reads it (provenance read back, not torch imported)
+    show = subprocess.run(
+        [sys.executable, "-m", "hpc_agent", "show", "results/quickstart", "best"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert show.returncode == 0, show.stderr
+    import torch
+
+    for fragment in (
+        "(the best trial)",
+        "  val_loss  ",
+        "  val_acc  ",
+        f"torch {torch.__version__}",
+        "stdout.log",
+    ):
+        assert fragment in show.stdout, fragment
+    # the best trial again, exactly: same params, same code, its reproduction shown beside it
+    best = next(line.split()[1] for line in show.stdout.splitlines() if line.startswith("trial "))
+    rerun = subprocess.run(
+        [sys.executable, "-m", "hpc_agent", "rerun", "results/quickstart", best, "--executor", "local", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    again = results / "gen-0001" / "trials" / "0001-0000"
+    original = results / "gen-0000" / "trials" / best
+    assert json.loads((again / "params.json").read_text()) == json.loads(
+        (original / "params.json").read_text()
+    )
+    assert (again / "code" / "train.py").read_text() == (original / "code" / "train.py").read_text()
+    assert json.loads((again / "status.json").read_text())["state"] == "completed"
+    table = subprocess.run(
+        [sys.executable, "-m", "hpc_agent", "export", "results/quickstart", "--format", "csv"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.splitlines()
+    header = table[0].split(",")
+    assert "reproduced" in header and "reproduced_delta" in header
+    rows = [dict(zip(header, line.split(","))) for line in table[1:]]
+    assert len(rows) == 4 and sum(1 for r in rows if r["reproduced"]) == 1  # beside the original
+    shown = subprocess.run(
+        [sys.executable, "-m", "hpc_agent", "show", "results/quickstart", best],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "run again" in shown and "rerun 0001-0000" in shown

@@ -44,7 +44,7 @@ def test_good_spec_parses_with_defaults(tmp_path: Path) -> None:
     assert spec.experiment.workdir == str(tmp_path.resolve())
     assert spec.space.names == ("lr", "width", "act")
     assert spec.space["act"].kind == "choice"
-    assert spec.trials_per_generation == 3
+    assert spec.campaign.batch_trials == 3
     assert spec.experiment.job_timeout_min >= 6  # 300 s budget + grace + overhead
 
 
@@ -74,7 +74,7 @@ def test_identity_ignores_operational_values(tmp_path: Path) -> None:
 def test_seeds_expand_trials(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, GOOD.replace("batch_size = 3", "batch_size = 3\nseeds = 2")))
     assert spec.campaign.seeds == (0, 1)
-    assert spec.trials_per_generation == 6
+    assert spec.campaign.batch_trials == 6
 
 
 # Each case: (what to change in GOOD, a fragment the message must contain).

@@ -108,7 +108,8 @@ def test_exports_rank_only_completed_trials(
     space = '[space]\nmode = { type = "choice", values = ["a", "b"] }\n'
     camp = make_campaign(script=PARTIAL, space=space, time_budget_s=2, batch_size=2)
     cli_run("run", str(camp), "--executor", "local", "--planner", "random", "-q")
-    csv = cli_run("export", "results/tiny", "--format", "csv").output
+    cols = ("--columns", "mode,state,attempts,duration_s,loss")
+    csv = cli_run("export", "results/tiny", "--format", "csv", *cols).output
     rows = [line.split(",") for line in csv.strip().splitlines()]
     header = rows[0]
     assert "attempts" in header and "duration_s" in header
@@ -116,9 +117,9 @@ def test_exports_rank_only_completed_trials(
     assert states == ["completed"]  # the timed-out trial's -100 is not a result
     top = cli_run("export", "results/tiny", "--format", "markdown", "--top", "1").output
     assert "timeout" not in top and "-100" not in top
-    every = cli_run("export", "results/tiny", "--format", "csv", "--state", "all").output
+    every = cli_run("export", "results/tiny", "--format", "csv", "--state", "all", *cols).output
     assert "timeout" in every
-    only = cli_run("export", "results/tiny", "--format", "csv", "--state", "timeout").output
+    only = cli_run("export", "results/tiny", "--format", "csv", "--state", "timeout", *cols).output
     assert only.count("timeout") == 1 and "completed" not in only
     bad = cli_run("export", "results/tiny", "--state", "finished", code=2).output
     assert "finished" in bad and "completed" in bad

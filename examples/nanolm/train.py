@@ -4,8 +4,10 @@ The research campaign of Karpathy's autoresearch, runnable anywhere: every run t
 same wall-clock budget (`train_seconds` of training; evaluations do not count), and is scored
 in bits per byte on held-out files (`val_bpb`, lower is better). This file is the one the
 agent edits: model, optimizer, schedule, batches. The data and the metric live in prepare.py,
-which no trial may change; `test_bpb`, the same metric on other held-out files, is logged
-once at the end, for the report: nothing here or in a planner's decisions may use it.
+which no trial may change; `test_bpb`, the same metric on other held-out files, is computed
+and logged there too, once at the end (prepare.final_evaluation), for the report: the
+campaign holds it out (holdout_metrics), so no planner's decision ever sees it. A
+confirmation run (``[confirm] budget_multiplier``) trains `train_seconds` x hpc_agent.fidelity().
 
 Checkpoints go to hpc_agent.checkpoint_dir() at every evaluation; a requeued run resumes from
 there and its training clock continues (the budget is not restarted). The resolved config,
@@ -149,9 +151,10 @@ model.train()
 losses: list[float] = []
 every = cfg["eval_every_s"]
 next_eval = (trained_s // every + 1) * every
-while trained_s < cfg["train_seconds"] and hpc_agent.time_left() > cfg["reserve_s"]:
+budget_s = cfg["train_seconds"] * hpc_agent.fidelity()  # a confirmation run trains longer
+while trained_s < budget_s and hpc_agent.time_left() > cfg["reserve_s"]:
     t = time.perf_counter()
-    lr = lr_at(trained_s / cfg["train_seconds"])
+    lr = lr_at(trained_s / budget_s)
     for g in opt.param_groups:
         g["lr"] = lr
     x, y = get_batch()
@@ -163,7 +166,7 @@ while trained_s < cfg["train_seconds"] and hpc_agent.time_left() > cfg["reserve_
     losses.append(loss.item())  # waits for the GPU: the clock measures the work done
     step += 1
     trained_s += time.perf_counter() - t
-    if trained_s >= next_eval and trained_s < cfg["train_seconds"]:
+    if trained_s >= next_eval and trained_s < budget_s:
         next_eval = (trained_s // every + 1) * every
         val_bpb = prepare.evaluate_bpb(model, val_data)
         hpc_agent.log(step=step, val_bpb=val_bpb, train_loss=sum(losses) / len(losses), train_s=trained_s)
@@ -172,10 +175,9 @@ while trained_s < cfg["train_seconds"] and hpc_agent.time_left() > cfg["reserve_
 
 # --------------------------------------------------------------------------- final evaluation
 save_checkpoint()
-val_bpb = prepare.evaluate_bpb(model, val_data)
-test_bpb = prepare.evaluate_bpb(model, prepare.load("test", device))  # held out: reported, never used
 last_loss = {"train_loss": sum(losses) / len(losses)} if losses else {}  # none if resumed at the end
-hpc_agent.log(step=step, val_bpb=val_bpb, **last_loss, train_s=trained_s, test_bpb=test_bpb)
+scores = prepare.final_evaluation(model, device, step=step, **last_loss, train_s=trained_s)
+val_bpb, test_bpb = scores["val_bpb"], scores["test_bpb"]
 run.update(step=step, trained_s=trained_s, val_bpb=val_bpb, test_bpb=test_bpb)
 run_path.write_text(json.dumps(run, indent=2))
 print(f"done: step {step} val_bpb {val_bpb:.4f} test_bpb {test_bpb:.4f} after {trained_s:.1f}s on {device}")

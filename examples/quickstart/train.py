@@ -71,6 +71,7 @@ for epoch in range(cfg["max_epochs"]):
         val_loss = loss_fn(logits, y_val).item()
         val_acc = (logits.argmax(1) == y_val).float().mean().item()
     hpc_agent.log(step=epoch, val_loss=val_loss, val_acc=val_acc, train_loss=loss.item())
-    if time.time() - t0 > cfg["train_seconds"] or hpc_agent.time_left() < 2:
+    # a confirmation run ([confirm] budget_multiplier) trains fidelity() times longer
+    if time.time() - t0 > cfg["train_seconds"] * hpc_agent.fidelity() or hpc_agent.time_left() < 2:
         break  # same wall-clock budget for every configuration; never outlive the runner's
 print(f"done: val_loss {val_loss:.4f} val_acc {val_acc:.4f} in {time.time() - t0:.1f}s")

@@ -111,6 +111,7 @@ class Executor(ABC):
 
     name: str = ""
     poll_interval_s: float = 1.0
+    max_running: int = 0  # the most trials it runs at once, over all submissions (0: the scheduler's say)
 
     @abstractmethod
     def submit(self, request: SubmitRequest) -> Submitted:
@@ -144,6 +145,13 @@ class Executor(ABC):
     def describe(self) -> str:
         """One line for the user: the kind and its settings."""
         return self.name
+
+    @classmethod
+    def describe_jobs(cls, job_ids: Sequence[str]) -> str:
+        """A submission's jobs for the user: ``job 123`` / ``job 123, 124`` (array tasks
+        by their array), ``5 jobs`` past three."""
+        arrays = sorted({j.split("_")[0] for j in job_ids})
+        return "job " + ", ".join(arrays) if len(arrays) <= 3 else f"{len(arrays)} jobs"
 
     def close(self) -> None:
         """Forget the job handles this process holds (the jobs themselves go on)."""

@@ -40,6 +40,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, parallelism: int = 0, poll_interval_s: float = DEFAULT_POLL_LOCAL_S) -> None:
         self.parallelism = parallelism or default_parallelism()
+        self.max_running = self.parallelism  # each submission has its own lanes: async caps the sum
         self.poll_interval_s = poll_interval_s
         self._jobs: dict[str, Any] = {}  # job id -> submitit LocalJob, to reap what we started
 
@@ -53,6 +54,11 @@ class LocalExecutor(Executor):
     def describe(self) -> str:
         """``local (N at a time)``."""
         return f"local ({self.parallelism} at a time)"
+
+    @classmethod
+    def describe_jobs(cls, job_ids: Sequence[str]) -> str:
+        """``2 local lanes``: a lane's id is a process id, not a scheduler's job."""
+        return f"{len(job_ids)} local lane{'s' if len(job_ids) != 1 else ''}"
 
     def submit(self, request: SubmitRequest) -> Submitted:
         """One submitit local job per lane (at most ``parallelism``), each pulling trials from the

@@ -39,6 +39,40 @@ def read_log(path: Path) -> Iterator[dict[str, Any]]:
             yield rec
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a campaign's exchanges with the LLM cost: round trips (preflight checks that
+    sent no prompt left out), failed ones, transport retries, tokens in and out, and the cost
+    estimate (``[planner] price_*_per_mtok``), by purpose and model."""
+
+    round_trips: int = 0
+    failed: int = 0
+    retries: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    by_purpose: Mapping[str, int] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
+
+
+def usage(records: Sequence[Mapping[str, Any]]) -> Usage:
+    """The totals of these ``llm.jsonl`` records (:class:`Usage`)."""
+    exchanges = [r for r in records if r.get("round_trip", r.get("purpose") != "preflight")]
+    by_purpose: dict[str, int] = {}
+    for r in exchanges:
+        by_purpose[str(r.get("purpose"))] = by_purpose.get(str(r.get("purpose")), 0) + 1
+    return Usage(
+        round_trips=len(exchanges),
+        failed=sum(1 for r in exchanges if r.get("error")),
+        retries=sum(1 for r in exchanges for a in r.get("retries") or [] if a.get("wait_s") is not None),
+        tokens_in=sum(int(r.get("tokens_in") or 0) for r in exchanges),
+        tokens_out=sum(int(r.get("tokens_out") or 0) for r in exchanges),
+        cost=sum(float(r.get("cost") or 0.0) for r in exchanges),
+        by_purpose=dict(sorted(by_purpose.items())),
+        models=tuple(sorted({str(r["model"]) for r in exchanges if r.get("model")})),
+    )
+
+
 class ExchangeLog:
     """``llm.jsonl``: append-only, one JSON object a line; ``path`` None writes nothing."""
 

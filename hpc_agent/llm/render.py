@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc_agent.llm.log import LOG_NAME, read_log
+from hpc_agent.llm.log import LOG_NAME, read_log, usage
 
 
 def listing(models: Sequence[str] | None, limit: int = 20) -> str:
@@ -43,22 +43,15 @@ def format_log(
     for r in records:
         lines.extend(_format_record(r, full))
         lines.append("")
-    exchanges = [r for r in records if r.get("round_trip", r.get("purpose") != "preflight")]
-    t_in = sum(int(r.get("tokens_in") or 0) for r in exchanges)
-    t_out = sum(int(r.get("tokens_out") or 0) for r in exchanges)
-    cost = sum(float(r.get("cost") or 0.0) for r in exchanges)
-    failed = sum(1 for r in exchanges if r.get("error"))
-    retries = sum(1 for r in exchanges for a in r.get("retries") or [] if a.get("wait_s") is not None)
-    by_purpose: dict[str, int] = {}
-    for r in exchanges:
-        by_purpose[str(r.get("purpose"))] = by_purpose.get(str(r.get("purpose")), 0) + 1
-    purposes = ", ".join(f"{n} {p}" for p, n in sorted(by_purpose.items()))
+    u = usage(records)
+    purposes = ", ".join(f"{n} {p}" for p, n in u.by_purpose.items())
     cost_text = (
-        f"cost ~{cost:.4f}" if cost else "cost n/a (set [planner] price_in_per_mtok / price_out_per_mtok)"
+        f"cost ~{u.cost:.4f}" if u.cost else "cost n/a (set [planner] price_in_per_mtok / price_out_per_mtok)"
     )
     lines.append(
-        f"total: {len(exchanges)} round trip(s) ({purposes or 'none'}), {failed} failed, {retries} transport "
-        f"retr{'y' if retries == 1 else 'ies'}; tokens in {t_in:,}, out {t_out:,}; {cost_text}"
+        f"total: {u.round_trips} round trip(s) ({purposes or 'none'}), {u.failed} failed, {u.retries} "
+        f"transport retr{'y' if u.retries == 1 else 'ies'}; tokens in {u.tokens_in:,}, out {u.tokens_out:,}; "
+        f"{cost_text}"
     )
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """Planners: who decides what to run next. The registry of planner kinds, in one place.
 
 ``random`` (:mod:`hpc_agent.planners.random`), ``tpe`` (Optuna's TPE, the embedded default:
-:mod:`hpc_agent.planners.optuna`) and ``llm`` (any OpenAI-compatible endpoint:
+:mod:`hpc_agent.planners.tpe`) and ``llm`` (any OpenAI-compatible endpoint:
 :mod:`hpc_agent.planners.llm`). ``auto`` is the LLM where an endpoint is configured, else
 TPE. The seam is :class:`hpc_agent.planners.base.Planner`.
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # kind -> (module, class); the class is built by its ``for_spec(spec)``
 PLANNER_KINDS: dict[str, tuple[str, str]] = {
     "llm": ("hpc_agent.planners.llm", "LLMPlanner"),
-    "tpe": ("hpc_agent.planners.optuna", "TPEPlanner"),
+    "tpe": ("hpc_agent.planners.tpe", "TPEPlanner"),
     "random": ("hpc_agent.planners.random", "RandomPlanner"),
 }
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_agent.analysis import AnalysisContext, deterministic_analysis
+from hpc_agent.rigor import Noise
 from hpc_agent.space import Scalar, Space, config_key
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import ConfigResult
@@ -79,6 +80,8 @@ class PlanContext:
     results_dir: Path | None = None
     seed: int = 0
     extra_seen: frozenset[str] = field(default_factory=frozenset)  # keys proposed earlier this batch
+    noise: Noise | None = None  # the noise floor the promotion rule holds challengers to
+    budget: str = ""  # the budget used and left, and the stop rules, in words (hpc_agent.budget)
 
     @property
     def space(self) -> Space:

@@ -35,13 +35,14 @@ class DriverKilled(BaseException):
 @dataclass
 class Fate:
     """What one attempt of a trial does: ``kind`` (one of :data:`FATES`), the objective it
-    logs, whether it writes a checkpoint, and for ``vanish`` the scheduler's word
-    (``ended_as``: lost, cancelled, timeout, failed, preempted)."""
+    logs, whether it writes a checkpoint, for ``vanish`` the scheduler's word (``ended_as``:
+    lost, cancelled, timeout, failed, preempted), and how long it runs first (``duration_s``)."""
 
     kind: str = "complete"
     objective: float | None = None
     checkpoint: bool = False
     ended_as: str = "lost"
+    duration_s: float = 0.0  # how long the attempt runs (wall clock) before it plays its fate
 
 
 @dataclass
@@ -53,6 +54,9 @@ class _Job:
     state: str = "pending"  # pending -> running -> gone
     ended_as: str = ""
     played: bool = False
+    fate: Fate | None = None  # while it runs out its duration
+    ends_at: float = 0.0
+    started: float = 0.0
 
 
 @dataclass
@@ -61,6 +65,7 @@ class ScriptedExecutor(Executor):
     (then ``complete``); ``objective(params)`` is what a completed attempt logs by default."""
 
     objective: Callable[[Mapping[str, Any]], float] = lambda params: 1.0
+    duration: Callable[[Mapping[str, Any]], float] = lambda params: 0.0  # a default fate's duration_s
     metric: str = "loss"
     fates: dict[str, list[Fate]] = field(default_factory=dict)
     refuse_next: str = ""  # the next submit raises SubmitError with this message
@@ -98,6 +103,9 @@ class ScriptedExecutor(Executor):
             job = self.jobs.get(jid)
             if job is not None and not job.played:
                 self._play(job)
+            elif job is not None and job.fate and job.state == "running" and time.time() >= job.ends_at:
+                fate, job.fate = job.fate, None  # it ran out its duration: now its fate
+                self._act(job, fate)
         out = {}
         for jid in job_ids:
             job = self.jobs.get(jid)
@@ -123,7 +131,7 @@ class ScriptedExecutor(Executor):
             if (job.job_id in job_ids or job.token in tokens) and job.state != "gone":
                 if job.state == "running":
                     self._write_status(job, "cancelled", reason="job cancelled (scancel) while running")
-                job.state, job.ended_as = "gone", "cancelled"
+                job.state, job.ended_as, job.fate = "gone", "cancelled", None
 
     # ------------------------------------------------------------------ the test's hand
     def finish(self, trial_id: str, objective: float | None = None) -> None:
@@ -146,9 +154,13 @@ class ScriptedExecutor(Executor):
         attempt = self.executions.get(job.trial_id, 0)
         self.executions[job.trial_id] = attempt + 1
         queue = self.fates.get(job.trial_id, [])
-        fate = queue[attempt] if attempt < len(queue) else Fate()
+        params = json.loads((job.trial_dir / "params.json").read_text())
+        fate = queue[attempt] if attempt < len(queue) else Fate(duration_s=self.duration(params))
         self._write_status(job, "running")
-        job.state = "running"
+        job.state, job.started = "running", time.time()
+        if fate.duration_s > 0:
+            job.fate, job.ends_at = fate, time.time() + fate.duration_s
+            return
         self._act(job, fate)
 
     def _act(self, job: _Job, fate: Fate) -> None:
@@ -180,7 +192,8 @@ class ScriptedExecutor(Executor):
             f.write(json.dumps({"step": 0, self.metric: value}) + "\n")
 
     def _end(self, job: _Job, state: str, **fields: Any) -> None:
-        self._write_status(job, state, duration_s=0.01, **fields)
+        duration = max(0.01, round(time.time() - job.started, 3)) if job.started else 0.01
+        self._write_status(job, state, duration_s=duration, **fields)
         job.state = "gone"
 
     def _write_status(self, job: _Job, state: str, **fields: Any) -> None:

@@ -109,6 +109,7 @@ class LLMPlanner(Planner):
             generations_left=ctx.generations_left,
             results_dir=ctx.results_dir,
             extra_seen=ctx.extra_seen,
+            budget=ctx.budget,
         )
         batch = Batch(view)
         notes: list[str] = []
@@ -269,10 +270,10 @@ class LLMPlanner(Planner):
 
     def _tpe(self, ctx: PlanContext, n: int, taken: set[str], source: str) -> tuple[list[Proposal], str]:
         # optuna is imported only when TPE is needed: it takes about a second
-        from hpc_agent.planners.optuna import TPEPlanner
+        from hpc_agent.planners.tpe import TPEPlanner
 
         sub = replace(ctx, n=n, extra_seen=frozenset(set(ctx.extra_seen) | taken))
-        plan = TPEPlanner(self.spec.planner.tpe_startup_trials).propose(sub)
+        plan = TPEPlanner.for_spec(self.spec).propose(sub)
         parent = lineage_parent(ctx.champion)
         return [Proposal(p.params, p.hypothesis, None, parent, source) for p in plan.proposals], plan.note
 
@@ -284,8 +285,8 @@ class LLMPlanner(Planner):
         self._attach(ctx.results_dir)
         self.analysis_fallback = ""
         g = ctx.generation
-        plans_next = g + 1 < self.spec.campaign.generations
-        view = _analysis_view(self.spec, ctx, plans_next)
+        plans_next = ctx.plan_for is not None
+        view = _analysis_view(self.spec, ctx)
         try:
             reply, sent = self._ask_analysis(view, plans_next)
         except LLMUnavailable as e:
@@ -295,7 +296,7 @@ class LLMPlanner(Planner):
         text = _analysis_text(reply.data)
         if plans_next and isinstance(reply.data, Mapping):
             self._made = {
-                "plan_for": g + 1,
+                "plan_for": view.generation,
                 "fingerprint": view.fingerprint(),
                 "messages": sent,
                 "reply": reply.text,
@@ -347,13 +348,14 @@ class LLMPlanner(Planner):
             self.client.set_log(ResultsPaths(results_dir).llm_log)
 
     def _made_for(self, view: View) -> dict[str, Any] | None:
-        """Proposals the last analysis made for this very history, from memory or the log."""
-        fp = view.fingerprint()
+        """Proposals the last analysis made for this generation (memory, else the log), for
+        this very history; async, whatever it became since (checked against it like any)."""
         made = self._made
         if made is None and self.client.log.path is not None:
             made = _made_from_log(self.client.log.path, view.generation)
         self._made = None
-        if not made or made["plan_for"] != view.generation or made["fingerprint"] != fp:
+        stale = self.spec.campaign.schedule != "async" and made and made["fingerprint"] != view.fingerprint()
+        if not made or made["plan_for"] != view.generation or stale:
             return None
         if (
             not isinstance(made["data"], Mapping)
@@ -364,19 +366,21 @@ class LLMPlanner(Planner):
         return made
 
 
-def _analysis_view(spec: CampaignSpec, ctx: AnalysisContext, plans_next: bool) -> View:
-    """What the analysis of ``ctx.generation`` shows, and the batch it plans for the next one."""
+def _analysis_view(spec: CampaignSpec, ctx: AnalysisContext) -> View:
+    """What the analysis of ``ctx.generation`` shows, and the batch it plans for the next
+    search generation (``ctx.plan_for``; none when the search is over)."""
     g = ctx.generation
     return View(
         spec=spec,
-        generation=g + 1,
-        n=spec.campaign.batch_size if plans_next else 0,
-        history=tuple(ctx.state.configs()),
+        generation=ctx.plan_for if ctx.plan_for is not None else g + 1,
+        n=spec.campaign.batch_size if ctx.plan_for is not None else 0,
+        history=tuple(c for c in ctx.state.configs() if not c.purpose),  # as PlanContext's
         champion=ctx.state.champion(spec.campaign.mode),
         analyses=ctx.analyses,
-        generations_left=max(0, spec.campaign.generations - (g + 1)),
+        generations_left=ctx.generations_left if ctx.plan_for is not None else 0,
         results_dir=ctx.results_dir,
         analyzing=g,
+        budget=ctx.budget,
     )
 
 

@@ -24,6 +24,7 @@ from hpc_agent._io import read_json
 from hpc_agent.llm import estimate_tokens, messages_tokens
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.planners.base import Proposal, config_key
+from hpc_agent.rigor import noise
 from hpc_agent.space import ChoiceParam, FloatParam, IntParam
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import ConfigResult
@@ -99,9 +100,12 @@ class View:
     results_dir: Path | None = None
     extra_seen: frozenset[str] = frozenset()
     analyzing: int | None = None  # the generation just finished, when analyzing
+    budget: str = ""  # the budget used and left, in words (hpc_agent.budget.describe)
 
     def fingerprint(self) -> str:
-        """What proposals were made for: the history (states and results), the batch, the champion."""
+        """What proposals were made for: the history (states and results), the champion. (Not
+        the batch's size: proposals made for a full batch serve a batch the campaign shortened
+        by a control trial.)"""
         rows = [
             [c.config_id, c.objective, c.pending, c.n_completed, len(c.failed_reasons)]
             for c in sorted(self.history, key=lambda c: c.config_id)
@@ -109,7 +113,7 @@ class View:
         champ = self.champion.config_id if self.champion else None
         known = {config_key(c.params, c.patch, c.parent) for c in self.history}
         extra = sorted(k for k in self.extra_seen if k not in known)  # the baseline of generation 0
-        data = [self.generation, self.n, champ, extra, rows]
+        data = [self.generation, champ, extra, rows]
         return hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()[:16]
 
 
@@ -271,7 +275,9 @@ def _head(view: View) -> str:
     for p in spec.space.params:
         lines.append(f"- {p.name}: {_describe_param(p)}")
     total = camp.generations
-    if view.analyzing is not None:
+    if camp.schedule == "async":
+        budget = _async_budget(view)
+    elif view.analyzing is not None:
         budget = (
             f"Generation {view.analyzing} just finished; {view.generations_left} of {total} generation(s) "
             f"(numbered 0..{total - 1}) are left to plan; batch size {camp.batch_size}."
@@ -282,7 +288,26 @@ def _head(view: View) -> str:
             f"{view.generations_left - 1} more after it; batch size {camp.batch_size}."
         )
     lines += ["", "# Budget", budget]
+    if view.budget:
+        lines.append(view.budget)
     return "\n".join(lines)
+
+
+def _async_budget(view: View) -> str:
+    """The budget line of the async schedule: generations overlap and are sized to free slots."""
+    camp = view.spec.campaign
+    pending = sum(1 for c in view.history if c.pending)
+    head = (
+        f"Generation {view.analyzing} just finished. "
+        if view.analyzing is not None
+        else f"Generation {view.generation} is next. "
+    )
+    return head + (
+        f"Generations overlap: a new one starts as soon as slots free up, so {pending} "
+        f"configuration(s) are still in flight (marked below; do not repeat them). About "
+        f"{max(0, view.generations_left - (view.analyzing is None))} more batch(es) of up to "
+        f"{camp.batch_size} after the next one."
+    )
 
 
 def _describe_param(p: FloatParam | IntParam | ChoiceParam) -> str:
@@ -297,14 +322,27 @@ def _champion_section(view: View) -> str:
     metric = view.spec.campaign.metric
     if c is None:
         return "# Champion\nNone yet: no configuration has completed. Patches apply to the base code below."
-    lines = ["# Champion (best so far)", _config_line(c, metric)]
+    lines = ["# Champion (the last configuration kept)", _config_line(c, metric)]
     if lineage_parent(c) is not None:
         lines.append(
             f"All new experiments run on the champion's code (config {c.config_id}), plus their patch if any."
         )
     else:
         lines.append("The champion runs the base code; new experiments run on it, plus their patch if any.")
-    return "\n".join(lines)
+    return "\n".join([*lines, _noise_rule(view)])
+
+
+def _noise_rule(view: View) -> str:
+    """The noise floor and the promotion rule, as the campaign applies them."""
+    r = view.spec.rigor
+    rule = f"more than {r.k:g} standard errors" if r.rule == "se" else f"Welch's t-test at {r.alpha:g}"
+    verdicts = [c.verdict for c in view.history if c.verdict]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("keep", "discard", "crash") if v in verdicts)
+    return (
+        f"Noise floor (run-to-run spread of {view.spec.campaign.metric}): {noise(view.history).describe()}. "
+        f"A challenger replaces the champion only if it is better by {rule}; smaller differences are "
+        f"noise and are discarded. Verdicts so far: {counts or 'none'}."
+    )
 
 
 def _files_section(view: View, room: int) -> tuple[str, list[str]]:
@@ -496,6 +534,8 @@ def _config_line(c: ConfigResult, metric: str, rank: int | None = None) -> str:
         reason = c.failed_reasons[0].split(": ", 1)[-1] if c.failed_reasons else "no result"
         result = f"FAILED: {short(reason, LINE_CHARS)}"
     line = f"{head}{c.config_id} (gen {c.generation}, {c.source or '?'}): {result}"
+    if c.verdict:
+        line += f" | verdict: {c.verdict}"
     line += f" | params {params_json(c.params)}"
     code = _code_text(c)
     if code:
