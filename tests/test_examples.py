@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_example(name: str, tmp_path: Path, params: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def trial_env(tmp_path: Path, params: dict[str, object]) -> dict[str, str]:
+    """The environment the runner gives a trial whose folder is ``tmp_path``; params.json written."""
     (tmp_path / "params.json").write_text(json.dumps(params))
-    env = dict(
+    return dict(
         os.environ,
         HPC_AGENT_PARAMS=str(tmp_path / "params.json"),
         HPC_AGENT_METRICS=str(tmp_path / "metrics.jsonl"),
         HPC_AGENT_CHECKPOINT_DIR=str(tmp_path / "checkpoint"),
+        HPC_AGENT_TRIAL_DIR=str(tmp_path),
         OMP_NUM_THREADS="1",
     )
+
+
+def run_example(name: str, tmp_path: Path, params: dict[str, object]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "examples" / name / "train.py")],
         cwd=tmp_path,
-        env=env,
+        env=trial_env(tmp_path, params),
         capture_output=True,
         text=True,
         timeout=120,
@@ -58,3 +67,117 @@ def test_charlm_campaign_spec_is_valid() -> None:
     for n_embd in spec.space["n_embd"].values:  # type: ignore[union-attr]
         for n_head in spec.space["n_head"].values:  # type: ignore[union-attr]
             assert int(n_embd) % int(n_head) == 0  # every configuration of the space is buildable
+
+
+# --------------------------------------------------------------------------- nanolm
+
+NANOLM = ROOT / "examples" / "nanolm"
+
+
+def nanolm_prepare() -> Any:
+    """examples/nanolm/prepare.py as a module (it is not a package)."""
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("nanolm_prepare", NANOLM / "prepare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nanolm_split_is_deterministic_and_disjoint(tmp_path: Path) -> None:
+    prepare = nanolm_prepare()
+    files = prepare.source_files()
+    assert len(files) > 100 and files == sorted(files)
+    # a file's split depends on its path alone (a fixed hash): golden values, so that a change
+    # of the yardstick cannot go unnoticed
+    assert [prepare.split_of(f) for f in ("typing.py", "argparse.py", "urllib/request.py")] == [
+        "val",
+        "train",
+        "test",
+    ]
+    splits = prepare.load_splits()
+    for name in prepare.SPLITS:  # each split holds exactly its files, whole, in sorted order
+        mine = [f for f in files if prepare.split_of(f) == name]
+        assert mine, f"no file in {name}"
+        expected = b"".join((prepare.stdlib_root() / f).read_bytes() + prepare.SEPARATOR for f in mine)
+        assert splits[name] == expected
+    # the same bytes in another process, whatever its hash seed
+    code = "import json, prepare; print(json.dumps(prepare.manifest()))"
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code], cwd=NANOLM, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == prepare.manifest()
+
+    # test suites, third-party packages and generated code are not part of the corpus
+    for rel in ("a.py", "pkg/b.py", "pkg/c.txt", "test/t.py", "site-packages/x/y.py", "encodings/cp1.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    assert prepare.source_files(tmp_path) == ["a.py", "pkg/b.py"]
+
+
+@pytest.mark.slow
+def test_nanolm_trains_reports_both_metrics_and_resumes_on_the_same_clock(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    params: dict[str, object] = {"train_seconds": 4.0, "eval_every_s": 1.0}
+    # the first attempt is killed (as a preemption would) once it has written a checkpoint
+    first = subprocess.Popen(
+        [sys.executable, str(NANOLM / "train.py")],
+        cwd=tmp_path,
+        env=trial_env(tmp_path, params),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    ckpt = tmp_path / "checkpoint" / "last.pt"
+    deadline = time.monotonic() + 60
+    while not ckpt.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.kill()
+    _, err = first.communicate()
+    assert ckpt.exists(), err.decode()
+    before = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert before and "test_bpb" not in before[-1]  # killed before the end
+
+    again = run_example("nanolm", tmp_path, params)
+    assert again.returncode == 0, again.stderr
+    assert "resumed at step" in again.stdout
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    # the clock went on from the checkpoint: 4 s of training in all, not 4 s more
+    assert 4.0 <= last["train_s"] < 6.0 and last["step"] > before[-1]["step"]
+    assert all(0 < r["val_bpb"] < 8 for r in rows)  # better than a uniform guess over bytes
+    assert last["val_bpb"] < rows[0]["val_bpb"]  # it learns
+    assert 0 < last["test_bpb"] < 8 and not any("test_bpb" in r for r in rows[:-1])  # once, at the end
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["config"]["train_seconds"] == 4.0 and run["test_bpb"] == last["test_bpb"]
+    assert len(run["data"]["sha256"]) == 64
+    # requeued once more after the end: nothing left to train, the same model evaluated again
+    third = run_example("nanolm", tmp_path, params)
+    assert third.returncode == 0, third.stderr
+    final = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["step"] == last["step"] and final["val_bpb"] == pytest.approx(last["val_bpb"])
+
+
+def test_nanolm_campaign_spec_is_valid_and_starts_from_train_py_defaults(tmp_path: Path) -> None:
+    from hpc_agent.scaffold import scaffold
+    from hpc_agent.spec import load_spec
+
+    spec = load_spec(NANOLM)
+    assert load_spec(scaffold("mylm", "nanolm", where=tmp_path)).name == "mylm"  # init --template nanolm
+    assert spec.campaign.metric == "val_bpb" and spec.campaign.mode == "min"
+    assert "test_bpb" not in spec.campaign.report_metrics  # held out: never shown to a planner
+    assert spec.campaign.holdout_metrics == ("test_bpb",)
+    code = (NANOLM / "train.py").read_text().split('"""', 2)[2]  # the editable file, after its docstring
+    assert "prepare.final_evaluation(" in code and '"test"' not in code  # the held-out score is prepare's
+    assert spec.experiment.editable == ("train.py",)  # prepare.py, the yardstick, is not
+    assert Path(spec.planner.brief).name == "program.md"
+    # generation 0 (the space's defaults) is train.py's own baseline: `python train.py` by hand
+    # runs the same configuration
+    call = next(
+        node
+        for node in ast.walk(ast.parse((NANOLM / "train.py").read_text()))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "hpc_agent.params"
+    )
+    defaults = ast.literal_eval(call.args[0])
+    assert spec.space.defaults() == {name: defaults[name] for name in spec.space.names}
+    for n_embd in spec.space["n_embd"].values:  # type: ignore[union-attr]
+        assert int(n_embd) % defaults["head_dim"] == 0  # every width of the space is buildable

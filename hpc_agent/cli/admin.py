@@ -35,7 +35,10 @@ def cancel(results: Path) -> None:
 @cli.command()
 @click.argument("name")
 @click.option(
-    "--template", type=click.Choice(["quickstart", "charlm"]), default="quickstart", show_default=True
+    "--template",
+    type=click.Choice(["quickstart", "charlm", "nanolm"]),
+    default="quickstart",
+    show_default=True,
 )
 def init(name: str, template: str) -> None:
     """Scaffold a campaign folder NAME from a template.
@@ -44,11 +47,13 @@ def init(name: str, template: str) -> None:
     Example:
       hpc-agent init my-mlp && hpc-agent run my-mlp
       hpc-agent init adder --template charlm   # a tiny GPT an LLM agent can edit
+      hpc-agent init lm --template nanolm      # a small GPT on real text, scored in bits per byte
     """
     from hpc_agent.scaffold import scaffold
 
     dest = scaffold(name, template)
-    click.echo(f"created {dest}/ (campaign.toml, train.py); run it with: hpc-agent run {dest}")
+    files = ", ".join(sorted(p.name for p in Path(dest).iterdir() if not p.name.startswith((".", "__"))))
+    click.echo(f"created {dest}/ ({files}); run it with: hpc-agent run {dest}")
 
 
 # ------------------------------------------------------------------------------- profiles

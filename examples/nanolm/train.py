@@ -1,0 +1,183 @@
+"""nanolm: a small GPT learns the Python standard library's sources, byte by byte.
+
+The research campaign of Karpathy's autoresearch, runnable anywhere: every run trains for the
+same wall-clock budget (`train_seconds` of training; evaluations do not count), and is scored
+in bits per byte on held-out files (`val_bpb`, lower is better). This file is the one the
+agent edits: model, optimizer, schedule, batches. The data and the metric live in prepare.py,
+which no trial may change; `test_bpb`, the same metric on other held-out files, is computed
+and logged there too, once at the end (prepare.final_evaluation), for the report: the
+campaign holds it out (holdout_metrics), so no planner's decision ever sees it. A
+confirmation run (``[confirm] budget_multiplier``) trains `train_seconds` x hpc_agent.fidelity().
+
+Checkpoints go to hpc_agent.checkpoint_dir() at every evaluation; a requeued run resumes from
+there and its training clock continues (the budget is not restarted). The resolved config,
+the data's manifest and the results are written to run.json in the trial's folder.
+Run it by hand with `python train.py` (defaults below); in a campaign hpc-agent sets them.
+"""
+
+import json
+import os
+import time
+
+import prepare
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hpc_agent
+
+# --------------------------------------------------------------------------- defaults
+cfg = hpc_agent.params(
+    {
+        "n_layer": 2,
+        "n_embd": 64,  # width: n_embd // head_dim attention heads
+        "head_dim": 32,
+        "lr": 1e-2,  # AdamW peak learning rate
+        "weight_decay": 0.1,  # on the weight matrices only
+        "warmup_frac": 0.05,  # linear warmup over this share of the budget
+        "cooldown_frac": 0.5,  # linear decay to 0 over the last share of the budget
+        "batch_size": 8,  # sequences of prepare.SEQ_LEN bytes per step
+        "train_seconds": 60.0,  # the fixed training budget, wall-clock (evaluations excluded)
+        "eval_every_s": 15.0,  # seconds of training between evaluations (and checkpoints)
+        "reserve_s": 15.0,  # stop training when the trial has less time left than this
+        "seed": 0,  # set by hpc-agent: each of [campaign] seeds
+    }
+)
+torch.manual_seed(cfg["seed"])
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+if device.type == "cpu":
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # trials share the cores
+else:
+    torch.backends.cuda.matmul.allow_tf32 = True
+bf16 = device.type == "cuda"  # bfloat16 matmuls on a GPU; full precision on the CPU (faster there)
+
+# --------------------------------------------------------------------------- data
+train_data = prepare.load("train", device)
+val_data = prepare.load("val", device)
+gen = torch.Generator(device=device).manual_seed(cfg["seed"])
+T = prepare.SEQ_LEN
+
+
+def get_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of the training text: inputs and the bytes that follow them."""
+    i = torch.randint(len(train_data) - T - 1, (cfg["batch_size"], 1), generator=gen, device=device)
+    w = train_data[i + torch.arange(T + 1, device=device)].long()
+    return w[:, :-1], w[:, 1:]
+
+
+# --------------------------------------------------------------------------- model
+class Block(nn.Module):
+    def __init__(self, n_embd: int, head_dim: int) -> None:
+        super().__init__()
+        self.n_head = n_embd // head_dim
+        self.ln1 = nn.LayerNorm(n_embd)
+        self.qkv = nn.Linear(n_embd, 3 * n_embd)
+        self.proj = nn.Linear(n_embd, n_embd)
+        self.ln2 = nn.LayerNorm(n_embd)
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        e = cfg["n_embd"]
+        self.tok = nn.Embedding(prepare.VOCAB_SIZE, e)
+        self.pos = nn.Embedding(T, e)
+        self.blocks = nn.Sequential(*[Block(e, cfg["head_dim"]) for _ in range(cfg["n_layer"])])
+        self.ln = nn.LayerNorm(e)
+        self.head = nn.Linear(e, prepare.VOCAB_SIZE, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            return self.head(self.ln(self.blocks(self.tok(idx) + self.pos(pos))))
+
+
+model = GPT().to(device)
+decay = [p for p in model.parameters() if p.dim() >= 2]
+no_decay = [p for p in model.parameters() if p.dim() < 2]
+opt = torch.optim.AdamW(
+    [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+    lr=cfg["lr"],
+    betas=(0.9, 0.95),
+)
+
+
+def lr_at(progress: float) -> float:
+    """The learning rate at a share of the training budget: warmup, constant, linear cooldown."""
+    warm, cool = cfg["warmup_frac"], cfg["cooldown_frac"]
+    if progress < warm:
+        return cfg["lr"] * (progress + 1e-3) / warm
+    if progress > 1 - cool:
+        return cfg["lr"] * max(0.0, 1 - progress) / cool
+    return cfg["lr"]
+
+
+# --------------------------------------------------------------------------- resume
+ckpt_path = hpc_agent.checkpoint_dir() / "last.pt"
+step, trained_s = 0, 0.0
+if ckpt_path.exists():  # a requeued trial continues where it stopped, on the same clock
+    state = torch.load(ckpt_path, map_location="cpu")  # loading copies to the model's device
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    step, trained_s = state["step"], state["trained_s"]
+    print(f"resumed at step {step} ({trained_s:.1f}s trained)")
+
+
+def save_checkpoint() -> None:
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state()}
+    torch.save({**state, "step": step, "trained_s": trained_s}, ckpt_path.with_suffix(".tmp"))
+    os.replace(ckpt_path.with_suffix(".tmp"), ckpt_path)  # a kill mid-save leaves the old one
+
+
+n_params = sum(p.numel() for p in model.parameters())
+data = prepare.manifest()
+run = {"config": cfg, "device": str(device), "n_params": n_params, "data": data}
+run_path = (hpc_agent.trial_dir() or hpc_agent.checkpoint_dir()) / "run.json"
+run_path.write_text(json.dumps(run, indent=2))
+print(f"{n_params:,} parameters on {device}; data: {data['bytes']} bytes, sha256 {data['sha256']}")
+
+# --------------------------------------------------------------------------- training
+model.train()
+losses: list[float] = []
+every = cfg["eval_every_s"]
+next_eval = (trained_s // every + 1) * every
+budget_s = cfg["train_seconds"] * hpc_agent.fidelity()  # a confirmation run trains longer
+while trained_s < budget_s and hpc_agent.time_left() > cfg["reserve_s"]:
+    t = time.perf_counter()
+    lr = lr_at(trained_s / budget_s)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    x, y = get_batch()
+    loss = F.cross_entropy(model(x).float().reshape(-1, prepare.VOCAB_SIZE), y.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    losses.append(loss.item())  # waits for the GPU: the clock measures the work done
+    step += 1
+    trained_s += time.perf_counter() - t
+    if trained_s >= next_eval and trained_s < budget_s:
+        next_eval = (trained_s // every + 1) * every
+        val_bpb = prepare.evaluate_bpb(model, val_data)
+        hpc_agent.log(step=step, val_bpb=val_bpb, train_loss=sum(losses) / len(losses), train_s=trained_s)
+        losses = []
+        save_checkpoint()
+
+# --------------------------------------------------------------------------- final evaluation
+save_checkpoint()
+last_loss = {"train_loss": sum(losses) / len(losses)} if losses else {}  # none if resumed at the end
+scores = prepare.final_evaluation(model, device, step=step, **last_loss, train_s=trained_s)
+val_bpb, test_bpb = scores["val_bpb"], scores["test_bpb"]
+run.update(step=step, trained_s=trained_s, val_bpb=val_bpb, test_bpb=test_bpb)
+run_path.write_text(json.dumps(run, indent=2))
+print(f"done: step {step} val_bpb {val_bpb:.4f} test_bpb {test_bpb:.4f} after {trained_s:.1f}s on {device}")
