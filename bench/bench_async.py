@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -188,10 +189,8 @@ def slow_planner(args: argparse.Namespace) -> dict[str, Any]:
 
     def answer(body: Mapping[str, Any]) -> dict[str, Any]:
         text = "".join(str(m.get("content", "")) for m in body.get("messages", []))
-        n = 0
-        for marker in ("propose exactly ", "Propose exactly "):
-            if marker in text:
-                n = int(text.split(marker, 1)[1].split()[0])
+        found = re.search(r"[Pp]ropose exactly (\d+)", text)
+        n = int(found.group(1)) if found else 0
         rng = random.Random(len(text))
         proposals = [
             {

@@ -275,6 +275,8 @@ class CampaignSpec:
                 continue
             if key in ("generations", "batch_size"):
                 camp[key] = _positive_int(value, f"--{key.replace('_', '-')}")
+            elif key == "schedule":
+                camp[key] = _choice(value, SCHEDULES, "--schedule")
             elif key == "executor":
                 exe["kind"] = value
             elif key in ("parallelism", "profile", "poll_interval_s"):

@@ -6,6 +6,7 @@ tests/test_overlap_real.py."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -55,16 +56,15 @@ def events(camp: Path, name: str) -> list[dict[str, Any]]:
     return [e for e in journal(camp) if e["event"] == name]
 
 
-def max_in_flight(camp: Path) -> int:
-    """The most trials submitted and not yet ended at any moment, replayed from the journal."""
-    open_, most = set(), 0
-    for e in journal(camp):
+def in_flight_at_most(records: list[dict[str, Any]]) -> int:
+    """The most trials submitted and not yet ended at any moment, replayed from a journal."""
+    open_: set[str] = set()
+    most = 0
+    for e in records:
         if e["event"] == "submitting":
             open_ |= set(e["trials"])
         elif e["event"] in ("trial_ended", "requeued"):
             open_.discard(e["trial"])
-        elif e["event"] == "submit_failed":
-            open_ = set()  # (not in these tests)
         most = max(most, len(open_))
     return most
 
@@ -85,7 +85,7 @@ def test_generations_overlap_and_the_slots_are_never_oversubscribed(camp: Path) 
     search = [t for t in st.trials.values() if t.purpose in ("", "control")]
     assert len(search) == 16  # the trial budget: generations x batch, whatever the generations' sizes
     assert all(n == 1 for n in ex.executions.values())  # nothing ran twice
-    assert max_in_flight(camp) <= 4
+    assert in_flight_at_most(journal(camp)) <= 4
     # a later generation was submitted while an earlier one still had trials running
     done_at = {e["generation"]: e["t"] for e in events(camp, "generation_done")}
     first_submit = {}
@@ -263,3 +263,54 @@ def test_max_hours_ends_everything_new_and_a_looser_limit_continues(
     (camp / "campaign.toml").write_text(text)
     run(camp, executor())
     assert len(load_state(results(camp)).trials) > n  # a looser rule: the campaign went on
+
+
+# ------------------------------------------------------------------------------- the LLM, async
+
+
+def test_the_llm_plans_async_with_one_round_trip_a_generation_and_sees_what_is_in_flight(
+    make_campaign: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real HTTP to the scripted server: the analysis of a generation returns the proposals of
+    the next one (no second request), and every prompt lists the configurations in flight."""
+    from hpc_agent.llm import read_log
+    from hpc_agent.planners.llm import LLMPlanner
+    from hpc_agent.testing import FakeLLM
+
+    def answer(body: Mapping[str, Any]) -> dict[str, Any]:
+        text = "".join(str(m.get("content", "")) for m in body.get("messages", []))
+        found = re.search(r"[Pp]ropose exactly (\d+)", text)
+        n = int(found.group(1)) if found else 0
+        salt = len(body.get("messages", [])) + text.count("\n") + len(text)
+        props = [{"hypothesis": "near 0.3", "params": {"x": round(((salt * 7 + i * 13) % 199) / 100 - 1, 2),
+                                                       "mode": "a"}} for i in range(n)]  # fmt: skip
+        return {"json": {"analysis": "x near 0.3 is best so far.", "proposals": props}}
+
+    camp = make_campaign(
+        generations=4, batch_size=4, campaign='schedule = "async"\nbaseline = false',
+        extra="\n[planner]\nkind = \"llm\"\n[stop]\nmax_hours = 1\n",
+    )  # fmt: skip
+    with FakeLLM([answer], loop=True) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "k")
+        monkeypatch.setenv("HPC_AGENT_MODEL", "fake-model")
+        spec = load_spec(camp)
+        result = Campaign(spec, results(camp), executor(), LLMPlanner(spec)).run()
+        prompts = [r.text() for r in fake.chat_requests]
+    assert result.status == "done"
+    st = load_state(results(camp))
+    assert st.counts()["completed"] == 16
+    gens = len(st.generations)
+    assert 2 <= gens <= 16
+    # the rhythm: one analysis a generation, and it carries the next plan's proposals; a plan
+    # asks on its own only when no analysis had come since the last plan (the first ones)
+    log = [r for r in read_log(results(camp) / "llm.jsonl") if r.get("purpose") in ("analyze", "propose")]
+    analyses = [r for r in log if r["purpose"] == "analyze"]
+    asked = [r for r in log if r["purpose"] == "propose" and r.get("round_trip")]
+    assert len(analyses) == gens and len(prompts) == len(analyses) + len(asked)
+    assert not {r["generation"] for r in asked} & {r.get("plan_for") for r in analyses}
+    reused = [e for e in events(camp, "planned") if "written with the analysis" in e.get("note", "")]
+    assert reused and len(asked) < gens  # proposals made by an analysis served later plans
+    assert any("In flight (do not propose these again)" in p for p in prompts[1:])
+    assert all("Generations overlap" in p for p in prompts)  # the async budget line
+    assert any("h (" in p and "of 1 h" in p for p in prompts)  # the budget used and left

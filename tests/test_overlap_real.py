@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import TINY_TRAIN
+from test_overlap import in_flight_at_most
 from test_slurm_cluster import events
 from test_survive_slurm import COUNTED, arrays_in_sacct, driver, executions, kill9, wait_until
 
@@ -23,17 +24,6 @@ VARIED = COUNTED + "import time, json, os\n" + (
 ASYNC = 'schedule = "async"\nmax_in_flight = 4\nrefill_at = 1\nbaseline = false'
 
 
-def in_flight_at_most(results: Path) -> int:
-    open_, most = set(), 0
-    for e in events(results):
-        if e["event"] == "submitting":
-            open_ |= set(e["trials"])
-        elif e["event"] in ("trial_ended", "requeued"):
-            open_.discard(e["trial"])
-        most = max(most, len(open_))
-    return most
-
-
 def overlapped(results: Path) -> bool:
     """A generation was submitted while an earlier one still had trials out."""
     done = {e["generation"]: e["t"] for e in events(results, "generation_done")}
@@ -44,13 +34,15 @@ def overlapped(results: Path) -> bool:
 
 
 def test_async_on_local_processes(make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path) -> None:
-    camp = make_campaign(generations=3, batch_size=4, campaign=ASYNC, script=VARIED)
-    cli_run("run", str(camp), "--executor", "local", "--parallelism", "4", "--planner", "tpe", "-q")
+    spec_sync = ASYNC.replace('schedule = "async"\n', "")  # the flag chooses the schedule
+    camp = make_campaign(generations=3, batch_size=4, campaign=spec_sync, script=VARIED)
+    flags = ("--executor", "local", "--parallelism", "4", "--planner", "tpe", "--schedule", "async", "-q")
+    cli_run("run", str(camp), *flags)
     results = tmp_path / "results" / "tiny"
     ended = events(results, "trial_ended")
     assert len(ended) == 12 and {e["state"] for e in ended} == {"completed"}
     assert executions(results) == {e["trial"]: 1 for e in ended}
-    assert in_flight_at_most(results) <= 4
+    assert in_flight_at_most(events(results)) <= 4
     assert overlapped(results)
     status = json.loads(cli_run("status", str(results), "--json").output)
     assert status["schedule"] == "async" and status["stopped"] == "generations"
@@ -88,4 +80,4 @@ def test_async_on_slurm_survives_kill_9_with_two_generations_in_flight(
     subs = events(results, "submitting")
     arrays = arrays_in_sacct(results, 12)
     assert sum(len(a) for a in arrays.values()) == len(subs)  # one array a submission, none twice
-    assert in_flight_at_most(results) <= 4 and overlapped(results)
+    assert in_flight_at_most(events(results)) <= 4 and overlapped(results)

@@ -20,6 +20,7 @@ Examples:
   hpc-agent run examples/quickstart                 # local processes, TPE planner
   hpc-agent run examples/quickstart --generations 5 # extend a finished campaign
   hpc-agent run my-campaign --executor slurm --profile generic-gpu --detach
+  hpc-agent run my-campaign --schedule async       # generations overlap: no slot waits
   OPENAI_BASE_URL=http://localhost:8000/v1 hpc-agent run my-campaign --planner llm
 """
 
@@ -44,6 +45,11 @@ Examples:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), help="Proposals per generation.")
 @click.option(
+    "--schedule",
+    type=click.Choice(["sync", "async"]),
+    help="sync: a generation is a barrier; async: generations overlap [default: the spec's].",
+)
+@click.option(
     "--parallelism", type=click.IntRange(min=1), help="Trials at once (local: cores; SLURM: array %N)."
 )
 @click.option(
@@ -60,6 +66,7 @@ def run(
     planner: str | None,
     generations: int | None,
     batch_size: int | None,
+    schedule: str | None,
     parallelism: int | None,
     poll_interval_s: float | None,
     force: bool,
@@ -76,6 +83,7 @@ def run(
     spec = load_spec(campaign).with_overrides(
         generations=generations,
         batch_size=batch_size,
+        schedule=schedule,
         executor=executor,
         planner=planner,
         parallelism=parallelism,
@@ -98,6 +106,7 @@ def run(
             batch_size,
             parallelism,
             poll_interval_s,
+            schedule,
         )
         _detach(args, results)
         return
@@ -189,6 +198,7 @@ def _rebuild_args(campaign: Path, results: Path, force: bool, *values: Any) -> l
         "--batch-size",
         "--parallelism",
         "--poll-interval",
+        "--schedule",
     ]
     args = ["run", str(campaign.resolve()), "--results", str(results.resolve())]
     if force:
