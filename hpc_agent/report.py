@@ -106,6 +106,7 @@ def campaign_report(r: ReportInput) -> str:
         lines += [render_markdown(table), f"_{table.note}; the best value of each metric in bold._", ""]
     else:
         lines += ["No trial completed.", ""]
+    lines += _rigor_section(r.state, r.spec, r.df)
     lines += ["## Progress", "", frame_markdown(progress_table(r.df, camp.mode))]
     for fig in r.figures:
         lines += [f"![{Path(fig).stem}: {KINDS.get(Path(fig).stem, '')}]({fig})", ""]
@@ -125,6 +126,51 @@ def campaign_report(r: ReportInput) -> str:
             )
             lines += [body, ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+LEDGER_ROWS = 30  # the report's ledger: the kept configurations and the most recent others
+
+
+def _rigor_section(state: CampaignState, spec: CampaignSpec, df: pl.DataFrame) -> list[str]:
+    """The noise floor, the champion (last kept) and the confirmed one, and the ledger."""
+    from hpc_agent.ledger import ledger_table
+    from hpc_agent.rigor import final_champion, noise
+
+    mode = spec.campaign.mode
+    search = [c for c in state.configs() if not c.purpose]
+    if not any(c.verdict for c in search):
+        return []
+    verdicts = [c.verdict for c in search if c.verdict]
+    lines = [
+        "## Verdicts",
+        "",
+        f"- noise floor: {noise(search).describe()}; rule: `{spec.rigor.rule}`"
+        + (f", k = {spec.rigor.k:g}" if spec.rigor.rule == "se" else f", alpha = {spec.rigor.alpha:g}"),
+        f"- verdicts: {verdicts.count('keep')} keep, {verdicts.count('discard')} discard, "
+        f"{verdicts.count('crash')} crash (docs/rigor.md)",
+    ]
+    champ = state.champion(mode)
+    if champ is not None and champ.objective is not None:
+        runs = f"{champ.n_completed} run(s)"
+        lines.append(f"- champion (last kept): {champ.config_id}, {champ.objective:.6g} over {runs}")
+    original, confirmed = final_champion(state, mode)
+    if original is not None and confirmed is not None and confirmed.objective is not None:
+        lines.append(
+            f"- confirmed champion: {original.config_id}, {confirmed.objective:.6g} over "
+            f"{confirmed.n_completed} confirmation run(s) at {confirmed.budget_multiplier:g}x the budget"
+        )
+    if state.stopped:
+        lines.append(f"- the search stopped: {state.stopped} ({state.stopped_detail})")
+    ledger = ledger_table(state, spec, df).drop("hypothesis", "reason")
+    if ledger.height > LEDGER_ROWS:
+        kept = ledger.filter(pl.col("verdict") == "keep")
+        rest = ledger.filter(pl.col("verdict") != "keep").tail(max(0, LEDGER_ROWS - kept.height))
+        ledger = pl.concat([kept, rest]).sort("config")
+        lines.append(
+            f"- below, the kept configurations and the latest others ({LEDGER_ROWS} rows); "
+            "`hpc-agent export --format ledger` has them all"
+        )
+    return [*lines, "", frame_markdown(ledger), ""]
 
 
 def _report_head(state: CampaignState, spec: CampaignSpec, df: pl.DataFrame) -> list[str]:
