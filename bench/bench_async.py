@@ -141,6 +141,7 @@ def measure(camp: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     last = max(e["t"] for e in ended)
     runs = [json.loads(line) for m in results.glob("gen-*/trials/*/metrics.jsonl") for line in m.open()]
     gens = {e["generation"] for e in events if e["event"] == "planned"}
+    lags = lags_of(results, events)
     plans = [e for e in events if e["event"] == "planned"]
     return {
         "wall_s": round(wall, 2),
@@ -150,7 +151,33 @@ def measure(camp: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "utilization": round(busy / (SLOTS * wall), 4),
         "utilization_trial_span": round(busy / (SLOTS * (last - first)), 4),  # first submit -> last end
         "best_loss": min(r["loss"] for r in runs),
+        **lags,
         "planner_notes": [p.get("note", "") for p in plans][:3],
+    }
+
+
+def lags_of(results: Path, events: list[dict[str, Any]]) -> dict[str, float]:
+    """Where a slot's idle time goes, medians in seconds: a trial's end to the driver noticing
+    it (``detect``), the planner (``plan``), and the submission to the trial's runner starting
+    (``start``: lanes or sbatch, the job's start-up)."""
+    status = {}
+    for f in results.glob("gen-*/trials/*/status.json"):
+        s = json.loads(f.read_text())
+        status[s["trial"]] = s
+    submitted = {t: e["t"] for e in events if e["event"] == "submitting" for t in e["trials"]}
+    detect = [e["t"] - status[e["trial"]]["updated_at"] for e in events if e["event"] == "trial_ended"]
+    start = [s["started_at"] - submitted[t] for t, s in status.items() if t in submitted]
+    planning: dict[int, float] = {}
+    plan = []
+    for e in events:
+        if e["event"] == "planning":
+            planning[e["generation"]] = e["t"]
+        elif e["event"] == "planned" and e["generation"] in planning:
+            plan.append(e["t"] - planning[e["generation"]])
+    return {
+        "lag_detect_s": round(statistics.median(detect), 3),
+        "lag_plan_s": round(statistics.median(plan), 3),
+        "lag_start_s": round(statistics.median(start), 3),
     }
 
 

@@ -47,7 +47,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpc_agent.budget import SEARCH_PURPOSES
-from hpc_agent.defaults import PLANNER_LATENCY_RUNS
+from hpc_agent.defaults import ASYNC_STATUS_INTERVAL_S, PLANNER_LATENCY_RUNS
 from hpc_agent.events import GenerationDone, Requeued
 from hpc_agent.plan import CONFIRM, EXPLORE, RERUN, next_kind
 from hpc_agent.reconcile import next_delay
@@ -150,7 +150,8 @@ class Overlap:
                 c.report_progress(g)
             c.touch_lock()
             n_open = sum(len(c.state.generations[g].trial_ids) for g in self.open_generations())
-            time.sleep(delay := next_delay(delay, changed, n_open, c.executor))
+            delay = next_delay(delay, changed, n_open, c.executor, ASYNC_STATUS_INTERVAL_S)
+            time.sleep(delay)
 
     # ------------------------------------------------------------------ what is in flight
     def open_generations(self) -> list[int]:

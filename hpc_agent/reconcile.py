@@ -288,12 +288,15 @@ def gone_outcome(job: JobStatus | None, status: Mapping[str, Any] | None) -> tup
     return job.ended_as, reason + (f"; {job.ended_fix}" if job.ended_fix else "")
 
 
-def next_delay(delay: float, changed: bool, n_open: int, executor: Executor) -> float:
+def next_delay(
+    delay: float, changed: bool, n_open: int, executor: Executor, longest: float = STATUS_INTERVAL_S
+) -> float:
     """How long the wait loop sleeps: from 50 ms right after a change, backing off to
-    STATUS_INTERVAL_S while nothing changes; with many trials open, a pass over their status
-    files costs more, so the shortest sleep grows with them (0.25 ms a trial: 250 ms at 1,000),
-    keeping the driver's own CPU small however wide the generation."""
-    shortest = min(STATUS_INTERVAL_S, max(0.05, n_open * 0.00025))
+    ``longest`` (STATUS_INTERVAL_S; the async schedule, which refills a slot the moment it
+    frees, ASYNC_STATUS_INTERVAL_S) while nothing changes; with many trials open, a pass over
+    their status files costs more, so the shortest sleep grows with them (0.25 ms a trial:
+    250 ms at 1,000), keeping the driver's own CPU small however wide the generation."""
+    shortest = min(longest, max(0.05, n_open * 0.00025))
     if changed:
         return shortest
-    return max(shortest, min(delay * 1.5, STATUS_INTERVAL_S, executor.poll_interval_s))
+    return max(shortest, min(delay * 1.5, longest, executor.poll_interval_s))
