@@ -31,11 +31,15 @@ from hpc_agent.errors import UserError
 def status(results: Path, as_json: bool, max_failures: int, watch: bool, interval_s: float) -> None:
     """Generations, trials by state, best so far, and the driver and jobs.
 
+    Also the budget used and left, the stop rule that ended the search, the generations in
+    flight (async schedule), the noise floor, the verdicts and the champion.
+
     \b
     Example:
       hpc-agent status results/quickstart
       hpc-agent status results/quickstart --watch        # Ctrl-C to stop watching
       hpc-agent status results/quickstart --json | jq .best
+      hpc-agent status results/quickstart --json | jq .budget
     """
     from hpc_agent.status import status_report
 
