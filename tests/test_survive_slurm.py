@@ -228,7 +228,9 @@ def test_a_checkpointing_trial_longer_than_the_job_time_limit_finishes(
     lost = len(steps) - 100  # steps run again after a requeue
     assert lost <= 5 * (lifetimes - 1), (lost, lifetimes)  # at most one checkpoint interval each
     # the time of every lifetime counts, with the number of attempts beside it
-    table = cli_run("export", str(results), "--format", "csv").output.splitlines()
+    table = cli_run(
+        "export", str(results), "--format", "csv", "--per-trial", "--columns", "trial_id,attempts,duration_s"
+    ).output.splitlines()
     row = dict(zip(table[0].split(","), table[1].split(",")))
     assert float(row["duration_s"]) >= 100 and int(row["attempts"]) == lifetimes, row
     status = cli_run("status", str(results)).output
