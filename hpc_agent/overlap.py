@@ -10,26 +10,28 @@ on a second thread, so the loop goes on reconciling and submitting while the mod
       submit     each generation's planned (or requeued) trials as ONE submission, once the
                  slots are free for all of them (oldest generation first)
       reconcile  the open trials of every generation in flight
-      close      a generation whose trials all ended: gather, then its analysis (planner thread)
-      plan       no planner call running, the search goes on, and the slots expected free by
-                 the time the planner answers reach ``refill_at`` (default: 1, every slot as it
-                 frees; half the slots with a costly planner, the LLM): the next generation,
-                 sized to them (at most a batch)
+      call       if no planner call is running: a plan when the slots expected free by the
+                 time the planner answers reach ``refill_at`` (default: 1, every slot as it
+                 frees; half the slots with a costly planner, the LLM), sized to them (at most
+                 a batch); else the analysis of a generation whose trials all ended
 
 **Slots.** ``[campaign] max_in_flight`` (default: a batch, seeds included), capped by the
 executor's own limit (local lanes: ``parallelism``). Trials submitted or running are in flight;
 planned ones waiting for slots count as taken.
 
 **The planner's latency is hidden.** Its expected latency L is the median of its last
-``PLANNER_LATENCY_RUNS`` plans (the journal's ``planning`` -> ``planned``). The slots expected
-free after L are the free ones plus, for each trial in flight, the chance that it ends within L
-given how long it has been out, estimated from the submit-to-end times of the trials that
-ended. Planning starts when that reaches ``refill_at``; the plan is sized to it, and submitted
-the moment that many slots are free.
+``PLANNER_LATENCY_RUNS`` calls (at the start of a run, of the journal's ``planning`` ->
+``planned`` times). The slots expected free after L are the free ones plus, for each trial in
+flight, the chance that it ends within L given how long it has been out, estimated from the
+submit-to-end times of the trials that ended. Planning starts when that reaches ``refill_at``;
+the plan is sized to it, and submitted the moment that many slots are free.
 
-**One round trip a generation.** When an analysis and a plan are both due, the analysis goes
-first: the LLM planner writes the next generation's proposals with it (its ``plan_for``), and
-the plan that follows reuses them.
+**One round trip a generation.** A costly planner (``Planner.costly``: the LLM) analyzes a
+finished generation when a plan is due, not before: the analysis writes the next generation's
+proposals in the same round trip (``AnalysisContext.plan_for``), and the plan that follows
+reuses them at once. Its analysis of a generation is therefore written with the next plan after
+the generation's last trial ends (the last ones when the search is over). Any other planner
+analyzes a generation as soon as its last trial ends, and plans first when both are due.
 
 **A killed driver** resumes as in the sync schedule: every phase is journaled with the same
 events. The next run prepares and submits what was planned and not submitted, resolves the
@@ -49,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from hpc_agent.budget import SEARCH_PURPOSES
 from hpc_agent.defaults import ASYNC_STATUS_INTERVAL_S, PLANNER_LATENCY_RUNS
 from hpc_agent.events import GenerationDone, Requeued
-from hpc_agent.plan import CONFIRM, EXPLORE, RERUN, next_kind
+from hpc_agent.plan import CONFIRM, EXPLORE, next_kind
 from hpc_agent.reconcile import next_delay
 from hpc_agent.rigor import verdicts_due
 from hpc_agent.state import TrialRecord, TrialState
@@ -91,6 +93,7 @@ class _Call:
         self.reporter = _Collect()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.started = time.monotonic()
         self._done = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(fn,), name=f"hpc-agent-{what}-{generation}", daemon=True
@@ -123,6 +126,11 @@ class Overlap:
         self.call: _Call | None = None
         self.request: PlanRequest | None = None
         self.exhausted = False
+        self._fresh_for: int | None = None  # the generation the last analysis made proposals for
+        self._timed = True  # the running call is a round trip (its time says the latency)
+        self._calls_s: list[float] = [  # the planner's latency: its plans so far, then its calls
+            r.planning_s for r in campaign.state.generations.values() if r.planning_s and r.planner != CONFIRM
+        ]
         self._durations: list[float] = []  # submit-to-end times of the trials that ended, sorted
         self._ended = -1
 
@@ -141,9 +149,8 @@ class Overlap:
             changed = self._collect()
             changed = self._submit_ready() or changed
             changed = self._reconcile() or changed
-            changed = self._close() or changed
             if self.call is None:
-                changed = self._plan() or changed
+                changed = self._next_call() or changed
             if self.call is None and not self.open_generations() and not self._more_to_plan():
                 return "exhausted" if self.exhausted else "done"
             for g in self.open_generations():
@@ -177,6 +184,8 @@ class Overlap:
         if call is None or not call.done():
             return False
         self.call = None
+        if call.what == "analysis" or self._timed:
+            self._calls_s.append(time.monotonic() - call.started)
         for kind, message in call.reporter.messages:
             getattr(c.reporter, kind)(message)
         if call.error is not None:
@@ -224,53 +233,70 @@ class Overlap:
                     c.reporter.info(f"trial {e.trial} requeued: {e.reason}")
         return bool(events)
 
-    def _close(self) -> bool:
-        """The oldest generation whose trials all ended: gathered, then analyzed on the
-        planner's thread (one call at a time), then done."""
-        c, st = self.c, self.c.state
-        for g in self.open_generations():
-            if self.call is not None:
-                return False
-            if not all(t.state.is_finished() for t in st.trials_of(g)):
-                continue
-            c.gather()
-            if st.generations[g].analyzed:
-                c.record(GenerationDone(generation=g))
-                return True
-            self._analyze(g)
-            return True
+    def _next_call(self) -> bool:
+        """Start the planner's next call, if one is due: a plan when its slots are (about to
+        be) free, an analysis of a generation whose trials all ended. A costly planner (the
+        LLM) analyzes when a plan is due, so that the analysis carries the plan's proposals
+        (one round trip a generation); any other analyzes at once and plans first."""
+        due = self._plan_due()
+        ripe = self._ripe()
+        if due is not None and ripe and self.c.planner.costly and self._fresh_for != due[0]:
+            return self._analyze(ripe[0])
+        if due is not None:
+            return self._start_plan(*due)
+        if ripe and (not self.c.planner.costly or not self._more_to_plan()):
+            return self._analyze(ripe[0])
         return False
 
-    def _analyze(self, g: int) -> None:
-        c = self.c
-        ctx = c.planning.analysis_context(g, plan_for=self._next_unplanned())
-        self.call = _Call("analysis", g, lambda _reporter: c.planning.run_analysis(ctx))
+    def _ripe(self) -> list[int]:
+        """Generations whose trials all ended, oldest first (analyzed ones are closed here)."""
+        c, st, out = self.c, self.c.state, []
+        for g in self.open_generations():
+            if all(t.state.is_finished() for t in st.trials_of(g)):
+                if st.generations[g].analyzed:  # by a driver that died before generation_done
+                    c.record(GenerationDone(generation=g))
+                else:
+                    out.append(g)
+        return out
 
-    def _plan(self) -> bool:
-        """Start planning the next generation when its slots are (about to be) free."""
+    def _analyze(self, g: int) -> bool:
+        c = self.c
+        c.gather()
+        ctx = c.planning.analysis_context(g, plan_for=self._next_unplanned())
+        self._fresh_for = ctx.plan_for if c.planner.costly else None
+        self.call = _Call("analysis", g, lambda _reporter: c.planning.run_analysis(ctx))
+        return True
+
+    def _plan_due(self) -> tuple[int, str, int] | None:
+        """(generation, kind, size) when the next generation should be planned now."""
         c, st, spec = self.c, self.c.state, self.c.spec
-        if self.exhausted:
-            return False
         g = self._next_unplanned()
-        if c.stop_after is not None and g > c.stop_after:
-            return False
+        if self.exhausted or (c.stop_after is not None and g > c.stop_after):
+            return None
         kind = next_kind(st, spec, c.planning.check_stop())
         if kind is None:
-            return False
+            return None
         if kind == CONFIRM:  # it ranks finished configurations: the search in flight ends first
-            if any(t.purpose in SEARCH_PURPOSES for t in self._open_trials()):
-                return False
+            searching = any(t.purpose in SEARCH_PURPOSES for t in self._open_trials())
+            return None if searching else (g, CONFIRM, 0)
+        in_flight, waiting = self._taken()
+        free = self.slots - in_flight - waiting
+        latency = 0.0 if self._fresh_for == g else self._latency()  # proposals ready: no call
+        expected = free + self._ending_within(latency, in_flight)
+        if expected < self.refill:
+            return None
+        return g, EXPLORE, max(min(spec.campaign.batch_trials, int(expected)), len(spec.campaign.seeds))
+
+    def _start_plan(self, g: int, kind: str, size: int) -> bool:
+        c = self.c
+        if kind == CONFIRM:
             c.planning.start(g, CONFIRM)
             c.prepare(g)
             return True
-        in_flight, waiting = self._taken()
-        free = self.slots - in_flight - waiting
-        expected = free + self._ending_within(self._latency(), in_flight)
-        if expected < self.refill:
-            return False
-        size = max(min(spec.campaign.batch_trials, int(expected)), len(spec.campaign.seeds))
         req = self.request = c.planning.start(g, EXPLORE, size)
         assert req is not None
+        self._timed = self._fresh_for != g  # a round trip, not proposals an analysis made
+        self._fresh_for = None
         self.call = _Call("plan", g, lambda reporter: req.ask(c.planner, c.fallback_planner, reporter))
         return True
 
@@ -288,10 +314,8 @@ class Overlap:
 
     # ------------------------------------------------------------------ the latency estimate
     def _latency(self) -> float:
-        """The planner's expected latency: the median of its last plans (0 before any)."""
-        gens = self.c.state.generations.values()
-        times = [r.planning_s for r in gens if r.planner not in (CONFIRM, RERUN) and r.planning_s is not None]
-        recent = times[-PLANNER_LATENCY_RUNS:]
+        """The planner's expected latency: the median of its last calls (0 before any)."""
+        recent = self._calls_s[-PLANNER_LATENCY_RUNS:]
         return statistics.median(recent) if recent else 0.0
 
     def _ending_within(self, latency: float, in_flight: int) -> float:
