@@ -44,6 +44,13 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def cpu_split() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process: the system share is the kernel's work for
+    it (the file system: a trial's folder, its files, the status files read)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
 def noop_campaign(root: Path, trials: int, generations: int = 1, planner: str = "random") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "campaign.toml").write_text(
@@ -173,16 +180,25 @@ def bench_cpu(trials: int, repeat: int, lanes: int) -> dict[str, Any]:
     import polars  # noqa: F401
 
     ours_cpu, ours_wall, optuna_cpu, optuna_wall, phase_runs = [], [], [], [], []
+    split: dict[str, list[float]] = {"ours_user": [], "ours_sys": [], "optuna_user": [], "optuna_sys": []}
     for _ in range(repeat):  # alternate the two variants
         with tempfile.TemporaryDirectory() as tmp:
+            (u0, s0) = cpu_split()
             wall, cpu, _planner = run_driver(
                 noop_campaign(Path(tmp) / "camp", trials), Path(tmp) / "res", lanes
             )
+            (u1, s1) = cpu_split()
+            split["ours_user"].append((u1 - u0) / trials)
+            split["ours_sys"].append((s1 - s0) / trials)
             ours_wall.append(wall / trials)
             ours_cpu.append(cpu / trials)
             phase_runs.append(phases(Path(tmp) / "res"))
         with tempfile.TemporaryDirectory() as tmp:
+            (u0, s0) = cpu_split()
             wall, cpu = optuna_loop(trials, Path(tmp))
+            (u1, s1) = cpu_split()
+            split["optuna_user"].append((u1 - u0) / trials)
+            split["optuna_sys"].append((s1 - s0) / trials)
             optuna_wall.append(wall / trials)
             optuna_cpu.append(cpu / trials)
     ours, theirs = median(ours_cpu), median(optuna_cpu)
@@ -198,6 +214,7 @@ def bench_cpu(trials: int, repeat: int, lanes: int) -> dict[str, Any]:
         "ratio_cpu_vs_optuna": round(ours / theirs, 2),
         "driver_cpu_runs_ms": [round(1000 * x, 3) for x in ours_cpu],
         "optuna_cpu_runs_ms": [round(1000 * x, 3) for x in optuna_cpu],
+        "user_and_system_ms_per_trial": {k: [round(1000 * x, 3) for x in v] for k, v in split.items()},
         "driver_wall_ms_per_trial": round(1000 * median(ours_wall), 3),
         "optuna_wall_ms_per_trial": round(1000 * median(optuna_wall), 3),
         "phases_s_median": {k: median([p[k] for p in phase_runs]) for k in phase_runs[0]},
