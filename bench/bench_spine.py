@@ -97,7 +97,8 @@ def phases(results: Path) -> dict[str, float]:
 
 
 def median(xs: list[float]) -> float:
-    return round(statistics.median(xs), 4)
+    """Unrounded: a ratio of rounded per-trial seconds is wrong (0.00045 s rounds to 0.0005)."""
+    return statistics.median(xs)
 
 
 # ------------------------------------------------------------------------------- cpu
@@ -217,7 +218,7 @@ def bench_cpu(trials: int, repeat: int, lanes: int) -> dict[str, Any]:
         "user_and_system_ms_per_trial": {k: [round(1000 * x, 3) for x in v] for k, v in split.items()},
         "driver_wall_ms_per_trial": round(1000 * median(ours_wall), 3),
         "optuna_wall_ms_per_trial": round(1000 * median(optuna_wall), 3),
-        "phases_s_median": {k: median([p[k] for p in phase_runs]) for k in phase_runs[0]},
+        "phases_s_median": {k: round(median([p[k] for p in phase_runs]), 4) for k in phase_runs[0]},
         "goals": {"driver_cpu_ms_per_trial": "<= 1.0", "ratio_cpu_vs_optuna": "<= 0.5"},
     }
 
@@ -291,8 +292,8 @@ def bench_gather(files: int, rows: int, repeat: int) -> dict[str, Any]:
         "includes": "ours: summarize() of every trial (one lazy scan, aggregated per file: lines, last step, "
         "objective, last values), the dict of summaries built; raw: pl.scan_ndjson(...).collect() of the "
         "same files with the same schema, nothing else",
-        "raw_scan_s": median(t_raw),
-        "summarize_s": median(t_ours),
+        "raw_scan_s": round(median(t_raw), 4),
+        "summarize_s": round(median(t_ours), 4),
         "ratio_speed_vs_raw": round(median(t_raw) / median(t_ours), 2),
         "goal": ">= 0.9",
     }
@@ -328,8 +329,8 @@ def bench_status(trials: int, repeat: int, lanes: int) -> dict[str, Any]:
         "repeat": repeat,
         "includes": "`python -m hpc_agent status RESULTS` as a whole process: interpreter start, imports, "
         "journal replay, status files, rendering; baseline: `python -c pass` in the same run",
-        "status_s": median(t_status),
-        "bare_python_s": median(t_bare),
+        "status_s": round(median(t_status), 4),
+        "bare_python_s": round(median(t_bare), 4),
         "goal": "status_s < 0.2",
     }
 
