@@ -240,10 +240,10 @@ class Campaign:
             prepare_trial(self.paths, t, exp, base, self.submissions.secret_env)
 
     # ------------------------------------------------------------------ 3 submit
-    def submit(self, g: int, planned: Sequence[TrialRecord]) -> None:
-        """Submit these trials of generation g as ONE submission under a new token (see
-        :meth:`hpc_agent.submission.Submissions.submit`)."""
-        self.submissions.submit(g, planned)
+    def submit(self, g: int, planned: Sequence[TrialRecord], width: int = 0) -> None:
+        """Submit these trials of generation g as ONE submission under a new token, at most
+        ``width`` at once until widened (see :meth:`hpc_agent.submission.Submissions.submit`)."""
+        self.submissions.submit(g, planned, width)
         self.reconciler.submitted()
 
     # ------------------------------------------------------------------ 4 wait

@@ -22,6 +22,7 @@ kind                class            written
 ``planned``         Planned          its proposals, one ``PlannedTrial`` per trial
 ``submitting``      Submitting       before trials are submitted under a new token
 ``submitted``       Submitted        the scheduler took them: job ids
+``widened``         Widened          more of a submission's trials may run at once (async)
 ``submit_failed``   SubmitFailed     it refused them, or a submission of a dead driver
                                      turned out never to have reached it
 ``trial_ended``     TrialEnded       a trial's final state, objective and reason
@@ -278,6 +279,18 @@ class Submitting(Event):
     token: str = ""
     trials: tuple[str, ...] = ()
     executor: str = ""
+    width: int = 0  # at most this many run at once until widened (0: as many as the executor allows)
+
+
+@dataclass(frozen=True)
+class Widened(Event):
+    """Up to ``width`` trials of submission ``token`` may now run at once (written before the
+    executor is told: a driver that dies in between under-uses its slots, never over-uses them,
+    and the next one tells the executor again)."""
+
+    kind: ClassVar[str] = "widened"
+    token: str = ""
+    width: int = 0
 
 
 @dataclass(frozen=True)
@@ -351,6 +364,7 @@ EVENTS: dict[str, type[Event]] = {
         GenerationDone,
         Submitting,
         Submitted,
+        Widened,
         SubmitFailed,
         TrialEnded,
         Requeued,

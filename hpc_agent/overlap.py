@@ -7,8 +7,10 @@ on a second thread, so the loop goes on reconciling and submitting while the mod
     every pass
       collect    a planner call that returned: a plan -> planned, prepared; an analysis ->
                  analysis.md, analyzed, generation_done
-      submit     each generation's planned (or requeued) trials as ONE submission, once the
-                 slots are free for all of them (oldest generation first)
+      widen      a submission holding more trials than it may run at once: as slots free,
+                 more of them may start (oldest submission first)
+      submit     each generation's planned (or requeued) trials as ONE submission the moment
+                 a slot is free, narrowed to the free slots (oldest generation first)
       reconcile  the open trials of every generation in flight
       call       if no planner call is running: a plan when the slots expected free by the
                  time the planner answers reach ``refill_at`` (default: 1, every slot as it
@@ -16,15 +18,25 @@ on a second thread, so the loop goes on reconciling and submitting while the mod
                  a batch); else the analysis of a generation whose trials all ended
 
 **Slots.** ``[campaign] max_in_flight`` (default: a batch, seeds included), capped by the
-executor's own limit (local lanes: ``parallelism``). Trials submitted or running are in flight;
-planned ones waiting for slots count as taken.
+executor's own limit (local lanes: ``parallelism``). A slot is taken by a trial that runs or
+may start: a submission's unfinished trials up to its *width*. A generation is submitted as one
+array as soon as one slot is free, with the width of the free slots (``submitting``'s
+``width``); its other trials wait in the scheduler's queue (SLURM: the array's ``%N``; local:
+lanes that wait) and are let in as slots free (``widened``, then ``scontrol update
+ArrayTaskThrottle``). Trials waiting so, and planned ones not yet submitted, count as taken for
+planning. An executor that cannot widen gets a generation only once all its trials fit.
 
-**The planner's latency is hidden.** Its expected latency L is the median of its last
+**The planner's latency is hidden.** A costly planner (the LLM) plans one batch ahead, where
+the executor can hold trials back (``can_widen``): it is asked for a whole batch as soon as the
+trials waiting for a slot leave room for ``refill_at`` more, as if every trial in flight could
+end before it answers, so that its proposals wait in the queue when slots free. Any other
+planner is asked just in time: its expected latency L is the median of its last
 ``PLANNER_LATENCY_RUNS`` calls (at the start of a run, of the journal's ``planning`` ->
 ``planned`` times). The slots expected free after L are the free ones plus, for each trial in
-flight, the chance that it ends within L given how long it has been out, estimated from the
-submit-to-end times of the trials that ended. Planning starts when that reaches ``refill_at``;
-the plan is sized to it, and submitted the moment that many slots are free.
+flight, the chance that it ends within L given how long it has run, estimated from the run
+times of the trials that ended. Planning starts when that reaches ``refill_at``;
+the plan is sized to it, and submitted the moment a slot is free. Proposals an analysis wrote
+(below) cost no call: they are all taken at once (the whole batch), the free slots first.
 
 **One round trip a generation.** A costly planner (``Planner.costly``: the LLM) analyzes a
 finished generation when a plan is due, not before: the analysis writes the next generation's
@@ -54,7 +66,8 @@ from hpc_agent.events import GenerationDone, Requeued
 from hpc_agent.plan import CONFIRM, EXPLORE, next_kind
 from hpc_agent.reconcile import next_delay
 from hpc_agent.rigor import verdicts_due
-from hpc_agent.state import TrialRecord, TrialState
+from hpc_agent.state import SubmissionRecord, TrialRecord, TrialState
+from hpc_agent.trial import is_running_for
 
 if TYPE_CHECKING:
     from hpc_agent.campaign import Campaign
@@ -131,7 +144,7 @@ class Overlap:
         self._calls_s: list[float] = [  # the planner's latency: its plans so far, then its calls
             r.planning_s for r in campaign.state.generations.values() if r.planning_s and r.planner != CONFIRM
         ]
-        self._durations: list[float] = []  # submit-to-end times of the trials that ended, sorted
+        self._durations: list[float] = []  # run times of the trials that ended, sorted
         self._ended = -1
 
     def run(self) -> str:
@@ -140,6 +153,7 @@ class Overlap:
         c = self.c
         for g in self.open_generations():
             c.prepare(g)  # what a killed driver planned and never prepared
+        self._rewiden()
         delay = 0.05
         while True:
             c.refresh()
@@ -147,6 +161,7 @@ class Overlap:
                 c.stop_cancelled(self.open_generations())
                 return "cancelled"
             changed = self._collect()
+            changed = self._widen() or changed
             changed = self._submit_ready() or changed
             changed = self._reconcile() or changed
             if self.call is None:
@@ -170,12 +185,29 @@ class Overlap:
         return [t for g in self.open_generations() for t in st.trials_of(g)]
 
     def _taken(self) -> tuple[int, int]:
-        """(trials in flight, trials planned and waiting for slots)."""
-        in_flight = waiting = 0
+        """(slots taken: trials that run or may start, trials waiting for a slot: planned
+        ones and those a narrowed submission holds back)."""
+        in_use = waiting = 0
+        for _sub, unfinished, width in self._submissions():
+            in_use += min(unfinished, width)
+            waiting += max(0, unfinished - width)
+        waiting += sum(t.state is TrialState.PLANNED for t in self._open_trials())
+        return in_use, waiting
+
+    def _submissions(self) -> list[tuple[SubmissionRecord, int, int]]:
+        """(submission, its trials in flight, its width) of every submission with trials in
+        flight, oldest first."""
+        st = self.c.state
+        count: dict[str, int] = {}
         for t in self._open_trials():
-            in_flight += t.state in IN_FLIGHT
-            waiting += t.state is TrialState.PLANNED
-        return in_flight, waiting
+            if t.state in IN_FLIGHT and t.token:
+                count[t.token] = count.get(t.token, 0) + 1
+        out = []
+        for token, n in count.items():
+            sub = st.submissions.get(token)
+            if sub is not None:
+                out.append((sub, n, sub.width or len(sub.trial_ids)))
+        return sorted(out, key=lambda x: x[0].at)
 
     # ------------------------------------------------------------------ the passes
     def _collect(self) -> bool:
@@ -201,20 +233,50 @@ class Overlap:
             c.record(GenerationDone(generation=call.generation))
         return True
 
+    def _rewiden(self) -> None:
+        """A starting driver tells the executor each narrowed submission's journaled width
+        again (the dead one may have journaled it and died before telling)."""
+        if self.c.executor.can_widen:
+            for sub, _n, width in self._submissions():
+                if sub.width and sub.state == "submitted":
+                    self.c.submissions.widen(sub.token, width, again=True)
+
+    def _widen(self) -> bool:
+        """Let the trials a narrowed submission holds back start as slots free, oldest
+        submission first."""
+        if not self.c.executor.can_widen:
+            return False
+        subs = self._submissions()
+        free = self.slots - sum(min(n, w) for _s, n, w in subs)
+        widened = False
+        for sub, n, width in subs:
+            if free <= 0:
+                break
+            if width < n and sub.state == "submitted":
+                new = min(n, width + free)
+                if self.c.submissions.widen(sub.token, new):
+                    free -= new - width
+                    widened = True
+        return widened
+
     def _submit_ready(self) -> bool:
-        """Each generation's planned trials, as one submission, when the slots are free for
-        all of them (or nothing else is in flight: a confirmation may be wider than the slots)."""
+        """Each generation's planned trials, as one submission, oldest first: narrowed to the
+        free slots the moment one is free, where the executor can widen it later; else once all
+        of them fit (or nothing else is in flight: a confirmation may be wider than the slots)."""
         c, st = self.c, self.c.state
-        in_flight, _ = self._taken()
+        in_use, _ = self._taken()
+        narrow = c.executor.can_widen
         submitted = False
         for g in self.open_generations():
             planned = [t for t in st.trials_of(g) if t.state is TrialState.PLANNED]
             if not planned:
                 continue
-            if in_flight and in_flight + len(planned) > self.slots:
+            free = self.slots - in_use
+            if in_use and (free < 1 if narrow else free < len(planned)):
                 break  # oldest first: a younger generation does not overtake it
-            c.submit(g, planned)
-            in_flight += len(planned)
+            width = min(len(planned), max(free, 1)) if narrow else len(planned)
+            c.submit(g, planned, width if width < len(planned) else 0)
+            in_use += width
             submitted = True
         return submitted
 
@@ -279,10 +341,14 @@ class Overlap:
         if kind == CONFIRM:  # it ranks finished configurations: the search in flight ends first
             searching = any(t.purpose in SEARCH_PURPOSES for t in self._open_trials())
             return None if searching else (g, CONFIRM, 0)
-        in_flight, waiting = self._taken()
-        free = self.slots - in_flight - waiting
+        in_use, waiting = self._taken()
+        free = self.slots - in_use - waiting
+        if c.executor.can_widen and (self._fresh_for == g or c.planner.costly):
+            # proposals ready: take them all now; a costly planner plans a batch ahead
+            ahead = self._fresh_for == g or self.slots - waiting >= self.refill
+            return (g, EXPLORE, spec.campaign.batch_trials) if ahead else None
         latency = 0.0 if self._fresh_for == g else self._latency()  # proposals ready: no call
-        expected = free + self._ending_within(latency, in_flight)
+        expected = free + self._ending_within(latency, in_use)
         if expected < self.refill:
             return None
         return g, EXPLORE, max(min(spec.campaign.batch_trials, int(expected)), len(spec.campaign.seeds))
@@ -318,32 +384,34 @@ class Overlap:
         recent = self._calls_s[-PLANNER_LATENCY_RUNS:]
         return statistics.median(recent) if recent else 0.0
 
-    def _ending_within(self, latency: float, in_flight: int) -> float:
-        """How many trials in flight are expected to end within ``latency`` seconds."""
-        if latency <= 0 or not in_flight:
+    def _ending_within(self, latency: float, in_use: int) -> float:
+        """How many trials that hold a slot are expected to end within ``latency`` seconds:
+        those running, by how long they have run (their status file's ``started_at``), and
+        those about to start (the rest of ``in_use``), as new."""
+        if latency <= 0 or not in_use:
             return 0.0
-        st = self.c.state
         self._learn_durations()
         d, now, expected = self._durations, time.time(), 0.0
+        if not d:
+            return 0.0
+        ran: list[float] = []
         for t in self._open_trials():
-            sub = st.submissions.get(t.token or "")
-            if t.state not in IN_FLIGHT or sub is None:
-                continue
-            out_for = now - sub.at
+            if t.state in IN_FLIGHT:
+                status = self.c.reconciler.status(t.trial_id)
+                if is_running_for(status, t.token) and status is not None:
+                    ran.append(max(0.0, now - float(status.get("started_at") or now)))
+        ran += [0.0] * max(0, in_use - len(ran))
+        for out_for in ran[:in_use]:
             longer = len(d) - bisect.bisect_right(d, out_for)
             if longer:
                 expected += (bisect.bisect_right(d, out_for + latency) - (len(d) - longer)) / longer
         return expected
 
     def _learn_durations(self) -> None:
+        """The run times of the trials that ended (their last attempt's), sorted."""
         st = self.c.state
-        ended = [t for t in st.trials.values() if t.state.is_finished() and t.ended_at and t.token]
+        ended = [t for t in st.trials.values() if t.state.is_finished() and t.duration_s is not None]
         if len(ended) == self._ended:
             return
         self._ended = len(ended)
-        out = []
-        for t in ended:
-            sub = st.submissions.get(t.token or "")
-            if sub is not None and t.ended_at is not None:
-                out.append(max(0.0, t.ended_at - sub.at))
-        self._durations = sorted(out)
+        self._durations = sorted(float(t.duration_s or 0.0) for t in ended)

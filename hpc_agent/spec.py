@@ -87,7 +87,7 @@ class CampaignSection:
     seed: int = 0  # the planners' seed: same history + same seed = same plan
     baseline: bool = True  # start with the space's defaults when every parameter has one
     schedule: str = DEFAULT_SCHEDULE  # "sync": a generation is a barrier; "async": they overlap
-    max_in_flight: int = 0  # async: trials submitted and not finished (0: one batch, seeds included)
+    max_in_flight: int = 0  # async: the slots, trials running at once (0: one batch, seeds included)
     refill_at: int = 0  # async: plan when this many slots are free (0: 1; an LLM planner: half the slots)
 
     @property

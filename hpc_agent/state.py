@@ -114,6 +114,7 @@ class SubmissionRecord:
     trial_jobs: Mapping[str, str] | None = None  # per-trial job id, where the executor knows it
     error: str = ""
     at: float = 0.0
+    width: int = 0  # at most this many of its trials at once (0: all of them)
 
 
 @dataclass(frozen=True)
@@ -419,7 +420,9 @@ def _on_planned(st: CampaignState, e: ev.Planned) -> None:
 
 
 def _on_submitting(st: CampaignState, e: ev.Submitting) -> None:
-    st.submissions[e.token] = SubmissionRecord(e.token, e.generation, tuple(e.trials), e.executor, at=e.t)
+    st.submissions[e.token] = SubmissionRecord(
+        e.token, e.generation, tuple(e.trials), e.executor, at=e.t, width=e.width
+    )
     for tid in e.trials:
         t = st.trials.get(tid)
         if t is not None:
@@ -437,6 +440,12 @@ def _on_submitted(st: CampaignState, e: ev.Submitted) -> None:
         t = st.trials.get(tid)
         if t is not None and t.token == e.token:
             st._set_trial(replace(t, job_id=jid))
+
+
+def _on_widened(st: CampaignState, e: ev.Widened) -> None:
+    sub = st.submissions.get(e.token)
+    if sub is not None:
+        st.submissions[e.token] = replace(sub, width=e.width)
 
 
 def _on_submit_failed(st: CampaignState, e: ev.SubmitFailed) -> None:
@@ -520,6 +529,7 @@ HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
     ev.Planned: _on_planned,
     ev.Submitting: _on_submitting,
     ev.Submitted: _on_submitted,
+    ev.Widened: _on_widened,
     ev.SubmitFailed: _on_submit_failed,
     ev.TrialEnded: _on_trial_ended,
     ev.Requeued: _on_requeued,

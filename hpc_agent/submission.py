@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from hpc_agent.errors import UserError
-from hpc_agent.events import SubmitFailed, Submitted, Submitting
+from hpc_agent.events import SubmitFailed, Submitted, Submitting, Widened
 from hpc_agent.executors.base import SECRET_ENV_VARS, Executor, SubmitError, SubmitRequest
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.reporter import Reporter
@@ -47,14 +47,20 @@ class Submissions:
         # the API key is never in a job's environment, whatever its variable is called
         self.secret_env = tuple(dict.fromkeys((*SECRET_ENV_VARS, spec.planner.api_key_env)))
 
-    def submit(self, g: int, planned: Sequence[TrialRecord]) -> None:
+    def submit(self, g: int, planned: Sequence[TrialRecord], width: int = 0) -> None:
         """Submit these trials of generation g as ONE submission under a new token
-        (``submitting``, then ``submitted``). The trials are assigned to it before the
-        executor is called (:func:`hpc_agent.trial.assign`). A refusal is ``submit_failed``
-        and a UserError (exit 2) naming the scheduler's words and the fix; nothing is lost."""
+        (``submitting``, then ``submitted``), at most ``width`` of them at once until
+        widened (0: all). The trials are assigned to it before the executor is called
+        (:func:`hpc_agent.trial.assign`). A refusal is ``submit_failed`` and a UserError
+        (exit 2) naming the scheduler's words and the fix; nothing is lost."""
         token = secrets.token_hex(4)
-        req = self._request(g, token, [t.trial_id for t in planned])
-        self._write(Submitting(generation=g, token=token, trials=req.trial_ids, executor=self.executor.name))
+        width = width if 0 < width < len(planned) else 0
+        req = self._request(g, token, [t.trial_id for t in planned], width)
+        self._write(
+            Submitting(
+                generation=g, token=token, trials=req.trial_ids, executor=self.executor.name, width=width
+            )
+        )
         self._assign(req.trial_ids, token)
         try:
             sub = self.executor.submit(req)
@@ -74,7 +80,25 @@ class Submissions:
         jobs = self.executor.describe_jobs(sub.job_ids)
         self.reporter.info(f"generation {g}: submitted {len(planned)} trial(s) as {jobs}")
 
-    def _request(self, g: int, token: str, ids: Sequence[str]) -> SubmitRequest:
+    def widen(self, token: str, width: int, again: bool = False) -> bool:
+        """Let up to ``width`` trials of submission ``token`` run at once (``widened`` first,
+        then the executor; ``again``: tell the executor the journaled width once more, as a
+        driver that starts does). A refusal is a warning, and the width journaled before."""
+        sub = self._state().submissions[token]
+        before = sub.width
+        if not again:
+            self._write(Widened(token=token, width=width))
+        try:
+            req = self._request(sub.generation, token, sub.trial_ids, before)
+            self.executor.widen(req, sub.job_ids, width)
+        except SubmitError as e:
+            self.reporter.warn(f"generation {sub.generation}: {e.message}; its trials wait longer")
+            if not again:
+                self._write(Widened(token=token, width=before))
+            return False
+        return True
+
+    def _request(self, g: int, token: str, ids: Sequence[str], width: int = 0) -> SubmitRequest:
         return SubmitRequest(
             token=token,
             generation=g,
@@ -87,6 +111,7 @@ class Submissions:
                 max((self._state().trials[t].budget_multiplier for t in ids), default=1.0)
             ),
             scrub_env=self.secret_env,
+            width=width,
         )
 
     def _assign(self, trial_ids: Sequence[str], token: str | None) -> None:

@@ -57,15 +57,21 @@ def events(camp: Path, name: str) -> list[dict[str, Any]]:
 
 
 def in_flight_at_most(records: list[dict[str, Any]]) -> int:
-    """The most trials submitted and not yet ended at any moment, replayed from a journal."""
-    open_: set[str] = set()
+    """The most slots taken at any moment, replayed from a journal: each submission's trials
+    not yet ended, up to its width (``submitting``'s, then ``widened``'s; 0: all of them)."""
+    open_: dict[str, set[str]] = {}  # token -> its trials not yet ended
+    width: dict[str, int] = {}
     most = 0
     for e in records:
         if e["event"] == "submitting":
-            open_ |= set(e["trials"])
+            open_[e["token"]] = set(e["trials"])
+            width[e["token"]] = e.get("width") or len(e["trials"])
+        elif e["event"] == "widened":
+            width[e["token"]] = e["width"]
         elif e["event"] in ("trial_ended", "requeued"):
-            open_.discard(e["trial"])
-        most = max(most, len(open_))
+            for trials in open_.values():
+                trials.discard(e["trial"])
+        most = max(most, sum(min(len(ts), width[k]) for k, ts in open_.items()))
     return most
 
 
@@ -86,6 +92,7 @@ def test_generations_overlap_and_the_slots_are_never_oversubscribed(camp: Path) 
     assert len(search) == 16  # the trial budget: generations x batch, whatever the generations' sizes
     assert all(n == 1 for n in ex.executions.values())  # nothing ran twice
     assert in_flight_at_most(journal(camp)) <= 4
+    assert ex.most_at_once <= 4  # what ran at once, as the scheduler saw it
     # a later generation was submitted while an earlier one still had trials running
     done_at = {e["generation"]: e["t"] for e in events(camp, "generation_done")}
     first_submit = {}
@@ -177,6 +184,47 @@ def test_driver_killed_with_two_generations_in_flight_resumes_them_once(camp: Pa
     tokens = [e["token"] for e in events(camp, "submitting")]
     assert len(tokens) == len(set(tokens)) == len(ex.submissions)  # nothing submitted twice
     assert len([t for t in load_state(results(camp)).trials.values() if not t.purpose]) >= 15
+
+
+class CostlyRandom(RandomPlanner):
+    """A planner the async schedule treats as the LLM: it plans a whole batch ahead."""
+
+    costly = True
+
+
+def test_a_costly_planner_plans_a_batch_ahead_into_a_narrowed_array(camp: Path) -> None:
+    ex = executor()
+    assert run(camp, ex, planner=CostlyRandom()).status == "done"
+    subs = events(camp, "submitting")
+    assert all(len(e["trials"]) == 4 for e in subs)  # whole batches, not the free slots' worth
+    assert any(e["width"] for e in subs) and events(camp, "widened")  # queued behind the slots
+    assert in_flight_at_most(journal(camp)) <= 4 and ex.most_at_once <= 4
+    assert all(n == 1 for n in ex.executions.values())
+
+
+def test_a_driver_killed_after_widened_tells_the_executor_again(camp: Path) -> None:
+    """``widened`` is journaled before the executor hears of it: a driver killed in between
+    left the submission narrower than the journal says, and the next driver says it again."""
+    ex = executor()
+    told: list[tuple[str, int]] = []
+    widen = ex.widen
+
+    def kill_once(request: Any, job_ids: Any, width: int) -> None:
+        if not told:
+            told.append(("killed", width))
+            raise DriverKilled("kill -9 between widened and the executor")
+        told.append((request.token, width))
+        widen(request, job_ids, width)
+
+    ex.widen = kill_once  # type: ignore[method-assign]
+    with pytest.raises(DriverKilled):
+        run(camp, ex, planner=CostlyRandom())
+    (last,) = events(camp, "widened")[-1:]
+    assert ex.widths[last["token"]] < last["width"]  # the executor never heard it
+    assert run(camp, ex, planner=CostlyRandom()).status == "done"
+    assert told[1] == (last["token"], last["width"])  # the first word of the next driver
+    assert all(n == 1 for n in ex.executions.values())
+    assert in_flight_at_most(journal(camp)) <= 4 and ex.most_at_once <= 4
 
 
 def test_cancel_stops_every_generation_in_flight_and_run_resumes(camp: Path) -> None:
@@ -297,9 +345,14 @@ def test_the_llm_plans_async_with_one_round_trip_a_generation_and_sees_what_is_i
         monkeypatch.setenv("OPENAI_API_KEY", "k")
         monkeypatch.setenv("HPC_AGENT_MODEL", "fake-model")
         spec = load_spec(camp)
-        result = Campaign(spec, results(camp), executor(), LLMPlanner(spec)).run()
+        ex = executor()
+        result = Campaign(spec, results(camp), ex, LLMPlanner(spec)).run()
         prompts = [r.text() for r in fake.chat_requests]
     assert result.status == "done"
+    # proposals an analysis made are taken whole at once: a narrowed array, widened as slots free
+    records = journal(camp)
+    assert any(e.get("width") for e in events(camp, "submitting")) and events(camp, "widened")
+    assert in_flight_at_most(records) <= 4 and ex.most_at_once <= 4
     st = load_state(results(camp))
     assert st.counts()["completed"] == 16
     gens = len(st.generations)

@@ -81,3 +81,60 @@ def test_async_on_slurm_survives_kill_9_with_two_generations_in_flight(
     arrays = arrays_in_sacct(results, 12)
     assert sum(len(a) for a in arrays.values()) == len(subs)  # one array a submission, none twice
     assert in_flight_at_most(events(results)) <= 4 and overlapped(results)
+
+
+# ------------------------------------------------------------------------------- narrowed submissions
+
+
+def narrowed_then_widened(ex: Any, tmp_path: Path) -> None:
+    """Three 3-s trials submitted to run one at a time (width 1): the second waits for the
+    first, the third for the widening, which lets it start beside the second."""
+    import secrets
+
+    from test_slurm_cluster import trial
+
+    from hpc_agent.executors.base import SubmitRequest
+
+    code = "import time; time.sleep(3)"
+    names = ("a", "b", "c")
+    dirs = tuple(trial(tmp_path / "trials", n, code) for n in names)
+    req = SubmitRequest(
+        token=secrets.token_hex(4),
+        generation=0,
+        campaign="narrow",
+        trial_ids=names,
+        trial_dirs=dirs,
+        queue_dir=str(tmp_path / "queue"),
+        submitit_dir=str(tmp_path / "submitit"),
+        timeout_min=3,
+        width=1,
+    )
+
+    def status(n: str) -> dict[str, Any]:
+        f = Path(dirs[names.index(n)], "status.json")
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    sub = ex.submit(req)
+    wait_until(lambda: status("a").get("state") == "completed", 60)
+    wait_until(lambda: status("b").get("state") == "running", 30)
+    time.sleep(1.0)
+    assert status("c") == {}  # held back: the width is 1
+    ex.widen(req, sub.job_ids, 3)  # SLURM: an array whose task 0 ended answers 1, and obeys
+    wait_until(lambda: all(status(n).get("state") == "completed" for n in names), 60)
+    b, c = status("b"), status("c")
+    assert c["started_at"] < b["updated_at"]  # c ran beside b once widened
+    assert status("a")["updated_at"] <= b["started_at"] + 0.5  # b waited for a
+
+
+def test_a_narrowed_local_submission_runs_its_width_until_widened(tmp_path: Path) -> None:
+    from hpc_agent.executors.local import LocalExecutor
+
+    narrowed_then_widened(LocalExecutor(parallelism=3), tmp_path)
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm")
+def test_a_narrowed_slurm_array_runs_its_width_until_widened(tmp_path: Path) -> None:
+    from hpc_agent.executors.slurm.executor import SlurmExecutor
+
+    narrowed_then_widened(SlurmExecutor.from_profile("local", {}, poll_interval_s=0.0), tmp_path)

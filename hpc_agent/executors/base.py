@@ -38,6 +38,7 @@ class SubmitRequest:
     submitit_dir: str  # results/<name>/submitit/
     timeout_min: int  # one trial's job limit
     scrub_env: tuple[str, ...] = SECRET_ENV_VARS
+    width: int = 0  # at most this many of its trials at once, until widened (0: as many as allowed)
 
     @property
     def job_name(self) -> str:
@@ -97,9 +98,10 @@ class SubmitError(Exception):
 class Executor(ABC):
     """The seam between the campaign loop and the machines that run trials.
 
-    Call order per submission: ``submit`` once; ``poll`` as often as ``poll_interval_s``
-    allows; ``find`` only for a submission the journal recorded as *submitting* but not
-    *submitted*; ``cancel`` on request. Every method takes the whole set of jobs at once and
+    Call order per submission: ``submit`` once; ``widen`` as slots free (where
+    ``can_widen``); ``poll`` as often as ``poll_interval_s`` allows; ``find`` only for a
+    submission the journal recorded as *submitting* but not *submitted*; ``cancel`` on
+    request. Every method takes the whole set of jobs at once and
     makes O(1) scheduler calls for it, never one per trial.
 
     Invariants the loop relies on: ``submit`` either returns every trial's job or raises
@@ -112,6 +114,9 @@ class Executor(ABC):
     name: str = ""
     poll_interval_s: float = 1.0
     max_running: int = 0  # the most trials it runs at once, over all submissions (0: the scheduler's say)
+    # a submission may hold more trials than may run at once (``SubmitRequest.width``): the rest
+    # wait in the scheduler's queue until ``widen`` lets them start (SLURM's array throttle)
+    can_widen: bool = False
 
     @abstractmethod
     def submit(self, request: SubmitRequest) -> Submitted:
@@ -128,6 +133,12 @@ class Executor(ABC):
     @abstractmethod
     def cancel(self, job_ids: Sequence[str], tokens: Sequence[str] = ()) -> None:
         """Stop these jobs (and any job whose name carries one of the tokens)."""
+
+    def widen(self, request: SubmitRequest, job_ids: Sequence[str], width: int) -> None:
+        """Let up to ``width`` trials of a submission made with ``request.width`` run at once
+        (an absolute value: widening twice to 5 is widening once). Only where ``can_widen``;
+        SubmitError when the scheduler refuses (the submission keeps its width)."""
+        raise NotImplementedError(f"the {self.name} executor cannot widen a submission")
 
     @property
     def settle_s(self) -> float:

@@ -3,7 +3,9 @@
 Standard library only (it is what submitit unpickles in each local lane). The local executor
 (:mod:`hpc_agent.executors.local`) starts one lane per slot; each lane claims the next trial of
 ``queue.json`` by creating ``claims/<trial id>`` with ``O_EXCL`` and runs it with
-:func:`hpc_agent.runner.run_trial`.
+:func:`hpc_agent.runner.run_trial`. A submission made narrower than its lanes (``width``,
+the file the driver rewrites to widen it) keeps lanes ``width`` and above waiting: they take
+trials only once widened, as SLURM's array throttle holds tasks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,31 @@ from types import FrameType
 
 from hpc_agent._io import atomic_write_json
 from hpc_agent.runner import FORWARDED_SIGNALS, run_trial
+
+WIDTH_FILE = "width"
+WIDTH_POLL_S = 0.1
+
+
+def width(queue_dir: Path) -> int | None:
+    """How many lanes may take trials (None: every lane)."""
+    try:
+        return int((queue_dir / WIDTH_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_for_width(queue_dir: Path, lane: int, trials: list[str], stop: list[str]) -> bool:
+    """Wait until this lane may take trials; False when there is nothing left for it (every
+    trial claimed) or it was told to stop."""
+    claims = queue_dir / "claims"
+    while not stop:
+        w = width(queue_dir)
+        if w is None or lane < w:
+            return True
+        if len(os.listdir(claims)) >= len(trials):
+            return False
+        time.sleep(WIDTH_POLL_S)
+    return False
 
 
 def run_lane(queue_file: str, lane: int) -> int:
@@ -56,7 +83,7 @@ def run_lane(queue_file: str, lane: int) -> int:
         signal.signal(s, _stop)
     ran = 0
     for trial_dir in queue["trials"]:
-        if stop:
+        if stop or not _wait_for_width(queue_path.parent, lane, queue["trials"], stop):
             break
         name = Path(trial_dir).name
         try:

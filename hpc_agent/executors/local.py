@@ -22,7 +22,7 @@ from typing import Any
 from hpc_agent._io import atomic_write_json, read_json
 from hpc_agent.defaults import DEFAULT_POLL_LOCAL_S
 from hpc_agent.executors.base import Executor, JobStatus, SubmitRequest, Submitted, scrubbed_environ
-from hpc_agent.executors.lane import run_lane
+from hpc_agent.executors.lane import WIDTH_FILE, run_lane
 
 
 def default_parallelism() -> int:
@@ -37,6 +37,7 @@ class LocalExecutor(Executor):
     """Trials as real subprocesses on this machine, at most ``parallelism`` at a time."""
 
     name = "local"
+    can_widen = True
 
     def __init__(self, parallelism: int = 0, poll_interval_s: float = DEFAULT_POLL_LOCAL_S) -> None:
         self.parallelism = parallelism or default_parallelism()
@@ -70,7 +71,11 @@ class LocalExecutor(Executor):
         queue_file = queue_dir / "queue.json"
         lanes = max(1, min(self.parallelism, len(request.trial_dirs)))
         per_lane = -(-len(request.trial_dirs) // lanes)
+        if request.width:  # a narrowed lane may also wait for other submissions' trials first
+            per_lane = 3 * len(request.trial_dirs)
         gpus = split_gpus(visible_gpus(), lanes)
+        if request.width:
+            write_width(queue_dir, request.width)  # lanes from this index on wait to be widened
         atomic_write_json(
             queue_file, {"token": request.token, "trials": list(request.trial_dirs), "lane_gpus": gpus}
         )
@@ -83,6 +88,10 @@ class LocalExecutor(Executor):
         for job in jobs:
             self._jobs[str(job.job_id)] = job
         return Submitted(tuple(str(j.job_id) for j in jobs), None)
+
+    def widen(self, request: SubmitRequest, job_ids: Sequence[str], width: int) -> None:
+        """Lanes below ``width`` may take trials: the submission's ``width`` file."""
+        write_width(Path(request.queue_dir), width)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """A lane is alive while its controller process is (read from ``/proc``; our own children
@@ -118,6 +127,13 @@ class LocalExecutor(Executor):
             if jid.isdigit() and _local_job_alive(jid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(jid), signal.SIGTERM)  # the controller forwards it to its lane
+
+
+def write_width(queue_dir: Path, width: int) -> None:
+    """How many lanes of a submission may take trials (:func:`hpc_agent.executors.lane.width`)."""
+    tmp = queue_dir / f".width.{os.getpid()}"
+    tmp.write_text(f"{int(width)}\n")
+    os.replace(tmp, queue_dir / WIDTH_FILE)
 
 
 def visible_gpus() -> list[str]:

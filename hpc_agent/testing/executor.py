@@ -73,8 +73,11 @@ class ScriptedExecutor(Executor):
     jobs: dict[str, _Job] = field(default_factory=dict)
     submissions: list[SubmitRequest] = field(default_factory=list)
     executions: dict[str, int] = field(default_factory=dict)  # trial id -> attempts played
+    widths: dict[str, int] = field(default_factory=dict)  # token -> width (0: all at once)
+    most_at_once: int = 0  # the most attempts that ever ran at once, over all submissions
     name: str = "scripted"
     poll_interval_s: float = 0.0
+    can_widen: bool = True
 
     # ------------------------------------------------------------------ the seam
     def submit(self, request: SubmitRequest) -> Submitted:
@@ -87,6 +90,7 @@ class ScriptedExecutor(Executor):
         if kill == "before":
             raise DriverKilled("killed inside submit, before the scheduler had the jobs")
         self.submissions.append(request)
+        self.widths[request.token] = request.width
         n = len(self.submissions)
         trial_jobs = {}
         for i, (tid, folder) in enumerate(zip(request.trial_ids, request.trial_dirs)):
@@ -101,7 +105,7 @@ class ScriptedExecutor(Executor):
         """Every pending job plays its fate now; then each job's state, as a scheduler says."""
         for jid in job_ids:
             job = self.jobs.get(jid)
-            if job is not None and not job.played:
+            if job is not None and not job.played and self._may_start(job):
                 self._play(job)
             elif job is not None and job.fate and job.state == "running" and time.time() >= job.ends_at:
                 fate, job.fate = job.fate, None  # it ran out its duration: now its fate
@@ -120,6 +124,19 @@ class ScriptedExecutor(Executor):
             else:
                 out[jid] = JobStatus(jid, job.state)
         return out
+
+    def widen(self, request: SubmitRequest, job_ids: Sequence[str], width: int) -> None:
+        """Up to ``width`` of the submission's jobs may run at once from now on."""
+        self.widths[request.token] = width
+
+    def _may_start(self, job: _Job) -> bool:
+        """Within its submission's width (a throttled array task waits, as in SLURM)."""
+        running = [j for j in self.jobs.values() if j.state == "running"]
+        width = self.widths.get(job.token, 0)
+        if width and sum(j.token == job.token for j in running) >= width:
+            return False
+        self.most_at_once = max(self.most_at_once, len(running) + 1)
+        return True
 
     def find(self, request: SubmitRequest) -> list[str]:
         """The jobs of this submission's token."""

@@ -9,7 +9,7 @@ import logging
 import subprocess
 from collections.abc import Iterable, Sequence
 
-from hpc_agent.executors.slurm.text import SlurmQueryError, current_user
+from hpc_agent.executors.slurm.text import SlurmQueryError, array_sizes, current_user, split_parallelism
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +112,22 @@ def scancel(job_ids: Sequence[str], tokens: Sequence[str] = ()) -> None:
         ]
         if errors:
             log.warning("scancel: %s", "; ".join(errors[:5]))
+
+
+def set_throttles(job_ids: Sequence[str], total: int) -> None:
+    """``scontrol update JobId=<array> ArrayTaskThrottle=<N>`` for each array of these tasks,
+    ``total`` shared among them as at submission (an array that already ended has nothing left
+    to throttle: skipped)."""
+    sizes = array_sizes(job_ids)
+    for array, throttle in zip(sizes, split_parallelism(total, list(sizes.values()))):
+        proc = run_command(["scontrol", "update", f"JobId={array}", f"ArrayTaskThrottle={throttle}"])
+        # an array some of whose tasks ended answers 1, "<array>_0: Job has already finished",
+        # "<array>_1-4: No error": the update holds for the tasks still queued
+        lines = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+        if proc.returncode != 0 and not all(_throttle_ok(line) for line in lines):
+            raise SlurmQueryError(f"scontrol update: {'; '.join(lines) or f'exit code {proc.returncode}'}")
+
+
+def _throttle_ok(line: str) -> bool:
+    low = line.lower()
+    return low.endswith("no error") or "already finished" in low or "invalid job id" in low

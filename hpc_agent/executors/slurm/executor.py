@@ -43,7 +43,7 @@ from hpc_agent._io import atomic_write_json
 from hpc_agent.defaults import DEFAULT_POLL_SLURM_S
 from hpc_agent.errors import CampaignError
 from hpc_agent.executors.base import Executor, JobStatus, SubmitError, SubmitRequest, Submitted
-from hpc_agent.executors.slurm.commands import query, scancel, squeue_rows, squeue_text
+from hpc_agent.executors.slurm.commands import query, scancel, set_throttles, squeue_rows, squeue_text
 from hpc_agent.executors.slurm.profiles import Profile, load_profile
 from hpc_agent.executors.slurm.text import (
     DEFAULT_MESSAGE_TIMEOUT_S,
@@ -56,6 +56,7 @@ from hpc_agent.executors.slurm.text import (
     job_status,
     job_time_min,
     max_array_size,
+    narrowed,
     parse_queue_rows,
     parse_sbatch_job_id,
     parse_scontrol_config,
@@ -81,6 +82,7 @@ class SlurmExecutor(Executor):
     """Trials as SLURM array tasks: one array per generation, polled in two calls."""
 
     name = "slurm"
+    can_widen = True
 
     def __init__(self, profile: Profile, *, parallelism: int = 0, poll_interval_s: float = 0.0) -> None:
         self.profile = profile
@@ -172,7 +174,8 @@ class SlurmExecutor(Executor):
         folder.mkdir(parents=True, exist_ok=True)  # before sbatch: SLURM opens the logs there
         time_min = job_time_min(self.profile, request.timeout_min)
         bounds = chunk_bounds(n, self.max_array_size())
-        throttles = split_parallelism(self.parallelism, [hi - lo for lo, hi in bounds])
+        sizes = [hi - lo for lo, hi in bounds]
+        throttles = split_parallelism(narrowed(self.parallelism, request.width), sizes)
         env = dict(os.environ)
         for name in (*request.scrub_env, *slurm_env_to_clear(env)):
             env.pop(name, None)
@@ -187,6 +190,13 @@ class SlurmExecutor(Executor):
                 job_ids.append(task)
                 trial_jobs[request.trial_ids[lo + i]] = task
         return Submitted(tuple(job_ids), trial_jobs)
+
+    def widen(self, request: SubmitRequest, job_ids: Sequence[str], width: int) -> None:
+        """``scontrol update ArrayTaskThrottle`` of each array (``%N`` shared as at submit)."""
+        try:
+            set_throttles(job_ids, narrowed(self.parallelism, width))
+        except SlurmQueryError as e:
+            raise SubmitError(message=f"could not widen {self.describe_jobs(job_ids)}: {e}") from None
 
     def _write_array(
         self, request: SubmitRequest, stem: Path, lo: int, hi: int, time_min: int, throttle: int

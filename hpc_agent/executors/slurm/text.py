@@ -72,6 +72,23 @@ def split_parallelism(total: int, sizes: Sequence[int]) -> list[int]:
     return [max(1, min(size, share + (1 if i < extra else 0))) for i, size in enumerate(sizes)]
 
 
+def narrowed(parallelism: int, width: int) -> int:
+    """A submission's whole ``%N``: the profile's ``parallelism`` (0: none), narrowed to the
+    submission's ``width`` (0: not narrowed)."""
+    if width > 0 and parallelism > 0:
+        return min(width, parallelism)
+    return width or parallelism
+
+
+def array_sizes(job_ids: Sequence[str]) -> dict[str, int]:
+    """``["12_0", "12_1", "13_0"]`` -> ``{"12": 2, "13": 1}``: each array's tasks, in order."""
+    sizes: dict[str, int] = {}
+    for jid in job_ids:
+        array = jid.split("_")[0]
+        sizes[array] = sizes.get(array, 0) + 1
+    return sizes
+
+
 def mem_flag(mem_gb: float) -> str:
     """``--mem`` value: whole gigabytes as ``16G``, else megabytes (``1536M``)."""
     return f"{int(mem_gb)}G" if mem_gb == int(mem_gb) else f"{round(mem_gb * 1024)}M"
