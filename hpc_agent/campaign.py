@@ -38,7 +38,7 @@ from hpc_agent.events import (
 )
 from hpc_agent.executors.base import Executor
 from hpc_agent.journal import FileLock, Journal
-from hpc_agent.metrics import gather_table, write_table
+from hpc_agent.metrics import EndedRows, gather_table, write_table
 from hpc_agent.overlap import Overlap
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.plan import (
@@ -114,6 +114,7 @@ class Campaign:
             self.paths, spec, executor, self.reporter, self.record, lambda: self.state
         )
         self._offset = 0  # how far into the journal the state has read
+        self._ended_rows = EndedRows()  # the trials table's rows of trials that ended, between gathers
         self._lock: FileLock | None = None
         self._locked_at = time.time()
         self._touched_at = 0.0
@@ -310,7 +311,9 @@ class Campaign:
     # ------------------------------------------------------------------ 5 gather
     def gather(self) -> None:
         """Every trial's metrics and the journal's records -> trials.parquet."""
-        table = gather_table(self.paths, self.state, self.spec, known=self.reconciler.summaries)
+        table = gather_table(
+            self.paths, self.state, self.spec, known=self.reconciler.summaries, ended=self._ended_rows
+        )
         write_table(table, self.paths.trials_table)
 
     # ------------------------------------------------------------------ 6 analyze

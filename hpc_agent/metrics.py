@@ -22,7 +22,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,20 @@ def _ends_with_newline(path: Path, size: int) -> bool:
     with open(path, "rb") as f:
         f.seek(size - 1)
         return f.read(1) == b"\n"
+
+
+def _tail(path: Path) -> tuple[int, bool]:
+    """(size, whether it ends with a newline) of a metrics file, in one open: (0, False)
+    when it does not exist (never logged anything)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return 0, False
+    try:
+        size = os.fstat(fd).st_size
+        return size, size > 0 and os.pread(fd, 1, size - 1) == b"\n"
+    finally:
+        os.close(fd)
 
 
 def _collect(
@@ -189,28 +203,23 @@ def summarize(
     trial; a handful of small files (what the driver concludes between two polls) is read with
     the json module instead, with the same result."""
     cols = schema(metric, report_metrics)
-    sizes = {tid: _size(path) for tid, path in files.items()}
-    if sum(sizes.values()) <= SMALL_BATCH_BYTES:
+    tails = {tid: _tail(path) for tid, path in files.items()}
+    if sum(size for size, _ in tails.values()) <= SMALL_BATCH_BYTES:
         out = {
             tid: _summary_of_rows(
                 tid, *parse_lines(files[tid].read_bytes(), tuple(cols)), metric, mode, objective
             )
-            for tid, size in sizes.items()
+            for tid, (size, _) in tails.items()
             if size
         }
     else:
-        out = _summarize_scan({t: files[t] for t, n in sizes.items() if n}, cols, metric, mode, objective)
+        logged = {t: files[t] for t, (size, _) in tails.items() if size}
+        clean = {t for t, (size, newline) in tails.items() if newline}
+        out = _summarize_scan(logged, clean, cols, metric, mode, objective)
     for tid in files:
         if tid not in out:
             out[tid] = MetricSummary(trial_id=tid)
     return out
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0  # never logged anything
 
 
 def _summary_of_rows(
@@ -252,12 +261,18 @@ def _aggregations(cols: Mapping[str, pl.DataType], metric: str, mode: str, objec
 
 
 def _summarize_scan(
-    files: Mapping[str, Path], cols: Mapping[str, pl.DataType], metric: str, mode: str, objective: str
+    files: Mapping[str, Path],
+    whole: set[str],
+    cols: Mapping[str, pl.DataType],
+    metric: str,
+    mode: str,
+    objective: str,
 ) -> dict[str, MetricSummary]:
-    """The Polars path: clean files in ONE lazy scan grouped by file (the file -> trial
-    mapping is done on the group keys, not on every row); torn or broken files apart."""
+    """The Polars path: clean files (``whole``: their last line is whole) in ONE lazy scan
+    grouped by file (the file -> trial mapping is done on the group keys, not on every row);
+    torn or broken files apart."""
     aggs = _aggregations(cols, metric, mode, objective)
-    clean = {tid: p for tid, p in files.items() if _ends_with_newline(p, _size(p))}
+    clean = {tid: p for tid, p in files.items() if tid in whole}
     frames: list[pl.DataFrame] = []
     errors: dict[str, str] = {}
     if clean:
@@ -405,21 +420,60 @@ def trials_table(
     return df.select(ordered)
 
 
+class EndedRows:
+    """The trials table's rows of trials that ended for good, kept between gathers (their
+    records and metric files no longer change), so that a gather builds only the new rows."""
+
+    def __init__(self) -> None:
+        self.frame: pl.DataFrame | None = None
+        self.records: dict[str, TrialRecord] = {}  # trial id -> the record its row was made of
+
+    def table(
+        self,
+        trials: Sequence[TrialRecord],
+        known: Mapping[str, MetricSummary],
+        make: Callable[[Sequence[TrialRecord]], pl.DataFrame],
+    ) -> pl.DataFrame:
+        """Every trial's row: the kept ones, the new ended ones (kept from now on) and the
+        open ones, in ``trials``' order (by trial id)."""
+        if any(self.records.get(t.trial_id, t) is not t for t in trials):
+            self.frame, self.records = None, {}  # a kept record changed (never, but not trusted)
+        new = [t for t in trials if t.trial_id not in self.records and t.trial_id in known]
+        if new:
+            part = make(new)
+            self.frame = part if self.frame is None else pl.concat([self.frame, part], how="diagonal_relaxed")
+            self.records.update((t.trial_id, t) for t in new)
+        rest = [t for t in trials if t.trial_id not in self.records]
+        if self.frame is None:
+            return make(rest)
+        df = pl.concat([self.frame, make(rest)], how="diagonal_relaxed") if rest else self.frame
+        return df.sort("trial_id")
+
+
 def gather_table(
     paths: ResultsPaths,
     state: CampaignState,
     spec: CampaignSpec,
     known: Mapping[str, MetricSummary] | None = None,
+    ended: EndedRows | None = None,
 ) -> pl.DataFrame:
     """The trials table: every trial's metrics (one lazy scan) joined with the journal's
     record. ``known``: summaries of finished trials already read (their files no longer
-    change), so that a campaign's bookkeeping does not grow with its history."""
+    change), so that a campaign's bookkeeping does not grow with its history; ``ended``:
+    their rows, kept by the caller between gathers."""
     camp = spec.campaign
     known = known or {}
     trials = sorted(state.trials.values(), key=lambda t: t.trial_id)
     files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials if t.trial_id not in known}
     summaries = {**known, **summarize(files, camp.metric, camp.mode, camp.objective, camp.gathered_metrics)}
-    return trials_table(trials, spec.space.names, summaries, (camp.metric, *camp.gathered_metrics))
+    metrics = (camp.metric, *camp.gathered_metrics)
+
+    def make(records: Sequence[TrialRecord]) -> pl.DataFrame:
+        return trials_table(records, spec.space.names, summaries, metrics)
+
+    if ended is None:
+        return make(trials)
+    return ended.table(trials, known, make)
 
 
 def write_table(df: pl.DataFrame, path: Path) -> None:

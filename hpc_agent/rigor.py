@@ -181,14 +181,13 @@ def verdicts_due(state: CampaignState, spec: CampaignSpec) -> list[Judged]:
     the order they were planned, each judged against the champion of its moment (a keep
     makes it the champion for the next)."""
     out: list[Judged] = []
-    configs = state.configs()
-    # the kept champion (not the best-mean fallback of a journal without verdicts: a journal of
-    # release 0.1.0 resumed is judged from its first configuration on)
-    champion = next((c for c in configs if c.config_id == state.champion_id), None)
-    due = [c for c in configs if not c.purpose and not c.pending and not c.verdict]
+    due = [c for c in state.unjudged() if not c.pending and not c.verdict]
     if not due:
         return out
-    floor = noise(configs)
+    # the kept champion (not the best-mean fallback of a journal without verdicts: a journal of
+    # release 0.1.0 resumed is judged from its first configuration on)
+    champion = state.config(state.champion_id) if state.champion_id else None
+    floor = noise(state.configs())
     for c in due:
         verdict, reason, improvement, se = judge(c, champion, floor, spec.rigor, spec.campaign.mode)
         out.append(

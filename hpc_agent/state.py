@@ -166,7 +166,12 @@ class CampaignState:
     stopped_detail: str = ""
     _configs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # config -> trials
     _keys: dict[str, str] = field(default_factory=dict, repr=False)  # config -> its config_key
-    _config_cache: dict[str, ConfigResult] = field(default_factory=dict, repr=False)
+    # configs() kept up to date: each configuration's result at its place in plan order, and
+    # the configurations whose result must be computed again (a trial or verdict changed)
+    _config_list: list[ConfigResult | None] = field(default_factory=list, repr=False)
+    _config_at: dict[str, int] = field(default_factory=dict, repr=False)
+    _config_dirty: set[str] = field(default_factory=set, repr=False)
+    _unjudged: dict[str, None] = field(default_factory=dict, repr=False)  # search configs, no verdict yet
     _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
 
     # ------------------------------------------------------------------ applying events
@@ -179,7 +184,9 @@ class CampaignState:
 
     def _set_trial(self, record: TrialRecord) -> None:
         self.trials[record.trial_id] = record
-        self._config_cache.pop(record.config_id, None)
+        if record.config_id not in self._config_at and not record.purpose:
+            self._unjudged[record.config_id] = None
+        self._config_changed(record.config_id)
         for mode, best in list(self._best.items()):  # the best so far, kept up to date
             if best is not None and best.trial_id == record.trial_id:
                 del self._best[mode]  # the best trial itself changed: look again when asked
@@ -189,6 +196,13 @@ class CampaignState:
                 and (best is None or _better(record, best, mode))
             ):
                 self._best[mode] = record
+
+    def _config_changed(self, cid: str) -> None:
+        """Configuration ``cid`` (new, or one of its trials or its verdict changed)."""
+        if cid not in self._config_at:
+            self._config_at[cid] = len(self._config_list)
+            self._config_list.append(None)
+        self._config_dirty.add(cid)
 
     def snapshot(self) -> CampaignState:
         """A copy that later events do not change (its records are immutable: the containers
@@ -201,7 +215,10 @@ class CampaignState:
             verdicts=dict(self.verdicts),
             _configs={k: list(v) for k, v in self._configs.items()},
             _keys=dict(self._keys),
-            _config_cache=dict(self._config_cache),
+            _config_list=list(self._config_list),
+            _config_at=dict(self._config_at),
+            _config_dirty=set(self._config_dirty),
+            _unjudged=dict(self._unjudged),
             _best=dict(self._best),
         )
 
@@ -249,14 +266,36 @@ class CampaignState:
     def configs(self) -> list[ConfigResult]:
         """Trials grouped by proposal, in the order they were planned: the unit the planners
         learn from (mean objective over seeds)."""
+        self._refresh_configs()
+        return list(self._config_list)  # type: ignore[arg-type]  # none left: all refreshed
+
+    def config(self, cid: str) -> ConfigResult | None:
+        """One configuration's result (None: no such configuration)."""
+        at = self._config_at.get(cid)
+        if at is None:
+            return None
+        self._refresh_configs()
+        return self._config_list[at]
+
+    def unjudged(self) -> list[ConfigResult]:
+        """The configurations of the search without a verdict yet (pending ones included), in
+        plan order: what :func:`hpc_agent.rigor.verdicts_due` looks at, without the whole
+        history."""
+        self._refresh_configs()
         out = []
-        for cid, trial_ids in self._configs.items():
-            c = self._config_cache.get(cid)
-            if c is None:
-                trials = [self.trials[t] for t in trial_ids]
-                c = self._config_cache[cid] = _config_result(cid, trials, self.verdicts.get(cid))
-            out.append(c)
+        for cid in self._unjudged:
+            c = self._config_list[self._config_at[cid]]
+            if c is not None:
+                out.append(c)
         return out
+
+    def _refresh_configs(self) -> None:
+        """Compute the results of the configurations that changed since the last call (only
+        those: the list is kept, so asking for it costs no more as the history grows)."""
+        for cid in self._config_dirty:
+            trials = [self.trials[t] for t in self._configs[cid]]
+            self._config_list[self._config_at[cid]] = _config_result(cid, trials, self.verdicts.get(cid))
+        self._config_dirty.clear()
 
     def config_keys(self) -> set[str]:
         """Every experiment planned so far, as :func:`hpc_agent.space.config_key` keys (each
@@ -271,7 +310,7 @@ class CampaignState:
         """The champion: the last configuration the promotion rule kept (:mod:`hpc_agent.rigor`);
         in a journal without verdicts (release 0.1.0), the best mean so far."""
         if self.champion_id is not None:
-            return next((c for c in self.configs() if c.config_id == self.champion_id), None)
+            return self.config(self.champion_id)
         scored = [c for c in self.configs() if c.objective is not None and not c.pending]
         if not scored:
             return None
@@ -504,7 +543,9 @@ def _on_judged(st: CampaignState, e: ev.Judged) -> None:
         "improvement": e.improvement,
         "at": e.t,
     }
-    st._config_cache.pop(e.config, None)
+    if e.config in st._config_at:
+        st._config_dirty.add(e.config)
+    st._unjudged.pop(e.config, None)
     if e.verdict == "keep":
         st.champion_id = e.config
 

@@ -164,3 +164,29 @@ def test_a_diverged_metric_is_a_failure_with_its_reason(camp: Path) -> None:
     run(camp, ScriptedExecutor(fates={"0000-0000": [Fate("diverge")]}))
     t = load_state(results(camp)).trials["0000-0000"]
     assert t.state is TrialState.FAILED and "diverged" in t.reason
+
+
+def test_the_trials_table_kept_between_gathers_is_the_one_built_at_once(camp: Path) -> None:
+    """The driver keeps the rows of ended trials between gathers (EndedRows): its last
+    trials.parquet equals one built from the whole journal at once, failures, requeues and
+    trials without metrics included."""
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from hpc_agent.metrics import gather_table
+    from hpc_agent.paths import ResultsPaths
+
+    ex = ScriptedExecutor(
+        objective=lambda p: float(p["x"]),
+        fates={
+            "0000-0000": [Fate("fail")],
+            "0000-0001": [Fate("preempt"), Fate("complete")],
+            "0001-0000": [Fate("vanish", ended_as="failed")],
+        },
+    )
+    assert run(camp, ex).status == "done"
+    paths = ResultsPaths(results(camp))
+    kept = pl.read_parquet(paths.trials_table)
+    at_once = gather_table(paths, load_state(results(camp)), load_spec(camp))
+    assert kept.height == len(load_state(results(camp)).trials) >= 4
+    assert_frame_equal(kept, at_once)
