@@ -40,6 +40,7 @@ from hpc_agent.executors.base import Executor
 from hpc_agent.journal import FileLock, Journal
 from hpc_agent.metrics import EndedRows, gather_table, write_table
 from hpc_agent.overlap import Overlap
+from hpc_agent.patches import workdir_entries
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.plan import (
     EXPLORE,
@@ -237,8 +238,9 @@ class Campaign:
         """A folder per trial of generation g (whatever a killed driver left unwritten)."""
         exp = self.spec.experiment
         base = base_files(self.paths, exp)
+        entries = workdir_entries(Path(exp.workdir), [self.paths.root])
         for t in self.state.trials_of(g):
-            prepare_trial(self.paths, t, exp, base, self.submissions.secret_env)
+            prepare_trial(self.paths, t, exp, base, self.submissions.secret_env, entries)
 
     # ------------------------------------------------------------------ 3 submit
     def submit(self, g: int, planned: Sequence[TrialRecord], width: int = 0) -> None:

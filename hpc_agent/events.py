@@ -54,19 +54,32 @@ class Event:
 
     def fields(self) -> dict[str, Any]:
         """The event's own fields as the journal writes them (JSON-ready)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "t"}
+        return {name: _plain(getattr(self, name)) for name in _names(type(self)) if name != "t"}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Event:
         """The event a journal line holds; unknown fields are ignored, missing ones defaulted."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _names(cls)
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in names
         }
         return cls(**values)
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, read once per class (``dataclasses.fields`` is slow)."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _plain(value: Any) -> Any:
+    if value is None or type(value) in (str, int, float, bool):  # most fields: as they are
+        return value
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -14,6 +14,7 @@ code the patch edits, then patched).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import shutil
@@ -127,18 +128,30 @@ def snapshot(workdir: Path, editable: Sequence[str], dest: Path) -> None:
         shutil.copy2(workdir / name, target)
 
 
-def build_code_dir(workdir: Path, files: Mapping[str, str], dest: Path, skip: Sequence[Path] = ()) -> None:
-    """Make ``dest`` a mirror of ``workdir`` where ``files`` (relative name -> text) are real
-    files and everything else is a symbolic link to the original. ``skip``: paths (such as the
-    results folder) never linked, so a campaign inside its own workdir does not recurse."""
-    dest.mkdir(parents=True, exist_ok=True)
+def workdir_entries(workdir: Path, skip: Sequence[Path] = ()) -> list[str]:
+    """What a trial's code folder mirrors: the workdir's entries, sorted, without ``skip``
+    (the results folder: a campaign inside its own workdir does not recurse). Read once for a
+    generation's trials."""
     here = workdir.resolve()
     skip_names = {p.resolve().name for p in skip if p.resolve().parent == here}
+    return [e for e in sorted(os.listdir(workdir)) if e not in skip_names]
+
+
+def build_code_dir(
+    workdir: Path,
+    files: Mapping[str, str],
+    dest: Path,
+    skip: Sequence[Path] = (),
+    entries: Sequence[str] | None = None,
+) -> None:
+    """Make ``dest`` a mirror of ``workdir`` where ``files`` (relative name -> text) are real
+    files and everything else is a symbolic link to the original. ``skip``: paths (such as the
+    results folder) never linked, so a campaign inside its own workdir does not recurse;
+    ``entries``: :func:`workdir_entries` already read."""
+    dest.mkdir(parents=True, exist_ok=True)
     dirs_with_files = {PurePosixPath(n).parts[0] for n in files if len(PurePosixPath(n).parts) > 1}
-    for entry in sorted(os.listdir(workdir)):
+    for entry in workdir_entries(workdir, skip) if entries is None else entries:
         src = workdir / entry
-        if entry in skip_names:
-            continue
         target = dest / entry
         if entry in files:
             continue
@@ -150,7 +163,7 @@ def build_code_dir(workdir: Path, files: Mapping[str, str], dest: Path, skip: Se
             }
             build_code_dir(src, inner, target, skip)
             continue
-        if not target.exists() and not target.is_symlink():
+        with contextlib.suppress(FileExistsError):  # a half-built folder of a killed driver
             target.symlink_to(src)
     for name, text in files.items():
         if len(PurePosixPath(name).parts) > 1:

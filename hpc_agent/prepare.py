@@ -35,13 +35,15 @@ def prepare_trial(
     exp: ExperimentSection,
     base: Mapping[str, str],
     unset_env: Sequence[str],
+    entries: Sequence[str] | None = None,
 ) -> None:
-    """Write one trial's folder, unless it is already prepared."""
+    """Write one trial's folder, unless it is already prepared (``entries``: the workdir's,
+    :func:`hpc_agent.patches.workdir_entries`, read once for many trials). Its ``checkpoint/``
+    is the runner's to make."""
     tp = paths.trial(t.trial_id)
     if tp.launch.exists():
         return
     tp.root.mkdir(parents=True, exist_ok=True)
-    tp.checkpoint.mkdir(exist_ok=True)
     atomic_write_json(tp.params, {**dict(t.params), "seed": t.seed})
     files = parent_files(paths, t, base)
     if t.patch:
@@ -51,7 +53,7 @@ def prepare_trial(
         else:
             atomic_write_text(tp.patch, unified_diff(base, patched))
             files = patched
-    build_code_dir(Path(exp.workdir), files, tp.code, skip=[paths.root])
+    build_code_dir(Path(exp.workdir), files, tp.code, skip=[paths.root], entries=entries)
     Launch(
         trial=t.trial_id,
         command=exp.command,
