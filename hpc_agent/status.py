@@ -192,14 +192,15 @@ def _generations(paths: ResultsPaths, state: CampaignState, mode: str) -> list[G
                 rec.analyzed,
                 rec.done,
                 jobs,
-                _jobs_text(subs),
+                _jobs_text(subs, narrowed=not rec.done),
             )
         )
     return out
 
 
-def _jobs_text(subs: list[SubmissionRecord]) -> str:
-    """A generation's jobs in the words of each executor kind that ran them."""
+def _jobs_text(subs: list[SubmissionRecord], narrowed: bool = False) -> str:
+    """A generation's jobs in the words of each executor kind that ran them; ``narrowed``:
+    with how many of a narrowed submission's trials may run at once (async)."""
     by_kind: dict[str, list[str]] = {}
     for s in subs:
         by_kind.setdefault(s.executor, []).extend(s.job_ids)
@@ -207,7 +208,8 @@ def _jobs_text(subs: list[SubmissionRecord]) -> str:
     for kind, ids in sorted(by_kind.items()):
         cls = executor_class(kind) if kind in EXECUTOR_KINDS else Executor
         parts.append(cls.describe_jobs(sorted(set(ids))))
-    return "; ".join(parts)
+    widths = [f"{s.width} of {len(s.trial_ids)} at once" for s in subs if s.width and narrowed]
+    return "; ".join(parts + widths)
 
 
 def _failures(paths: ResultsPaths, state: CampaignState) -> list[dict[str, Any]]:

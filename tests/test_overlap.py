@@ -221,6 +221,8 @@ def test_a_driver_killed_after_widened_tells_the_executor_again(camp: Path) -> N
         run(camp, ex, planner=CostlyRandom())
     (last,) = events(camp, "widened")[-1:]
     assert ex.widths[last["token"]] < last["width"]  # the executor never heard it
+    jobs = [g.jobs for g in status_report(results(camp), queue=False).generations if not g.done]
+    assert any(f"{last['width']} of 4 at once" in j for j in jobs), jobs  # status shows the width
     assert run(camp, ex, planner=CostlyRandom()).status == "done"
     assert told[1] == (last["token"], last["width"])  # the first word of the next driver
     assert all(n == 1 for n in ex.executions.values())
