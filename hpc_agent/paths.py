@@ -21,7 +21,7 @@ results/<name>/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpc_agent.trial import TrialPaths, generation_of, trial_id
@@ -39,6 +39,7 @@ class ResultsPaths:
     """The files of one campaign's results folder."""
 
     root: Path
+    _trials: dict[str, TrialPaths] = field(default_factory=dict, compare=False, repr=False)  # asked before
 
     @property
     def spec(self) -> Path:
@@ -118,4 +119,8 @@ class ResultsPaths:
     def trial(self, trial: str) -> TrialPaths:
         """The trial's folder (``gen-0003/trials/0003-0007``): built from strings, since the
         driver asks for thousands of them."""
-        return TrialPaths(Path(f"{self.root}/gen-{generation_of(trial):04d}/trials/{trial}"))
+        found = self._trials.get(trial)
+        if found is None:
+            folder = f"{self.root}/gen-{generation_of(trial):04d}/trials/{trial}"
+            found = self._trials[trial] = TrialPaths(Path(folder))
+        return found

@@ -44,7 +44,7 @@ def prepare_trial(
     if tp.launch.exists():
         return
     tp.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(tp.params, {**dict(t.params), "seed": t.seed})
+    atomic_write_json(tp.params, {**dict(t.params), "seed": t.seed}, compact=True)
     files = parent_files(paths, t, base)
     if t.patch:
         patched, errors = apply_patch(files, t.patch, exp.editable)

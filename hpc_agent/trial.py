@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,51 +73,52 @@ def generation_of(trial: str) -> int:
 
 @dataclass(frozen=True)
 class TrialPaths:
-    """The files of one trial folder (see the module docstring for who writes which)."""
+    """The files of one trial folder (see the module docstring for who writes which); each path
+    is made once (the driver asks for thousands)."""
 
     root: Path
 
-    @property
+    @cached_property
     def params(self) -> Path:
         return self.root / PARAMS
 
-    @property
+    @cached_property
     def launch(self) -> Path:
         return self.root / LAUNCH
 
-    @property
+    @cached_property
     def assignment(self) -> Path:
         return self.root / ASSIGNMENT
 
-    @property
+    @cached_property
     def patch(self) -> Path:
         return self.root / PATCH
 
-    @property
+    @cached_property
     def code(self) -> Path:
         return self.root / CODE
 
-    @property
+    @cached_property
     def provenance(self) -> Path:
         return self.root / PROVENANCE
 
-    @property
+    @cached_property
     def metrics(self) -> Path:
         return self.root / METRICS
 
-    @property
+    @cached_property
     def status(self) -> Path:
         return self.root / STATUS
 
-    @property
+    @cached_property
     def stdout(self) -> Path:
         return self.root / STDOUT
 
-    @property
+    @cached_property
     def stderr(self) -> Path:
         return self.root / STDERR
 
-    @property
+    @cached_property
     def checkpoint(self) -> Path:
         return self.root / CHECKPOINT
 
@@ -144,7 +146,7 @@ class Launch:
             list(self.unset_env),
             dict(self.env),
         )
-        atomic_write_json(Path(folder) / LAUNCH, data)
+        atomic_write_json(Path(folder) / LAUNCH, data, compact=True)
 
     @classmethod
     def read(cls, folder: str | os.PathLike[str]) -> Launch | None:
@@ -195,7 +197,7 @@ def is_running_for(status: Mapping[str, Any] | None, token: str | None) -> bool:
 
 def assign(folder: str | os.PathLike[str], token: str | None) -> None:
     """Let submission ``token`` (None: none) run this trial from now on (the driver's call)."""
-    atomic_write_json(Path(folder) / ASSIGNMENT, {"token": token})
+    atomic_write_json(Path(folder) / ASSIGNMENT, {"token": token}, compact=True)
 
 
 def assigned_to(folder: str | os.PathLike[str], token: str) -> bool:
