@@ -153,6 +153,9 @@ def measure(camp: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "best_loss": min(r["loss"] for r in runs),
         **lags,
         "planner_notes": [p.get("note", "") for p in plans][:3],
+        # submissions narrowed to the free slots (the rest queued), and widenings
+        "narrowed": sum(1 for e in events if e["event"] == "submitting" and e.get("width")),
+        "widened": sum(1 for e in events if e["event"] == "widened"),
     }
 
 
@@ -201,7 +204,7 @@ def summary(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> 
     for v, rs in runs.items():
         out[v] = {
             k: statistics.median(r[k] for r in rs)
-            for k in ("wall_s", "utilization", "utilization_trial_span", "generations")
+            for k in ("wall_s", "utilization", "utilization_trial_span", "generations", "narrowed", "widened")
         }
     if "sync" in runs and "async" in runs:
         ratios = [a["wall_s"] / s["wall_s"] for a, s in zip(runs["async"], runs["sync"])]
