@@ -66,13 +66,10 @@ def scan(
     frames: list[pl.DataFrame] = []
     errors: dict[str, str] = {}
     for tid, path in files.items():
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            continue  # never logged anything
+        size, whole = _tail(path)
         if size == 0:
-            continue
-        if _ends_with_newline(path, size):
+            continue  # never logged anything
+        if whole:
             clean.append((tid, path))
         else:
             df, err = _read_torn(tid, path, columns)
@@ -91,12 +88,6 @@ def scan(
 
 def _empty(columns: Mapping[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema={TRIAL_COL: pl.String(), **columns})
-
-
-def _ends_with_newline(path: Path, size: int) -> bool:
-    with open(path, "rb") as f:
-        f.seek(size - 1)
-        return f.read(1) == b"\n"
 
 
 def _tail(path: Path) -> tuple[int, bool]:
@@ -297,7 +288,7 @@ def _summarize_scan(
             frame.get_column(c).to_list() for c in (TRIAL_COL, "__n", "__step", "__objective", *names)
         )
         for i, key in enumerate(keys):
-            tid = by_path.get(key, key) if clean else key
+            tid = by_path.get(key, key)  # a path of the one scan, else already a trial id
             step = steps[i]
             out[tid] = MetricSummary(
                 trial_id=tid,

@@ -275,7 +275,7 @@ class Overlap:
             if in_use and (free < 1 if narrow else free < len(planned)):
                 break  # oldest first: a younger generation does not overtake it
             width = min(len(planned), max(free, 1)) if narrow else len(planned)
-            c.submit(g, planned, width if width < len(planned) else 0)
+            c.submit(g, planned, width)  # all of them: not narrowed (Submissions.submit)
             in_use += width
             submitted = True
         return submitted

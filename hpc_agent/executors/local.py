@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc_agent._io import atomic_write_json, read_json
+from hpc_agent._io import atomic_write_json, atomic_write_text, read_json
 from hpc_agent.defaults import DEFAULT_POLL_LOCAL_S
 from hpc_agent.executors.base import Executor, JobStatus, SubmitRequest, Submitted, scrubbed_environ
 from hpc_agent.executors.lane import WIDTH_FILE, run_lane
@@ -71,11 +71,10 @@ class LocalExecutor(Executor):
         queue_file = queue_dir / "queue.json"
         lanes = max(1, min(self.parallelism, len(request.trial_dirs)))
         per_lane = -(-len(request.trial_dirs) // lanes)
-        if request.width:  # a narrowed lane may also wait for other submissions' trials first
-            per_lane = 3 * len(request.trial_dirs)
+        if request.width:  # lanes from this index on wait to be widened
+            write_width(queue_dir, request.width)
+            per_lane = 3 * len(request.trial_dirs)  # a waiting lane may also wait for other submissions
         gpus = split_gpus(visible_gpus(), lanes)
-        if request.width:
-            write_width(queue_dir, request.width)  # lanes from this index on wait to be widened
         atomic_write_json(
             queue_file, {"token": request.token, "trials": list(request.trial_dirs), "lane_gpus": gpus}
         )
@@ -131,9 +130,7 @@ class LocalExecutor(Executor):
 
 def write_width(queue_dir: Path, width: int) -> None:
     """How many lanes of a submission may take trials (:func:`hpc_agent.executors.lane.width`)."""
-    tmp = queue_dir / f".width.{os.getpid()}"
-    tmp.write_text(f"{int(width)}\n")
-    os.replace(tmp, queue_dir / WIDTH_FILE)
+    atomic_write_text(queue_dir / WIDTH_FILE, f"{int(width)}\n")
 
 
 def visible_gpus() -> list[str]:
