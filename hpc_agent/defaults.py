@@ -28,7 +28,8 @@ DEFAULT_CONFIRM_SEEDS = 3  # [confirm]: runs of each configuration confirmed
 DEFAULT_POLL_LOCAL_S = 0.5  # local lanes: liveness from /proc, cheap
 DEFAULT_POLL_SLURM_S = 30.0  # a real cluster's controller is shared: one squeue per 30 s
 DEFAULT_SIGNAL_DELAY_S = 60  # stop a trial this long before its job's time limit (checkpoint)
-STATUS_INTERVAL_S = 2.0  # the slowest the driver reads the trials' status files
+STATUS_INTERVAL_S = 2.0  # the slowest the driver looks for ended trials (their ended/ notices)
+STATUS_SWEEP_S = 10.0  # and reads every open trial's status file (unannounced ends, `running`)
 
 # ------------------------------------------------------------------------------- the LLM planner
 DEFAULT_LLM_TEMPERATURE = 0.7

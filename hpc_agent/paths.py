@@ -9,6 +9,7 @@ results/<name>/
   campaign.toml  journal.jsonl  llm.jsonl  trials.parquet  driver.lock  driver.log
   report.md  report.html  plots/  provenance/run-0002.json  provenance/run-0002.diff
   gen-0003/plan.json  gen-0003/analysis.md
+  gen-0003/ended/<trial>.<token>.<attempt>   empty: the runners announce the ends of attempts
   gen-0003/trials/<trial-id>/  params.json patch.diff code/ metrics.jsonl status.json
                                launch.json assignment.json stdout.log stderr.log checkpoint/
                                provenance.json
@@ -24,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpc_agent.trial import TrialPaths, generation_of, trial_id
+from hpc_agent.trial import ENDED, TRIALS, TrialPaths, generation_of, trial_id
 
 __all__ = ["ResultsPaths", "TrialPaths", "array_folder_name", "generation_of", "trial_id"]
 
@@ -112,6 +113,10 @@ class ResultsPaths:
         """SLURM: one submission's scripts, task lists and job logs (``submitit/g0003.<token>``)."""
         return self.submitit / array_folder_name(generation, token)
 
+    def ended(self, generation: int) -> Path:
+        """Where the generation's runners announce the ends of attempts (``gen-0003/ended``)."""
+        return self.generation(generation) / ENDED
+
     def submission(self, generation: int, token: str) -> Path:
         """Local executor: what one submission ran (queue.json, lanes, claims)."""
         return self.generation(generation) / "submissions" / token
@@ -121,6 +126,6 @@ class ResultsPaths:
         driver asks for thousands of them."""
         found = self._trials.get(trial)
         if found is None:
-            folder = f"{self.root}/gen-{generation_of(trial):04d}/trials/{trial}"
+            folder = f"{self.root}/gen-{generation_of(trial):04d}/{TRIALS}/{trial}"
             found = self._trials[trial] = TrialPaths(Path(folder))
         return found

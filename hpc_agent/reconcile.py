@@ -5,7 +5,10 @@ that follow from the world as it is now (``trial_ended``, ``requeued``), and not
 nothing changed. What it believes, in order:
 
 1. a trial's own ``status.json`` (cheap, and the only source that knows the metric): read
-   again only when its modification time changed;
+   when its runner announced the end of an attempt in the generation's ``ended/`` folder
+   (one listing a look, whatever the number of trials), and every STATUS_SWEEP_S for all
+   open trials (again only when its modification time changed): the safety net for an end
+   never announced, and what tells ``running`` from ``submitted``;
 2. the scheduler, at most once per ``executor.poll_interval_s`` and in one batched call: a
    job it calls ``gone`` must be seen gone on two polls in a row (a status file may still be
    on its way through NFS) before its trial is concluded without a final status, and then
@@ -24,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hpc_agent._io import read_json
-from hpc_agent.defaults import STATUS_INTERVAL_S
+from hpc_agent.defaults import STATUS_INTERVAL_S, STATUS_SWEEP_S
 from hpc_agent.events import Event, Requeued, TrialEnded
 from hpc_agent.executors.base import Executor, JobStatus
 from hpc_agent.metrics import MetricSummary, outcome, summarize
@@ -32,7 +35,9 @@ from hpc_agent.paths import ResultsPaths
 from hpc_agent.spec import CampaignSpec, ExperimentSection
 from hpc_agent.state import CampaignState, TrialRecord, TrialState
 from hpc_agent.trial import (
+    ENDED,
     TIME_LIMIT,
+    announced,
     attempt_duration,
     checkpoint_written_since,
     ends_attempt,
@@ -56,6 +61,8 @@ class Reconciler:
         self._paths: dict[str, str] = {}  # trial -> its status.json (the hot path: no pathlib)
         self._gone_seen: dict[str, int] = {}
         self._polled_at = -float("inf")
+        self._swept_at = -float("inf")
+        self._notices: dict[int, set[str]] = {}  # generation -> the notices of ended/ seen
         # metrics of trials that ended for good: their files no longer change (for the gather)
         self.summaries: dict[str, MetricSummary] = {}
 
@@ -99,27 +106,55 @@ class Reconciler:
         self, state: CampaignState, open_trials: Sequence[TrialRecord], poll: bool = True
     ) -> list[Event]:
         """The events that follow from what the open trials' files and the scheduler say now
-        ([] when nothing changed); ``poll=False``: the status files only."""
+        ([] when nothing changed); ``poll=False``: the status files only, every one read."""
+        now = time.monotonic()
+        sweep = not poll or now - self._swept_at >= STATUS_SWEEP_S
+        if sweep:
+            self._swept_at = now
+        fresh = self._announced(open_trials)
         ended: list[tuple[TrialRecord, dict[str, Any]]] = []
         waiting: list[TrialRecord] = []
         for t in open_trials:
-            status = self.status(t.trial_id)
+            if t.trial_id in fresh:
+                status = self.status(t.trial_id, fresh=True)
+            elif sweep:
+                status = self.status(t.trial_id)
+            else:
+                waiting.append(t)
+                continue
             if status is not None and ends_attempt(status, t.token):
                 ended.append((t, status))
             else:
                 waiting.append(t)
         gone: list[Gone] = []
-        now = time.monotonic()
         if poll and waiting and now - self._polled_at >= self.executor.poll_interval_s:
             self._polled_at = now
-            gone = self._gone(state, waiting)
+            gone = self._gone(state, waiting, ended)
         if not ended and not gone:
             return []
         return self._conclude(state, ended, gone)
 
-    def _gone(self, state: CampaignState, waiting: Sequence[TrialRecord]) -> list[Gone]:
+    def _announced(self, open_trials: Sequence[TrialRecord]) -> set[str]:
+        """The open trials whose runner announced an ended attempt since the last look: one
+        listing of each of their generations' ``ended/`` folder."""
+        out: set[str] = set()
+        for g in {t.generation for t in open_trials}:
+            seen = self._notices.setdefault(g, set())
+            new = set(announced(f"{self.paths.root}/gen-{g:04d}/{ENDED}")) - seen
+            if new:
+                seen |= new
+                out.update(n.split(".", 1)[0] for n in new)
+        return out
+
+    def _gone(
+        self,
+        state: CampaignState,
+        waiting: Sequence[TrialRecord],
+        ended: list[tuple[TrialRecord, dict[str, Any]]],
+    ) -> list[Gone]:
         """One batched poll for the jobs of trials without a final status: the trials whose
-        job is gone (seen twice), with what its ending means."""
+        job is gone (seen twice), with what its ending means (one whose status, read again,
+        did end the attempt after all joins ``ended``)."""
         by_job: dict[str, list[TrialRecord]] = {}
         for t in waiting:
             sub = state.submissions.get(t.token or "")
@@ -144,8 +179,10 @@ class Reconciler:
             if seen < GONE_CONFIRMATIONS:
                 continue  # a status file may still be on its way (NFS attribute caches)
             status = self.status(t.trial_id, fresh=True)
-            if ends_attempt(status, t.token):
-                continue  # it did finish: picked up on the next pass
+            if status is not None and ends_attempt(status, t.token):
+                ended.append((t, status))  # it did finish, unannounced
+                self._gone_seen.pop(t.trial_id, None)
+                continue
             job = info.get(t.job_id or "") if t.job_id else None
             out.append((t, *gone_outcome(job, status), status))
             self._gone_seen.pop(t.trial_id, None)

@@ -54,7 +54,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from hpc_agent._io import atomic_write_json, tail_text
+from hpc_agent._io import tail_text
 from hpc_agent.provenance import write_trial_provenance
 from hpc_agent.trial import (
     FINAL_STATES,
@@ -66,6 +66,7 @@ from hpc_agent.trial import (
     assigned_to,
     checkpoint_written_since,
     read_status,
+    write_status,
 )
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2)
@@ -161,7 +162,7 @@ class _Trial:
             data["ended_at"] = round(now, 3)
             data["duration_s"] = round(now - self.started, 3)
         data.update(fields)
-        atomic_write_json(self.paths.status, data)
+        write_status(self.paths.root, data)
 
     # ------------------------------------------------------------------ run
     def run(self) -> str:

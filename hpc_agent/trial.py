@@ -25,6 +25,12 @@ file                written by   what
 ``checkpoint/``     experiment   kept across requeues
 ==================  ===========  =====================================================
 
+Beside the trial folders, ``gen-0003/ended/`` holds one empty file per attempt that ended,
+``<trial>.<token>.<attempt>``, made by the runner right after the status that ends it
+(:func:`write_status`): the driver lists that one folder on each look instead of reading
+every running trial's status file (it still reads them all now and then, for the trials
+whose end was never announced: a runner of an older hpc-agent, or one killed in between).
+
 A ``status.json`` ends an attempt when it says ``completed``, ``failed`` or ``timeout``
 (a verdict on the configuration, whatever submission wrote it: :data:`FINAL_STATES`), or
 ``preempted`` / ``cancelled`` written by the attempt's own submission (an interruption of
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,8 @@ METRICS = "metrics.jsonl"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 CHECKPOINT = "checkpoint"
+TRIALS = "trials"  # a generation's trial folders: gen-0003/trials/<trial>/
+ENDED = "ended"  # gen-0003/ended/<trial>.<token>.<attempt>: the ends of attempts, announced
 
 FINAL_STATES = ("completed", "failed", "timeout")  # a verdict: never run again
 INTERRUPTIONS = ("preempted", "cancelled")  # the attempt was stopped; the driver decides
@@ -140,13 +148,18 @@ class Launch:
 
     def write(self, folder: str | os.PathLike[str]) -> None:
         """Write ``launch.json`` into the trial folder (atomically)."""
-        data = asdict(self)
-        data["command"], data["unset_env"], data["env"] = (
-            list(self.command),
-            list(self.unset_env),
-            dict(self.env),
-        )
-        atomic_write_json(Path(folder) / LAUNCH, data, compact=True)
+        data = {  # by hand: dataclasses.asdict deep-copies, and the driver writes thousands
+            "trial": self.trial,
+            "command": list(self.command),
+            "time_budget_s": self.time_budget_s,
+            "cwd": self.cwd,
+            "env": dict(self.env),
+            "kill_grace_s": self.kill_grace_s,
+            "seed": self.seed,
+            "unset_env": list(self.unset_env),
+            "fidelity": self.fidelity,
+        }
+        atomic_write_json(f"{os.fspath(folder)}/{LAUNCH}", data, compact=True)
 
     @classmethod
     def read(cls, folder: str | os.PathLike[str]) -> Launch | None:
@@ -165,6 +178,43 @@ class Launch:
             unset_env=tuple(str(n) for n in data.get("unset_env") or ()),
             fidelity=float(data.get("fidelity", 1.0)),
         )
+
+
+def write_status(folder: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write the trial's ``status.json`` (atomically); when ``data`` is not ``running`` (the
+    attempt ended), announce it in the generation's ``ended/`` folder (see the module's
+    docstring), after the status, so that a driver that sees the notice finds the status."""
+    root = os.fspath(folder)
+    atomic_write_json(f"{root}/{STATUS}", dict(data))
+    if data.get("state") == RUNNING:
+        return
+    ended = ended_folder(root)
+    if ended is None:
+        return
+    name = f"{ended}/{os.path.basename(root)}.{data.get('token') or '-'}.{data.get('attempt', 0)}"
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o666)
+    except FileNotFoundError:
+        os.makedirs(ended, exist_ok=True)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o666)
+    os.close(fd)
+
+
+def ended_folder(folder: str | os.PathLike[str]) -> str | None:
+    """Where the ends of this trial folder's attempts are announced: ``gen-0003/ended/`` for
+    ``gen-0003/trials/<trial>/`` (None for a folder outside a campaign's layout)."""
+    trials = os.path.dirname(os.path.abspath(folder))
+    if os.path.basename(trials) != TRIALS:
+        return None
+    return f"{os.path.dirname(trials)}/{ENDED}"
+
+
+def announced(ended: str | os.PathLike[str]) -> list[str]:
+    """The notices in an ``ended/`` folder ([] before the first): ``<trial>.<token>.<attempt>``."""
+    try:
+        return os.listdir(ended)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def read_status(folder: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -343,3 +343,24 @@ def test_usr2_while_the_job_starts_python_never_kills_it(tmp_path: Path) -> None
     out = proc.stdout.read() if proc.stdout else ""
     assert proc.returncode == 0 and sent > 50, (proc.returncode, out)
     assert status(trial)["state"] == "completed", status(trial)
+
+
+def test_launch_json_round_trips_every_field(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from hpc_agent.trial import Launch
+
+    launch = Launch(
+        trial="0001-0002",
+        command=("python", "train.py"),
+        time_budget_s=12.5,
+        cwd="elsewhere",
+        env={"A": "1"},
+        kill_grace_s=3.0,
+        seed=7,
+        unset_env=("SECRET",),
+        fidelity=2.0,
+    )
+    launch.write(tmp_path)
+    assert Launch.read(tmp_path) == launch
+    assert set(json.loads((tmp_path / "launch.json").read_text())) == {f.name for f in fields(Launch)}

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_agent._io import atomic_write_json
 from hpc_agent.executors.base import Executor, JobStatus, SubmitError, SubmitRequest, Submitted
-from hpc_agent.trial import STATUS, Launch, assigned_to, read_status
+from hpc_agent.trial import Launch, assigned_to, read_status, write_status
 
 FATES = ("complete", "fail", "preempt", "time_limit", "vanish", "hang", "diverge")
 
@@ -225,4 +224,4 @@ class ScriptedExecutor(Executor):
             "updated_at": now,
             **fields,
         }
-        atomic_write_json(job.trial_dir / STATUS, data)
+        write_status(job.trial_dir, data)  # as the runner does: the end announced in ended/
