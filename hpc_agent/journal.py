@@ -14,7 +14,6 @@ first, so that a new event is never glued onto half of an old one. A broken line
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import socket
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_agent.errors import CampaignError
-from hpc_agent.events import SCHEMA_VERSION, Event, to_record
+from hpc_agent.events import SCHEMA_VERSION, Event, copy_with, to_record
 
 LOCK_STALE_S = 30.0  # a journal lock is held for milliseconds; older than this, its holder died
 
@@ -165,7 +164,7 @@ class Journal:
         """Record typed events durably, with one write and one fsync; returns them with their
         time set, and where in the file they landed (see :class:`Written`)."""
         now = time.time()
-        stamped = [dataclasses.replace(e, t=round(now, 3)) for e in events]
+        stamped = [copy_with(e, t=round(now, 3)) for e in events]
         start, end = self._append_lines([to_record(e, now) for e in stamped])
         return Written(tuple(stamped), start, end)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from hpc_agent._io import read_bytes
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import CampaignState, TrialRecord
@@ -98,10 +99,42 @@ def _tail(path: Path) -> tuple[int, bool]:
     except OSError:
         return 0, False
     try:
-        size = os.fstat(fd).st_size
-        return size, size > 0 and os.pread(fd, 1, size - 1) == b"\n"
+        return _tail_of(fd)
     finally:
         os.close(fd)
+
+
+def _tail_of(fd: int) -> tuple[int, bool]:
+    size = os.fstat(fd).st_size
+    return size, size > 0 and os.pread(fd, 1, size - 1) == b"\n"
+
+
+def _tails(files: Mapping[str, Path]) -> tuple[dict[str, tuple[int, bool]], dict[str, bytes] | None]:
+    """Each file's (size, whether it ends with a newline), in one open each; and while they
+    add up to at most SMALL_BATCH_BYTES, their contents too (then read whole: the json
+    module's path), else None (the Polars scan's)."""
+    tails: dict[str, tuple[int, bool]] = {}
+    small: dict[str, bytes] | None = {}
+    total = 0
+    for tid, path in files.items():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            tails[tid] = (0, False)
+            continue
+        try:
+            if small is not None:
+                data = read_bytes(path, fd)
+                total += len(data)
+                tails[tid] = (len(data), data.endswith(b"\n"))
+                small[tid] = data
+                if total > SMALL_BATCH_BYTES:
+                    small = None
+            else:
+                tails[tid] = _tail_of(fd)
+        finally:
+            os.close(fd)
+    return tails, small
 
 
 def _collect(
@@ -194,14 +227,12 @@ def summarize(
     trial; a handful of small files (what the driver concludes between two polls) is read with
     the json module instead, with the same result."""
     cols = schema(metric, report_metrics)
-    tails = {tid: _tail(path) for tid, path in files.items()}
-    if sum(size for size, _ in tails.values()) <= SMALL_BATCH_BYTES:
+    tails, small = _tails(files)
+    if small is not None:
         out = {
-            tid: _summary_of_rows(
-                tid, *parse_lines(files[tid].read_bytes(), tuple(cols)), metric, mode, objective
-            )
-            for tid, (size, _) in tails.items()
-            if size
+            tid: _summary_of_rows(tid, *parse_lines(data, tuple(cols)), metric, mode, objective)
+            for tid, data in small.items()
+            if data
         }
     else:
         logged = {t: files[t] for t, (size, _) in tails.items() if size}

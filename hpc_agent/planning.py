@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hpc_agent._io import atomic_write_json, atomic_write_text
+from hpc_agent._io import atomic_write_text, dumps_listing
 from hpc_agent.analysis import AnalysisContext, deterministic_analysis
 from hpc_agent.budget import GpuMeter, Stop, describe, search_trials, stop_rule, trial_limit, used
 from hpc_agent.events import Analyzed, Event, Planned, PlannedTrial, PlanningStarted, Stopped
@@ -141,7 +141,9 @@ class Planning:
 
     def _planned(self, g: int, planner: str, planned: tuple[PlannedTrial, ...], note: str, why: str) -> bool:
         plan_json = {"generation": g, "planner": planner, "note": note, "rationale": why}
-        atomic_write_json(self.paths.plan(g), {**plan_json, "trials": [t.to_dict() for t in planned]})
+        atomic_write_text(
+            self.paths.plan(g), dumps_listing(plan_json, "trials", [t.to_dict() for t in planned])
+        )
         self.record(Planned(generation=g, planner=planner, note=note, trials=planned))
         if note:
             self.reporter.info(f"generation {g}: {note}")

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 from hpc_agent import events as ev
-from hpc_agent.events import Event
+from hpc_agent.events import Event, copy_with
 from hpc_agent.space import config_key
 
 
@@ -173,6 +173,7 @@ class CampaignState:
     _config_dirty: set[str] = field(default_factory=set, repr=False)
     _unjudged: dict[str, None] = field(default_factory=dict, repr=False)  # search configs, no verdict yet
     _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
+    _counts: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # generation -> by state
 
     # ------------------------------------------------------------------ applying events
     def apply(self, event: Event) -> None:
@@ -183,10 +184,19 @@ class CampaignState:
             handler(self, event)
 
     def _set_trial(self, record: TrialRecord) -> None:
+        prev = self.trials.get(record.trial_id)
         self.trials[record.trial_id] = record
+        counts = self._counts.get(record.generation)
+        if counts is None:
+            counts = self._counts[record.generation] = {s.value: 0 for s in STATE_ORDER}
+        if prev is not None:
+            counts[prev.state.value] -= 1
+        counts[record.state.value] += 1
         if record.config_id not in self._config_at and not record.purpose:
             self._unjudged[record.config_id] = None
-        self._config_changed(record.config_id)
+        if prev is None or prev.state.is_finished() or record.state.is_finished():
+            # a configuration's result sees its trials' ends only (planned -> submitted: none)
+            self._config_changed(record.config_id)
         for mode, best in list(self._best.items()):  # the best so far, kept up to date
             if best is not None and best.trial_id == record.trial_id:
                 del self._best[mode]  # the best trial itself changed: look again when asked
@@ -220,6 +230,7 @@ class CampaignState:
             _config_dirty=set(self._config_dirty),
             _unjudged=dict(self._unjudged),
             _best=dict(self._best),
+            _counts={g: dict(c) for g, c in self._counts.items()},
         )
 
     # ------------------------------------------------------------------ queries
@@ -244,11 +255,12 @@ class CampaignState:
         return [s for s in self.submissions.values() if s.state == "submitting"]
 
     def counts(self, generation: int | None = None) -> dict[str, int]:
-        """Trials by state (of one generation, or all)."""
-        trials = self.trials_of(generation) if generation is not None else list(self.trials.values())
+        """Trials by state (of one generation, or all); kept up to date as events apply."""
         out = {s.value: 0 for s in STATE_ORDER}
-        for t in trials:
-            out[t.state.value] += 1
+        for g, counts in self._counts.items():
+            if generation is None or g == generation:
+                for k, n in counts.items():
+                    out[k] += n
         return out
 
     def best(self, mode: str) -> TrialRecord | None:
@@ -465,7 +477,7 @@ def _on_submitting(st: CampaignState, e: ev.Submitting) -> None:
     for tid in e.trials:
         t = st.trials.get(tid)
         if t is not None:
-            st._set_trial(replace(t, state=TrialState.SUBMITTED, token=e.token, attempt=t.attempt + 1))
+            st._set_trial(copy_with(t, state=TrialState.SUBMITTED, token=e.token, attempt=t.attempt + 1))
 
 
 def _on_submitted(st: CampaignState, e: ev.Submitted) -> None:
@@ -478,7 +490,7 @@ def _on_submitted(st: CampaignState, e: ev.Submitted) -> None:
     for tid, jid in (e.trial_jobs or {}).items():
         t = st.trials.get(tid)
         if t is not None and t.token == e.token:
-            st._set_trial(replace(t, job_id=jid))
+            st._set_trial(copy_with(t, job_id=jid))
 
 
 def _on_widened(st: CampaignState, e: ev.Widened) -> None:
@@ -495,7 +507,7 @@ def _on_submit_failed(st: CampaignState, e: ev.SubmitFailed) -> None:
     for tid in sub.trial_ids:
         t = st.trials.get(tid)
         if t is not None and t.token == e.token and not t.state.is_finished():
-            st._set_trial(replace(t, state=TrialState.PLANNED, attempt=t.attempt - 1))
+            st._set_trial(copy_with(t, state=TrialState.PLANNED, attempt=t.attempt - 1))
 
 
 def _on_trial_ended(st: CampaignState, e: ev.TrialEnded) -> None:
@@ -503,7 +515,7 @@ def _on_trial_ended(st: CampaignState, e: ev.TrialEnded) -> None:
     if t is None:
         return
     st._set_trial(
-        replace(
+        copy_with(
             t,
             state=TrialState(e.state),
             objective=e.objective,
@@ -543,8 +555,15 @@ def _on_judged(st: CampaignState, e: ev.Judged) -> None:
         "improvement": e.improvement,
         "at": e.t,
     }
-    if e.config in st._config_at:
-        st._config_dirty.add(e.config)
+    at = st._config_at.get(e.config)
+    if at is not None:
+        known = st._config_list[at]
+        if known is None or e.config in st._config_dirty:
+            st._config_dirty.add(e.config)
+        else:  # only the verdict changed: no need to go through its trials again
+            st._config_list[at] = copy_with(
+                known, verdict=e.verdict, verdict_reason=e.reason, improvement=e.improvement
+            )
     st._unjudged.pop(e.config, None)
     if e.verdict == "keep":
         st.champion_id = e.config
