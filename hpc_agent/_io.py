@@ -43,6 +43,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, fsync: bool = Fal
         raise
 
 
+def write_new(path: str, text: str) -> None:
+    """Write a file that no one reads yet, in place (no temporary file: one system call less
+    than :func:`atomic_write_text`, for the files written before a trial is prepared)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
 def atomic_write_json(
     path: str | os.PathLike[str], data: Any, fsync: bool = False, compact: bool = False
 ) -> None:

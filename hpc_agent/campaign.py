@@ -116,6 +116,7 @@ class Campaign:
         )
         self._offset = 0  # how far into the journal the state has read
         self._ended_rows = EndedRows()  # the trials table's rows of trials that ended, between gathers
+        self._gathered = -1  # state.trial_changes when trials.parquet was last written
         self._lock: FileLock | None = None
         self._locked_at = time.time()
         self._touched_at = 0.0
@@ -312,11 +313,20 @@ class Campaign:
 
     # ------------------------------------------------------------------ 5 gather
     def gather(self) -> None:
-        """Every trial's metrics and the journal's records -> trials.parquet."""
+        """Every trial's metrics and the journal's records -> trials.parquet (unless it holds
+        them already: no trial changed since this driver wrote it, and none runs)."""
+        st = self.state
+        if (
+            self._gathered == st.trial_changes
+            and self.paths.trials_table.exists()
+            and all(t.state.is_finished() for t in st.trials.values())
+        ):
+            return
         table = gather_table(
             self.paths, self.state, self.spec, known=self.reconciler.summaries, ended=self._ended_rows
         )
         write_table(table, self.paths.trials_table)
+        self._gathered = self.state.trial_changes
 
     # ------------------------------------------------------------------ 6 analyze
     def analyze(self, g: int) -> None:

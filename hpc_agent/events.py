@@ -54,8 +54,9 @@ class Event:
     t: float = field(default=0.0, kw_only=True, compare=False)
 
     def fields(self) -> dict[str, Any]:
-        """The event's own fields as the journal writes them (JSON-ready)."""
-        return {name: _plain(getattr(self, name)) for name in _names(type(self)) if name != "t"}
+        """The event's own fields as the journal writes them (JSON-ready), in their declared
+        order (the instance's ``__dict__``: ``__init__`` and :func:`copy_with` keep it)."""
+        return {k: v if type(v) in _SIMPLE else _plain(v) for k, v in self.__dict__.items() if k != "t"}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Event:
@@ -79,6 +80,7 @@ def copy_with(obj: _D, **changes: Any) -> _D:
 
 
 _NAMES: dict[type, tuple[str, ...]] = {}
+_SIMPLE = frozenset({str, int, float, bool, type(None)})  # most fields: written as they are
 
 
 def _names(cls: type) -> tuple[str, ...]:
@@ -90,7 +92,7 @@ def _names(cls: type) -> tuple[str, ...]:
 
 
 def _plain(value: Any) -> Any:
-    if value is None or type(value) in (str, int, float, bool):  # most fields: as they are
+    if type(value) in _SIMPLE:
         return value
     if isinstance(value, tuple):
         return [_plain(v) for v in value]

@@ -140,39 +140,41 @@ def workdir_entries(workdir: Path, skip: Sequence[Path] = ()) -> list[str]:
 def build_code_dir(
     workdir: Path,
     files: Mapping[str, str],
-    dest: Path,
+    dest: str | os.PathLike[str],
     skip: Sequence[Path] = (),
     entries: Sequence[str] | None = None,
 ) -> None:
     """Make ``dest`` a mirror of ``workdir`` where ``files`` (relative name -> text) are real
     files and everything else is a symbolic link to the original. ``skip``: paths (such as the
     results folder) never linked, so a campaign inside its own workdir does not recurse;
-    ``entries``: :func:`workdir_entries` already read."""
-    dest.mkdir(parents=True, exist_ok=True)
-    dirs_with_files = {PurePosixPath(n).parts[0] for n in files if len(PurePosixPath(n).parts) > 1}
+    ``entries``: :func:`workdir_entries` already read. The names in ``files`` are normalized
+    relative paths (the spec makes them so): split on "/", with strings rather than pathlib
+    (a generation builds thousands of these folders)."""
+    src_dir, dest_dir = os.fspath(workdir), os.fspath(dest)
+    try:
+        os.mkdir(dest_dir)
+    except OSError:  # there already, or its parent is not
+        os.makedirs(dest_dir, exist_ok=True)
+    dirs_with_files = {n.split("/", 1)[0] for n in files if "/" in n}
     for entry in workdir_entries(workdir, skip) if entries is None else entries:
-        src = workdir / entry
-        target = dest / entry
         if entry in files:
             continue
-        if entry in dirs_with_files and src.is_dir():
-            inner = {
-                str(PurePosixPath(*PurePosixPath(n).parts[1:])): text
-                for n, text in files.items()
-                if PurePosixPath(n).parts[0] == entry and len(PurePosixPath(n).parts) > 1
-            }
-            build_code_dir(src, inner, target, skip)
+        src = f"{src_dir}/{entry}"
+        if entry in dirs_with_files and os.path.isdir(src):
+            inner = {n.split("/", 1)[1]: text for n, text in files.items() if n.startswith(f"{entry}/")}
+            build_code_dir(Path(src), inner, f"{dest_dir}/{entry}", skip)
             continue
         with contextlib.suppress(FileExistsError):  # a half-built folder of a killed driver
-            target.symlink_to(src)
+            os.symlink(src, f"{dest_dir}/{entry}")
     for name, text in files.items():
-        if len(PurePosixPath(name).parts) > 1:
+        if "/" in name:
             continue  # written by the recursive call for its folder
-        target = dest / name
-        if target.is_symlink():
-            target.unlink()
-        target.write_text(text, encoding="utf-8")
+        target = f"{dest_dir}/{name}"
+        if os.path.islink(target):
+            os.unlink(target)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
         try:
-            os.chmod(target, os.stat(workdir / name).st_mode & 0o777)
+            os.chmod(target, os.stat(f"{src_dir}/{name}").st_mode & 0o777)
         except OSError:
             pass

@@ -121,11 +121,14 @@ class ResultsPaths:
         """Local executor: what one submission ran (queue.json, lanes, claims)."""
         return self.generation(generation) / "submissions" / token
 
+    def trial_dir(self, trial: str) -> str:
+        """The trial's folder as a string (no pathlib: for the driver's hot paths)."""
+        return f"{self.root}/gen-{generation_of(trial):04d}/{TRIALS}/{trial}"
+
     def trial(self, trial: str) -> TrialPaths:
         """The trial's folder (``gen-0003/trials/0003-0007``): built from strings, since the
         driver asks for thousands of them."""
         found = self._trials.get(trial)
         if found is None:
-            folder = f"{self.root}/gen-{generation_of(trial):04d}/{TRIALS}/{trial}"
-            found = self._trials[trial] = TrialPaths(Path(folder))
+            found = self._trials[trial] = TrialPaths(Path(self.trial_dir(trial)))
         return found

@@ -9,15 +9,17 @@ whatever is missing on the next run). See :mod:`hpc_agent.trial` for the folder'
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hpc_agent._io import atomic_write_json, atomic_write_text
+from hpc_agent._io import atomic_write_text, write_new
 from hpc_agent.patches import apply_patch, build_code_dir, read_files, snapshot, unified_diff
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.spec import ExperimentSection
 from hpc_agent.state import TrialRecord
-from hpc_agent.trial import Launch
+from hpc_agent.trial import CODE, LAUNCH, PARAMS, PATCH, Launch
 
 
 def base_files(paths: ResultsPaths, exp: ExperimentSection) -> dict[str, str]:
@@ -40,20 +42,25 @@ def prepare_trial(
     """Write one trial's folder, unless it is already prepared (``entries``: the workdir's,
     :func:`hpc_agent.patches.workdir_entries`, read once for many trials). Its ``checkpoint/``
     is the runner's to make."""
-    tp = paths.trial(t.trial_id)
-    if tp.launch.exists():
-        return
-    tp.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(tp.params, {**dict(t.params), "seed": t.seed}, compact=True)
+    root = paths.trial_dir(t.trial_id)  # strings, not pathlib: a generation prepares thousands
+    try:
+        os.mkdir(root)
+    except FileExistsError:  # prepared already, or a killed driver's half-written folder
+        if os.path.exists(f"{root}/{LAUNCH}"):
+            return
+    except FileNotFoundError:
+        os.makedirs(root, exist_ok=True)
+    # no reader before launch.json exists (written last, atomically): no temporary file here
+    write_new(f"{root}/{PARAMS}", json.dumps({**dict(t.params), "seed": t.seed}) + "\n")
     files = parent_files(paths, t, base)
     if t.patch:
         patched, errors = apply_patch(files, t.patch, exp.editable)
         if errors:  # validated when planned; a changed parent could still break it
-            atomic_write_text(tp.patch, "# patch did not apply:\n# " + "\n# ".join(errors) + "\n")
+            atomic_write_text(f"{root}/{PATCH}", "# patch did not apply:\n# " + "\n# ".join(errors) + "\n")
         else:
-            atomic_write_text(tp.patch, unified_diff(base, patched))
+            atomic_write_text(f"{root}/{PATCH}", unified_diff(base, patched))
             files = patched
-    build_code_dir(Path(exp.workdir), files, tp.code, skip=[paths.root], entries=entries)
+    build_code_dir(Path(exp.workdir), files, f"{root}/{CODE}", skip=[paths.root], entries=entries)
     Launch(
         trial=t.trial_id,
         command=exp.command,
@@ -63,7 +70,7 @@ def prepare_trial(
         seed=t.seed,
         unset_env=tuple(unset_env),
         fidelity=t.budget_multiplier,
-    ).write(tp.root)
+    ).write(root)
 
 
 def parent_files(paths: ResultsPaths, t: TrialRecord, base: Mapping[str, str]) -> dict[str, str]:

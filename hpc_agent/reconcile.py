@@ -21,6 +21,7 @@ nothing changed. What it believes, in order:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -36,12 +37,13 @@ from hpc_agent.spec import CampaignSpec, ExperimentSection
 from hpc_agent.state import CampaignState, TrialRecord, TrialState
 from hpc_agent.trial import (
     ENDED,
+    RUNNING,
+    STATUS,
     TIME_LIMIT,
     announced,
     attempt_duration,
     checkpoint_written_since,
     ends_attempt,
-    is_running_for,
 )
 
 GONE_CONFIRMATIONS = 2  # polls that must see a job gone before its trial is concluded
@@ -62,30 +64,39 @@ class Reconciler:
         self._gone_seen: dict[str, int] = {}
         self._polled_at = -float("inf")
         self._swept_at = -float("inf")
-        self._notices: dict[int, set[str]] = {}  # generation -> the notices of ended/ seen
+        self._running: dict[str, str | None] = {}  # trial -> token, of the statuses last read running
         # metrics of trials that ended for good: their files no longer change (for the gather)
         self.summaries: dict[str, MetricSummary] = {}
 
     def submitted(self) -> None:
-        """A submission was just made: the scheduler is not asked about it before an interval."""
-        self._polled_at = time.monotonic()
+        """A submission was just made: the scheduler is not asked about it before an interval,
+        nor are the status files read all again (its trials' ends will be announced)."""
+        self._polled_at = self._swept_at = time.monotonic()
 
     # ------------------------------------------------------------------ status files
     def status(self, trial: str, fresh: bool = False) -> dict[str, Any] | None:
-        """The trial's status.json, read again only when it changed (or ``fresh``)."""
+        """The trial's status.json, read again only when it changed (or ``fresh``: read
+        without looking at its time first, which the next sweep then reads once more)."""
         path = self._paths.get(trial)
         if path is None:
-            path = self._paths[trial] = str(self.paths.trial(trial).status)
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except FileNotFoundError:
-            return None
-        cached = self._status.get(trial)
-        if cached and cached[0] == mtime and not fresh:
-            return cached[1]
-        data = read_json(path)
-        data = data if isinstance(data, dict) else None
+            path = self._paths[trial] = f"{self.paths.trial_dir(trial)}/{STATUS}"
+        if fresh:
+            mtime = -1
+        else:
+            try:
+                mtime = os.stat(path).st_mtime_ns
+            except FileNotFoundError:
+                return None
+            cached = self._status.get(trial)
+            if cached and cached[0] == mtime:
+                return cached[1]
+        raw = read_json(path)
+        data: dict[str, Any] | None = raw if isinstance(raw, dict) else None
         self._status[trial] = (mtime, data)
+        if data is not None and data.get("state") == RUNNING:
+            self._running[trial] = data.get("token")
+        else:
+            self._running.pop(trial, None)
         return data
 
     def counts(self, state: CampaignState, generation: int) -> dict[str, int]:
@@ -93,10 +104,10 @@ class Reconciler:
         files last read (this attempt's ``running``, not an earlier one's that died)."""
         counts = state.counts(generation)
         running = 0
-        for t in state.trials_of(generation):
-            cached = self._status.get(t.trial_id)
-            if t.state is TrialState.SUBMITTED and cached and is_running_for(cached[1], t.token):
-                running += 1
+        for trial, token in self._running.items():  # the trials last read running, only
+            t = state.trials.get(trial)
+            if t is not None and t.generation == generation and t.state is TrialState.SUBMITTED:
+                running += token == t.token
         counts["submitted"] -= running
         counts["running"] = running
         return counts
@@ -136,14 +147,16 @@ class Reconciler:
 
     def _announced(self, open_trials: Sequence[TrialRecord]) -> set[str]:
         """The open trials whose runner announced an ended attempt since the last look: one
-        listing of each of their generations' ``ended/`` folder."""
+        listing of each of their generations' ``ended/`` folder. A notice is removed once
+        read, so that a listing holds only the new ones (a driver killed before it recorded
+        what the notice said reads every status file when it starts again)."""
         out: set[str] = set()
         for g in {t.generation for t in open_trials}:
-            seen = self._notices.setdefault(g, set())
-            new = set(announced(f"{self.paths.root}/gen-{g:04d}/{ENDED}")) - seen
-            if new:
-                seen |= new
-                out.update(n.split(".", 1)[0] for n in new)
+            folder = f"{self.paths.root}/gen-{g:04d}/{ENDED}"
+            for name in announced(folder):
+                out.add(name.split(".", 1)[0])
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{folder}/{name}")
         return out
 
     def _gone(

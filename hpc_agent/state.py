@@ -174,6 +174,7 @@ class CampaignState:
     _unjudged: dict[str, None] = field(default_factory=dict, repr=False)  # search configs, no verdict yet
     _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
     _counts: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # generation -> by state
+    trial_changes: int = field(default=0, repr=False)  # how many times a trial's record changed
 
     # ------------------------------------------------------------------ applying events
     def apply(self, event: Event) -> None:
@@ -186,6 +187,7 @@ class CampaignState:
     def _set_trial(self, record: TrialRecord) -> None:
         prev = self.trials.get(record.trial_id)
         self.trials[record.trial_id] = record
+        self.trial_changes += 1
         counts = self._counts.get(record.generation)
         if counts is None:
             counts = self._counts[record.generation] = {s.value: 0 for s in STATE_ORDER}
@@ -367,14 +369,23 @@ def _better(a: TrialRecord, b: TrialRecord, mode: str) -> bool:
 
 
 def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, Any] | None) -> ConfigResult:
-    trials = sorted(trials, key=lambda t: t.trial_id)
-    values = [
-        t.objective
-        for t in trials
-        if t.state is TrialState.COMPLETED and t.objective is not None and math.isfinite(t.objective)
-    ]
+    if len(trials) > 1:
+        trials = sorted(trials, key=lambda t: t.trial_id)
+    values: list[float] = []
+    failed: list[str] = []
+    pending = controlled = False
+    for t in trials:  # one pass: the driver computes this for every trial that ends
+        done = t.state in _FINISHED
+        if t.state is TrialState.COMPLETED:
+            if t.objective is not None and math.isfinite(t.objective):
+                values.append(float(t.objective))
+        elif done:
+            failed.append(f"{t.trial_id}: {t.state.value}: {t.reason}")
+        if t.purpose == "control":
+            controlled = True
+        elif not done:
+            pending = True
     first = trials[0]
-    failed = [t for t in trials if t.state.is_finished() and t.state is not TrialState.COMPLETED]
     judged = verdict or {}
     return ConfigResult(
         config_id=cid,
@@ -387,13 +398,13 @@ def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, An
         trial_ids=tuple(t.trial_id for t in trials),
         objective=sum(values) / len(values) if values else None,
         n_completed=len(values),
-        pending=any(not t.state.is_finished() for t in trials if t.purpose != "control"),
-        failed_reasons=tuple(f"{t.trial_id}: {t.state.value}: {t.reason}" for t in failed),
-        values=tuple(float(v) for v in values if v is not None),
+        pending=pending,
+        failed_reasons=tuple(failed),
+        values=tuple(values),
         purpose=first.purpose,
         of=first.of,
         budget_multiplier=first.budget_multiplier,
-        controlled=any(t.purpose == "control" for t in trials),
+        controlled=controlled,
         verdict=str(judged.get("verdict", "")),
         verdict_reason=str(judged.get("reason", "")),
         improvement=judged.get("improvement"),

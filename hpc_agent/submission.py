@@ -51,9 +51,12 @@ class Submissions:
         """Submit these trials of generation g as ONE submission under a new token
         (``submitting``, then ``submitted``), at most ``width`` of them at once until
         widened (0: all). The trials are assigned to it before the executor is called
-        (:func:`hpc_agent.trial.assign`). A refusal is ``submit_failed`` and a UserError
-        (exit 2) naming the scheduler's words and the fix; nothing is lost."""
+        (:func:`hpc_agent.trial.assign`), except in their first submission: a trial no
+        submission has held has no ``assignment.json``, and then its first may run it (one
+        file less per trial). A refusal is ``submit_failed`` and a UserError (exit 2) naming
+        the scheduler's words and the fix; nothing is lost."""
         token = secrets.token_hex(4)
+        again = [t.trial_id for t in planned if t.token is not None]  # held by a submission before
         width = width if 0 < width < len(planned) else 0
         req = self._request(g, token, [t.trial_id for t in planned], width)
         self._write(
@@ -61,7 +64,7 @@ class Submissions:
                 generation=g, token=token, trials=req.trial_ids, executor=self.executor.name, width=width
             )
         )
-        self._assign(req.trial_ids, token)
+        self._assign(again, token)
         try:
             sub = self.executor.submit(req)
         except SubmitError as e:

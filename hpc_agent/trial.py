@@ -11,7 +11,8 @@ file                written by   what
 ``params.json``     driver       the configuration, plus ``seed``
 ``launch.json``     driver       how to run it: command, cwd, env, budget (written last
                                  when preparing: its presence means "prepared")
-``assignment.json`` driver       the one submission (token) that may run it now
+``assignment.json`` driver       the one submission (token) that may run it now (none
+                                 yet: its first submission may)
 ``code/``           driver       its own copy of the editable files (+ patch), links to
                                  the rest of the workdir
 ``patch.diff``      driver       the code change, as a unified diff
@@ -252,8 +253,9 @@ def assign(folder: str | os.PathLike[str], token: str | None) -> None:
 
 def assigned_to(folder: str | os.PathLike[str], token: str) -> bool:
     """May the submission ``token`` run this trial? Yes unless ``assignment.json`` names
-    another one (or none: a submission being resolved). A trial prepared by an older
-    hpc-agent has no assignment file: any submission may run it."""
+    another one (or none: a submission being resolved). A trial in its first submission has
+    no assignment file (the driver writes one from the second on, and when it resolves or
+    refuses a submission), nor has one prepared by an older hpc-agent: it may run."""
     data = read_json(Path(folder) / ASSIGNMENT)
     if not isinstance(data, dict) or not token:
         return True

@@ -112,3 +112,18 @@ def test_lines_are_single_json_objects(tmp_path: Path) -> None:
     j.append("x", text="line\nbreak", data={"a": [1, 2]})
     raw = (tmp_path / "journal.jsonl").read_text().splitlines()
     assert len(raw) == 1 and json.loads(raw[0])["text"] == "line\nbreak"
+
+
+def test_every_event_writes_its_fields_in_declared_order() -> None:
+    """``Event.fields`` reads the instance's ``__dict__``: made by ``__init__``, by
+    ``copy_with`` or read back from a line, it must hold the declared fields, in order."""
+    import dataclasses
+
+    from hpc_agent.events import EVENTS, copy_with, parse, to_record
+
+    for kind, cls in EVENTS.items():
+        declared = [f.name for f in dataclasses.fields(cls) if f.name != "t"]
+        made = cls()
+        for e in (made, copy_with(made, t=5.0), parse(to_record(made, 1.0))):
+            assert e is not None and list(e.fields()) == declared, kind
+        assert parse(to_record(made, 1.0)) == made
