@@ -190,3 +190,58 @@ def test_the_trials_table_kept_between_gathers_is_the_one_built_at_once(camp: Pa
     at_once = gather_table(paths, load_state(results(camp)), load_spec(camp))
     assert kept.height == len(load_state(results(camp)).trials) >= 4
     assert_frame_equal(kept, at_once)
+
+
+def test_an_announced_end_is_read_at_once_and_an_unannounced_one_at_the_sweep(
+    camp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait phase lists gen-NNNN/ended/ instead of every status file: a status the runner
+    announced is read on the next look (and its notice removed), one it did not announce (a
+    runner of an older release) on the next sweep of every status file."""
+    import os
+
+    from hpc_agent import reconcile
+    from hpc_agent._io import atomic_write_json
+    from hpc_agent.events import Planned, PlannedTrial, Submitted, Submitting, TrialEnded
+    from hpc_agent.paths import ResultsPaths
+    from hpc_agent.state import CampaignState
+    from hpc_agent.trial import write_status
+
+    paths = ResultsPaths(results(camp))
+    st = CampaignState()
+    trials = ("0000-0000", "0000-0001")
+    st.apply(
+        Planned(generation=0, trials=tuple(PlannedTrial(t, i, f"c{i}", 0, {}) for i, t in enumerate(trials)))
+    )
+    st.apply(Submitting(generation=0, token="tok", trials=trials, executor="scripted"))
+    st.apply(Submitted(token="tok", job_ids=("1",)))
+    rec = reconcile.Reconciler(paths, load_spec(camp), ScriptedExecutor(poll_interval_s=3600))
+    rec.submitted()
+    final = {"state": "completed", "token": "tok", "attempt": 1, "exit_code": 0}
+    for t in trials:
+        os.makedirs(paths.trial_dir(t))
+        Path(paths.trial_dir(t), "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
+    atomic_write_json(f"{paths.trial_dir(trials[0])}/status.json", final)  # not announced
+    write_status(paths.trial_dir(trials[1]), final)  # announced, as the runner does
+    assert os.listdir(paths.ended(0)) == ["0000-0001.tok.1"]
+
+    def ended(events: list[Any]) -> list[str]:
+        return [e.trial for e in events if isinstance(e, TrialEnded) and e.state == "completed"]
+
+    open_trials = [st.trials[t] for t in trials]
+    assert ended(rec.reconcile(st, open_trials)) == ["0000-0001"]
+    assert os.listdir(paths.ended(0)) == []  # read once: the next listing holds only new ones
+    assert rec.reconcile(st, open_trials[:1]) == []  # the sweep is not due yet
+    monkeypatch.setattr(reconcile, "STATUS_SWEEP_S", 0.0)
+    assert ended(rec.reconcile(st, open_trials[:1])) == ["0000-0000"]
+
+
+def test_a_trial_has_no_assignment_until_a_second_submission(camp: Path) -> None:
+    """The first submission of a trial may run it without an assignment.json (one file less a
+    trial); a requeued trial is assigned to its new submission, so the old one cannot."""
+    ex = ScriptedExecutor(fates={"0000-0001": [Fate("vanish", ended_as="lost")]})
+    assert run(camp, ex).status == "done"
+    trials = results(camp) / "gen-0000" / "trials"
+    assert not (trials / "0000-0000" / "assignment.json").exists()
+    token = load_state(results(camp)).trials["0000-0001"].token
+    assert json.loads((trials / "0000-0001" / "assignment.json").read_text()) == {"token": token}

@@ -364,3 +364,18 @@ def test_launch_json_round_trips_every_field(tmp_path: Path) -> None:
     launch.write(tmp_path)
     assert Launch.read(tmp_path) == launch
     assert set(json.loads((tmp_path / "launch.json").read_text())) == {f.name for f in fields(Launch)}
+
+
+def test_the_end_of_an_attempt_is_announced_beside_the_trial_folders(tmp_path: Path) -> None:
+    """In a campaign's layout (gen-NNNN/trials/<trial>) the runner's final status is followed
+    by a notice in gen-NNNN/ended/, which the driver lists instead of every status file; a
+    running status announces nothing, and a folder outside that layout gets no notice."""
+    trial = prepare(tmp_path, "print('hi')\n")
+    inside = tmp_path / "gen-0000" / "trials" / "0000-0000"
+    inside.parent.mkdir(parents=True)
+    trial.rename(inside)
+    assert run_trial(str(inside), token="tok") == "completed"
+    assert os.listdir(tmp_path / "gen-0000" / "ended") == ["0000-0000.tok.1"]
+    other = prepare(tmp_path, "print('hi')\n")
+    assert run_trial(str(other), token="tok") == "completed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen-0000", "trial"]
