@@ -139,6 +139,9 @@ class _TimedPlanner:
     def describe(self) -> str:
         return str(self.inner.describe())
 
+    def __getattr__(self, name: str) -> Any:  # the rest of the planner's interface, as it is
+        return getattr(self.inner, name)
+
 
 def run_driver(camp: Path, results: Path, lanes: int, reporter: Any = None) -> tuple[float, float, Any]:
     """The campaign in this process: (wall s, driver CPU s, the planner wrapper)."""

@@ -181,13 +181,13 @@ def verdicts_due(state: CampaignState, spec: CampaignSpec) -> list[Judged]:
     the order they were planned, each judged against the champion of its moment (a keep
     makes it the champion for the next)."""
     out: list[Judged] = []
-    due = [c for c in state.unjudged() if not c.pending and not c.verdict]
+    due = [c for c in state.settled_unjudged() if not c.verdict]
     if not due:
         return out
     # the kept champion (not the best-mean fallback of a journal without verdicts: a journal of
     # release 0.1.0 resumed is judged from its first configuration on)
     champion = state.config(state.champion_id) if state.champion_id else None
-    floor = noise(state.configs())
+    floor = noise(state.configs_with_values(2))
     for c in due:
         verdict, reason, improvement, se = judge(c, champion, floor, spec.rigor, spec.campaign.mode)
         out.append(

@@ -175,6 +175,8 @@ class CampaignState:
     _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
     _counts: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # generation -> by state
     trial_changes: int = field(default=0, repr=False)  # how many times a trial's record changed
+    # config -> [its unfinished search runs, its completed values]
+    _tallies: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ applying events
     def apply(self, event: Event) -> None:
@@ -199,6 +201,7 @@ class CampaignState:
         if prev is None or prev.state.is_finished() or record.state.is_finished():
             # a configuration's result sees its trials' ends only (planned -> submitted: none)
             self._config_changed(record.config_id)
+            self._tally(prev, record)
         for mode, best in list(self._best.items()):  # the best so far, kept up to date
             if best is not None and best.trial_id == record.trial_id:
                 del self._best[mode]  # the best trial itself changed: look again when asked
@@ -208,6 +211,18 @@ class CampaignState:
                 and (best is None or _better(record, best, mode))
             ):
                 self._best[mode] = record
+
+    def _tally(self, prev: TrialRecord | None, record: TrialRecord) -> None:
+        """Keep each configuration's count of unfinished search runs and of completed values
+        (what :meth:`settled_unjudged` and :meth:`configs_with_values` select by)."""
+        tally = self._tallies.setdefault(record.config_id, [0, 0])
+        for t, sign in ((prev, -1), (record, 1)):
+            if t is None:
+                continue
+            if t.purpose != "control" and t.state not in _FINISHED:
+                tally[0] += sign
+            if t.state is TrialState.COMPLETED and _finite(t.objective):
+                tally[1] += sign
 
     def _config_changed(self, cid: str) -> None:
         """Configuration ``cid`` (new, or one of its trials or its verdict changed)."""
@@ -233,6 +248,7 @@ class CampaignState:
             _unjudged=dict(self._unjudged),
             _best=dict(self._best),
             _counts={g: dict(c) for g, c in self._counts.items()},
+            _tallies={c: list(n) for c, n in self._tallies.items()},
         )
 
     # ------------------------------------------------------------------ queries
@@ -288,28 +304,36 @@ class CampaignState:
         at = self._config_at.get(cid)
         if at is None:
             return None
-        self._refresh_configs()
+        if cid in self._config_dirty:
+            self._refresh(cid)
         return self._config_list[at]
 
-    def unjudged(self) -> list[ConfigResult]:
-        """The configurations of the search without a verdict yet (pending ones included), in
-        plan order: what :func:`hpc_agent.rigor.verdicts_due` looks at, without the whole
-        history."""
-        self._refresh_configs()
+    def settled_unjudged(self) -> list[ConfigResult]:
+        """The configurations of the search without a verdict yet whose runs have all
+        finished, in plan order: what :func:`hpc_agent.rigor.verdicts_due` judges, computed
+        without the whole history or the pending ones."""
         out = []
         for cid in self._unjudged:
-            c = self._config_list[self._config_at[cid]]
-            if c is not None:
-                out.append(c)
-        return out
+            if self._tallies[cid][0] == 0:
+                out.append(self.config(cid))
+        return [c for c in out if c is not None]
+
+    def configs_with_values(self, n: int) -> list[ConfigResult]:
+        """The configurations with at least ``n`` completed values, in plan order (what the
+        noise floor pools, :func:`hpc_agent.rigor.noise`), computing no other."""
+        out = [self.config(cid) for cid in self._config_at if self._tallies[cid][1] >= n]
+        return [c for c in out if c is not None]
 
     def _refresh_configs(self) -> None:
         """Compute the results of the configurations that changed since the last call (only
         those: the list is kept, so asking for it costs no more as the history grows)."""
-        for cid in self._config_dirty:
-            trials = [self.trials[t] for t in self._configs[cid]]
-            self._config_list[self._config_at[cid]] = _config_result(cid, trials, self.verdicts.get(cid))
-        self._config_dirty.clear()
+        for cid in list(self._config_dirty):
+            self._refresh(cid)
+
+    def _refresh(self, cid: str) -> None:
+        trials = [self.trials[t] for t in self._configs[cid]]
+        self._config_list[self._config_at[cid]] = _config_result(cid, trials, self.verdicts.get(cid))
+        self._config_dirty.discard(cid)
 
     def config_keys(self) -> set[str]:
         """Every experiment planned so far, as :func:`hpc_agent.space.config_key` keys (each

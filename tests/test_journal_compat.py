@@ -53,3 +53,58 @@ def test_a_release_0_1_0_journal_replays_to_the_same_state() -> None:
     assert {"completed", "failed", "timeout"} <= states
     assert any(t["retries"] for t in trials.values())  # lost, then requeued
     assert expected["runs"] == 7 and len(expected["submissions"]) == 7
+
+
+def _indexes_agree(state: Any) -> None:
+    """The state's incremental views against the same facts computed from scratch."""
+    from hpc_agent.state import STATE_ORDER
+
+    everything = state.configs()
+    for g in state.generations:
+        brute = {s.value: 0 for s in STATE_ORDER}
+        for t in state.trials_of(g):
+            brute[t.state.value] += 1
+        assert state.counts(g) == brute, g
+    due = [c for c in everything if not c.purpose and c.config_id not in state.verdicts and not c.pending]
+    assert [c.config_id for c in state.settled_unjudged()] == [c.config_id for c in due]
+    pooled = [c for c in everything if len(c.values) >= 2]
+    assert state.configs_with_values(2) == pooled
+
+
+def test_the_incremental_views_match_a_recount_after_every_event(make_campaign: Any, tmp_path: Path) -> None:
+    """Counts, the configurations due a verdict and those the noise floor pools are kept up to
+    date event by event; after each event of the 0.1.0 fixture (requeues, a cancel and its
+    resume) and of a campaign with seeds, controls and verdicts, they equal a recount."""
+    import random
+
+    from hpc_agent.campaign import Campaign
+    from hpc_agent.events import parse
+    from hpc_agent.planners.random import RandomPlanner
+    from hpc_agent.spec import load_spec
+    from hpc_agent.state import CampaignState
+    from hpc_agent.testing import Fate, ScriptedExecutor
+
+    journals = [FIXTURES / "journal-0.1.0.jsonl"]
+    for seeds in (1, 2):  # one seed: controls estimate the noise; two: the seeds do
+        camp = make_campaign(
+            generations=3, batch_size=3, campaign=f"seeds = {seeds}", experiment="max_retries = 1"
+        )
+        rng = random.Random(seeds)
+        fates = {"0001-0001": [Fate("vanish", ended_as="lost")], "0000-0002": [Fate("fail")]}
+        ex = ScriptedExecutor(objective=lambda p: rng.random(), fates=fates)
+        results = tmp_path / f"res{seeds}"
+        assert Campaign(load_spec(camp), results, ex, RandomPlanner()).run().status == "done"
+        journals.append(results / "journal.jsonl")
+    kinds: set[str] = set()
+    controls = pooled = False
+    for path in journals:
+        state = CampaignState()
+        for record in Journal(path).iter():
+            event = parse(record)
+            if event is not None:
+                state.apply(event)
+                kinds.add(record["event"])
+                _indexes_agree(state)
+        controls = controls or any(t.purpose == "control" for t in state.trials.values())
+        pooled = pooled or any(len(c.values) >= 2 for c in state.configs())
+    assert {"requeued", "verdict", "trial_ended", "cancelled"} <= kinds and controls and pooled
