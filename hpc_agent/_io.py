@@ -53,13 +53,16 @@ def write_new(path: str, text: str) -> None:
         os.close(fd)
 
 
+_COMPACT = json.JSONEncoder(default=str).encode  # json.dumps(default=...) makes one a call
+
+
 def atomic_write_json(
     path: str | os.PathLike[str], data: Any, fsync: bool = False, compact: bool = False
 ) -> None:
     """``data`` as indented JSON, written atomically (see :func:`atomic_write_text`);
     ``compact``: on one line (for the files written once per trial: Python's JSON encoder is
     ten times slower with an indent)."""
-    text = json.dumps(data, default=str) if compact else json.dumps(data, indent=2, default=str)
+    text = _COMPACT(data) if compact else json.dumps(data, indent=2, default=str)
     atomic_write_text(path, text + "\n", fsync=fsync)
 
 
@@ -68,8 +71,8 @@ def dumps_listing(head: Mapping[str, Any], key: str, items: Sequence[Any]) -> st
     line: as readable as an indent for a long list of small objects (plan.json: a
     generation's every trial), and written by the C encoder (an indent makes Python's ten
     times slower)."""
-    fields = [f"  {json.dumps(k)}: {json.dumps(v, default=str)},\n" for k, v in head.items()]
-    listed = ",\n".join(f"    {json.dumps(item, default=str)}" for item in items)
+    fields = [f"  {json.dumps(k)}: {_COMPACT(v)},\n" for k, v in head.items()]
+    listed = ",\n".join(f"    {_COMPACT(item)}" for item in items)
     return "{\n" + "".join(fields) + f"  {json.dumps(key)}: [\n{listed}\n  ]\n}}\n"
 
 

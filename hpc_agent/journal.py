@@ -149,6 +149,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# one encoder for every line: json.dumps with options builds a new one at each call
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 class Journal:
     """Append events to, and read events from, one ``journal.jsonl``."""
 
@@ -186,7 +190,7 @@ class Journal:
         if not records:
             size = self.path.stat().st_size if self.path.exists() else 0
             return size, size
-        data = "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in records).encode()
+        data = "".join(_ENCODE(r) + "\n" for r in records).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)

@@ -34,6 +34,8 @@ from hpc_agent.paths import ResultsPaths
 from hpc_agent.spec import CampaignSpec
 from hpc_agent.state import CampaignState, TrialRecord
 
+FilePath = str | os.PathLike[str]  # a metrics file: the driver's hot paths pass strings
+
 TRIAL_COL = "trial_id"
 _PATH_COL = "__path"
 
@@ -59,11 +61,11 @@ def schema(metric: str, report_metrics: Sequence[str] = ()) -> dict[str, pl.Data
 
 
 def scan(
-    files: Mapping[str, Path], columns: Mapping[str, pl.DataType]
+    files: Mapping[str, FilePath], columns: Mapping[str, pl.DataType]
 ) -> tuple[pl.DataFrame, dict[str, str]]:
     """Read the metrics of many trials: one frame (``trial_id`` + schema columns, in file
     order) and the errors of the files that could not be read as they are."""
-    clean: list[tuple[str, Path]] = []
+    clean: list[tuple[str, FilePath]] = []
     frames: list[pl.DataFrame] = []
     errors: dict[str, str] = {}
     for tid, path in files.items():
@@ -91,7 +93,7 @@ def _empty(columns: Mapping[str, pl.DataType]) -> pl.DataFrame:
     return pl.DataFrame(schema={TRIAL_COL: pl.String(), **columns})
 
 
-def _tail(path: Path) -> tuple[int, bool]:
+def _tail(path: FilePath) -> tuple[int, bool]:
     """(size, whether it ends with a newline) of a metrics file, in one open: (0, False)
     when it does not exist (never logged anything)."""
     try:
@@ -109,7 +111,7 @@ def _tail_of(fd: int) -> tuple[int, bool]:
     return size, size > 0 and os.pread(fd, 1, size - 1) == b"\n"
 
 
-def _tails(files: Mapping[str, Path]) -> tuple[dict[str, tuple[int, bool]], dict[str, bytes] | None]:
+def _tails(files: Mapping[str, FilePath]) -> tuple[dict[str, tuple[int, bool]], dict[str, bytes] | None]:
     """Each file's (size, whether it ends with a newline), in one open each; and while they
     add up to at most SMALL_BATCH_BYTES, their contents too (then read whole: the json
     module's path), else None (the Polars scan's)."""
@@ -138,19 +140,19 @@ def _tails(files: Mapping[str, Path]) -> tuple[dict[str, tuple[int, bool]], dict
 
 
 def _collect(
-    files: list[tuple[str, Path]], columns: Mapping[str, pl.DataType]
+    files: list[tuple[str, FilePath]], columns: Mapping[str, pl.DataType]
 ) -> tuple[pl.DataFrame, dict[str, str]]:
     """One lazy scan over all files; on failure, bisect to find the files that break it."""
     try:
         by_path = {str(p): tid for tid, p in files}
-        lf = pl.scan_ndjson([p for _, p in files], schema=dict(columns), include_file_paths=_PATH_COL)
+        lf = pl.scan_ndjson(list(by_path), schema=dict(columns), include_file_paths=_PATH_COL)
         df = lf.collect()
         ids = df.get_column(_PATH_COL).replace_strict(by_path, return_dtype=pl.String())
         return df.drop(_PATH_COL).insert_column(0, ids.alias(TRIAL_COL)), {}
     except pl.exceptions.PolarsError:
         if len(files) == 1:
             tid, path = files[0]
-            df, problem = _read_slowly(tid, path.read_bytes(), columns)
+            df, problem = _read_slowly(tid, read_bytes(path), columns)
             return df, ({tid: problem} if problem else {})
         mid = len(files) // 2
         a, ea = _collect(files[:mid], columns)
@@ -158,8 +160,10 @@ def _collect(
         return pl.concat([a, b], how="vertical_relaxed"), {**ea, **eb}
 
 
-def _read_torn(tid: str, path: Path, columns: Mapping[str, pl.DataType]) -> tuple[pl.DataFrame | None, str]:
-    data = path.read_bytes()
+def _read_torn(
+    tid: str, path: FilePath, columns: Mapping[str, pl.DataType]
+) -> tuple[pl.DataFrame | None, str]:
+    data = read_bytes(path)
     cut = data.rfind(b"\n") + 1  # drop the torn tail: that line was never finished
     if cut == 0:
         return None, ""
@@ -215,7 +219,7 @@ SMALL_BATCH_BYTES = 256 * 1024  # below this, the json module summarizes faster 
 
 
 def summarize(
-    files: Mapping[str, Path],
+    files: Mapping[str, FilePath],
     metric: str,
     mode: str,
     objective: str = "last",
@@ -283,7 +287,7 @@ def _aggregations(cols: Mapping[str, pl.DataType], metric: str, mode: str, objec
 
 
 def _summarize_scan(
-    files: Mapping[str, Path],
+    files: Mapping[str, FilePath],
     whole: set[str],
     cols: Mapping[str, pl.DataType],
     metric: str,

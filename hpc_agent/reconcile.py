@@ -37,6 +37,7 @@ from hpc_agent.spec import CampaignSpec, ExperimentSection
 from hpc_agent.state import CampaignState, TrialRecord, TrialState
 from hpc_agent.trial import (
     ENDED,
+    METRICS,
     RUNNING,
     STATUS,
     TIME_LIMIT,
@@ -205,7 +206,7 @@ class Reconciler:
         self, state: CampaignState, ended: Sequence[tuple[TrialRecord, dict[str, Any]]], gone: Sequence[Gone]
     ) -> list[Event]:
         camp, exp = self.spec.campaign, self.spec.experiment
-        files = {t.trial_id: self.paths.trial(t.trial_id).metrics for t, _ in ended}
+        files = {t.trial_id: f"{self.paths.trial_dir(t.trial_id)}/{METRICS}" for t, _ in ended}
         summaries = (
             summarize(files, camp.metric, camp.mode, camp.objective, camp.gathered_metrics) if files else {}
         )

@@ -26,6 +26,8 @@ from typing import Any
 
 from hpc_agent.errors import SpecError
 
+_SORTED = json.JSONEncoder(sort_keys=True).encode  # json.dumps(sort_keys=True) makes one a call
+
 Scalar = str | int | float | bool
 
 _FLOAT_KEYS = ("type", "low", "high", "log", "step", "default")
@@ -272,7 +274,7 @@ class Space:
                 return float(f"{v:.10g}")
             return v
 
-        return json.dumps({k: canon(params[k]) for k in sorted(params)}, sort_keys=True)
+        return _SORTED({k: canon(params[k]) for k in sorted(params)})
 
 
 # ---------------------------------------------------------------------------------- parsing
