@@ -8,7 +8,8 @@ nothing changed. What it believes, in order:
    when its runner announced the end of an attempt in the generation's ``ended/`` folder
    (one listing a look, whatever the number of trials), and every STATUS_SWEEP_S for all
    open trials (again only when its modification time changed): the safety net for an end
-   never announced, and what tells ``running`` from ``submitted``;
+   never announced, and what tells ``running`` from ``submitted``; a driver that starts
+   again finds the notices the last one left, and sweeps STATUS_SWEEP_S later;
 2. the scheduler, at most once per ``executor.poll_interval_s`` and in one batched call: a
    job it calls ``gone`` must be seen gone on two polls in a row (a status file may still be
    on its way through NFS) before its trial is concluded without a final status, and then
@@ -64,15 +65,15 @@ class Reconciler:
         self._paths: dict[str, str] = {}  # trial -> its status.json (the hot path: no pathlib)
         self._gone_seen: dict[str, int] = {}
         self._polled_at = -float("inf")
-        self._swept_at = -float("inf")
+        # the first sweep STATUS_SWEEP_S after the start: what ended meanwhile was announced
+        self._swept_at = time.monotonic()
         self._running: dict[str, str | None] = {}  # trial -> token, of the statuses last read running
         # metrics of trials that ended for good: their files no longer change (for the gather)
         self.summaries: dict[str, MetricSummary] = {}
 
     def submitted(self) -> None:
-        """A submission was just made: the scheduler is not asked about it before an interval,
-        nor are the status files read all again (its trials' ends will be announced)."""
-        self._polled_at = self._swept_at = time.monotonic()
+        """A submission was just made: the scheduler is not asked about it before an interval."""
+        self._polled_at = time.monotonic()
 
     # ------------------------------------------------------------------ status files
     def status(self, trial: str, fresh: bool = False) -> dict[str, Any] | None:
@@ -151,13 +152,16 @@ class Reconciler:
         listing of each of their generations' ``ended/`` folder. A notice is removed once
         read, so that a listing holds only the new ones (a driver killed before it recorded
         what the notice said reads every status file when it starts again)."""
+        ids = {t.trial_id for t in open_trials}
         out: set[str] = set()
         for g in {t.generation for t in open_trials}:
             folder = f"{self.paths.root}/gen-{g:04d}/{ENDED}"
             for name in announced(folder):
-                out.add(name.split(".", 1)[0])
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{folder}/{name}")
+                trial = name.split(".", 1)[0]
+                if trial in ids:  # another's is left for the look that asks about it
+                    out.add(trial)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{folder}/{name}")
         return out
 
     def _gone(
