@@ -12,7 +12,7 @@ the variants alternated, the median of several repetitions.
 What each figure includes is printed with it. ``cpu`` runs the driver in this process (the
 campaign's own ``Campaign.run``, the local executor, 2 lanes, a no-op command), so that
 ``getrusage(RUSAGE_SELF)`` counts the driver only, every phase included (plan, prepare,
-submit, the wait with its status-file polls, gather, analysis), and not its children (the
+submit, the wait with its looks for ended trials, gather, analysis), and not its children (the
 lanes and the trials) nor the imports (done before the clock starts). Results are printed and
 written to bench/out/spine-<what>.json.
 """
@@ -210,8 +210,9 @@ def bench_cpu(trials: int, repeat: int, lanes: int) -> dict[str, Any]:
         "lanes": lanes,
         "repeat": repeat,
         "includes": "the driver process's own CPU (RUSAGE_SELF) over Campaign.run: plan, prepare, submit, "
-        "the wait phase (status-file polls), gather and analysis; imports excluded; the lanes and the trials "
-        "(children) excluded. Optuna: ask + 2 suggests + tell per trial with JournalFileBackend, in process",
+        "the wait phase (ended/ listings, status and metrics reads), gather and analysis; imports "
+        "excluded; the lanes and the trials (children) excluded. Optuna: ask + 2 suggests + tell "
+        "per trial with JournalFileBackend, in process",
         "driver_cpu_ms_per_trial": round(1000 * ours, 3),
         "optuna_journal_cpu_ms_per_trial": round(1000 * theirs, 3),
         "ratio_cpu_vs_optuna": round(ours / theirs, 2),

@@ -91,7 +91,7 @@ def test_the_incremental_views_match_a_recount_after_every_event(make_campaign: 
         )
         rng = random.Random(seeds)
         fates = {"0001-0001": [Fate("vanish", ended_as="lost")], "0000-0002": [Fate("fail")]}
-        ex = ScriptedExecutor(objective=lambda p: rng.random(), fates=fates)
+        ex = ScriptedExecutor(objective=lambda p, rng=rng: rng.random(), fates=fates)
         results = tmp_path / f"res{seeds}"
         assert Campaign(load_spec(camp), results, ex, RandomPlanner()).run().status == "done"
         journals.append(results / "journal.jsonl")
