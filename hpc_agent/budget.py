@@ -94,22 +94,33 @@ def trial_limit(spec: CampaignSpec) -> int:
 
 def used(state: CampaignState, spec: CampaignSpec, gpu_hours: float = 0.0, now: float | None = None) -> Used:
     """The budget used so far (``gpu_hours`` from a :class:`GpuMeter`)."""
-    search = search_trials(state)
-    finished = [t for t in search if t.state.is_finished() and t.ended_at is not None]
     champ = state.champion(spec.campaign.mode)
     kept_at = state.verdicts.get(champ.config_id, {}).get("at") if champ is not None else None
-    since = [t for t in finished if kept_at is None or (t.ended_at or 0.0) > float(kept_at)]
-    began = state.started_at or (state.run_times[0] if state.run_times else 0.0)
-    now = time.time() if now is None else now
+    after = -float("inf") if kept_at is None else float(kept_at)
+    n_search = n_finished = n_since = 0
+    for t in state.trials.values():  # one pass: the stop rules are checked several times a generation
+        if t.purpose not in SEARCH_PURPOSES:
+            continue
+        n_search += 1
+        if t.ended_at is not None and t.state.is_finished():
+            n_finished += 1
+            n_since += t.ended_at > after
     return Used(
-        trials=len(search),
-        finished=len(finished),
+        trials=n_search,
+        finished=n_finished,
         trial_limit=trial_limit(spec),
-        hours=max(0.0, now - began) / 3600 if began else 0.0,
+        hours=hours_since_start(state, now),
         gpu_hours=gpu_hours,
-        since_champion=len(since),
+        since_champion=n_since,
         champion=champ.objective if champ is not None else None,
     )
+
+
+def hours_since_start(state: CampaignState, now: float | None = None) -> float:
+    """Hours since the campaign began (its first run), 0 before."""
+    began = state.started_at or (state.run_times[0] if state.run_times else 0.0)
+    now = time.time() if now is None else now
+    return max(0.0, now - began) / 3600 if began else 0.0
 
 
 def stop_rule(spec: CampaignSpec, u: Used, generations_planned: int) -> Stop | None:

@@ -316,11 +316,7 @@ class Campaign:
         """Every trial's metrics and the journal's records -> trials.parquet (unless it holds
         them already: no trial changed since this driver wrote it, and none runs)."""
         st = self.state
-        if (
-            self._gathered == st.trial_changes
-            and self.paths.trials_table.exists()
-            and all(t.state.is_finished() for t in st.trials.values())
-        ):
+        if self._gathered == st.trial_changes and self.paths.trials_table.exists() and st.unfinished() == 0:
             return
         table = gather_table(
             self.paths, self.state, self.spec, known=self.reconciler.summaries, ended=self._ended_rows

@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -494,7 +495,9 @@ def gather_table(
     known = known or {}
     trials = sorted(state.trials.values(), key=lambda t: t.trial_id)
     files = {t.trial_id: paths.trial(t.trial_id).metrics for t in trials if t.trial_id not in known}
-    summaries = {**known, **summarize(files, camp.metric, camp.mode, camp.objective, camp.gathered_metrics)}
+    fresh = summarize(files, camp.metric, camp.mode, camp.objective, camp.gathered_metrics)
+    # not merged: that would copy the whole history (read only: a ChainMap writes to its first map)
+    summaries = ChainMap(fresh, known)  # type: ignore[arg-type]
     metrics = (camp.metric, *camp.gathered_metrics)
 
     def make(records: Sequence[TrialRecord]) -> pl.DataFrame:

@@ -12,11 +12,21 @@ analysis likewise (:meth:`Planning.analysis_context` copies the state it reads).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hpc_agent._io import atomic_write_text, dumps_listing
 from hpc_agent.analysis import AnalysisContext, deterministic_analysis
-from hpc_agent.budget import GpuMeter, Stop, describe, search_trials, stop_rule, trial_limit, used
+from hpc_agent.budget import (
+    GpuMeter,
+    Stop,
+    Used,
+    describe,
+    hours_since_start,
+    search_trials,
+    stop_rule,
+    trial_limit,
+    used,
+)
 from hpc_agent.events import Analyzed, Event, Planned, PlannedTrial, PlanningStarted, Stopped
 from hpc_agent.paths import ResultsPaths
 from hpc_agent.plan import (
@@ -80,6 +90,8 @@ class Planning:
         self.record: Callable[[Event], None] = record
         self._state = state
         self.gpu = GpuMeter(paths)
+        self._analyses: dict[int, str] = {}  # generation -> its analysis.md, once read
+        self._used_at: tuple[tuple[int, float], Used] | None = None  # (state.events, gpu), counts
 
     @property
     def state(self) -> CampaignState:
@@ -91,7 +103,7 @@ class Planning:
         first time it holds in this run."""
         spec, st = self.spec, self.state
         gpu = self.gpu.hours(st) if spec.stop.max_gpu_hours else 0.0
-        stop = stop_rule(spec, used(st, spec, gpu), explored(st))
+        stop = stop_rule(spec, self._used(gpu), explored(st))
         if stop is not None and st.stopped != stop.rule:
             self.record(Stopped(rule=stop.rule, detail=stop.detail))
             if stop.rule != "generations":
@@ -158,7 +170,7 @@ class Planning:
             n=n,
             history=history,
             champion=st.champion(spec.campaign.mode),
-            analyses=tuple(analyses_before(self.paths, self.state, g)),
+            analyses=tuple(analyses_before(self.paths, self.state, g, self._analyses)),
             generations_left=generations_left(st, spec, g),
             results_dir=self.paths.root,
             seed=spec.campaign.seed,
@@ -170,7 +182,16 @@ class Planning:
     def budget_text(self) -> str:
         """The budget used and left, in words (:func:`hpc_agent.budget.describe`)."""
         gpu = self.gpu.hours(self.state) if self.spec.stop.max_gpu_hours else 0.0
-        return describe(self.spec, used(self.state, self.spec, gpu))
+        return describe(self.spec, self._used(gpu))
+
+    def _used(self, gpu_hours: float) -> Used:
+        """:func:`hpc_agent.budget.used`, its counts kept until the next event (the stop rules
+        and the budget's words are asked for several times a generation; each count goes
+        through every trial); the hours are always now's."""
+        key = (self.state.events, gpu_hours)
+        if self._used_at is None or self._used_at[0] != key:
+            self._used_at = (key, used(self.state, self.spec, gpu_hours))
+        return replace(self._used_at[1], hours=hours_since_start(self.state))
 
     # ------------------------------------------------------------------ analyses
     def analysis_context(self, g: int, plan_for: int | None = None) -> AnalysisContext:
@@ -182,7 +203,7 @@ class Planning:
         spec, st = self.spec, self.state
         holdout = list(spec.campaign.holdout_metrics)
         table = pl.read_parquet(self.paths.trials_table).drop(holdout, strict=False)  # never shown
-        analyses = tuple(analyses_before(self.paths, st, g))
+        analyses = tuple(analyses_before(self.paths, st, g, self._analyses))
         nxt = plan_for if plan_for is not None else g + 1
         plans = nxt not in st.generations and next_kind(st, spec, self.check_stop()) == EXPLORE
         return AnalysisContext(

@@ -163,15 +163,24 @@ def load_state(results: Path) -> CampaignState:
     return replay(journal.iter())
 
 
-def analyses_before(paths: ResultsPaths, state: CampaignState, generation: int) -> list[tuple[int, str]]:
-    """(generation, analysis.md) of every analyzed generation before ``generation``, oldest first."""
+def analyses_before(
+    paths: ResultsPaths, state: CampaignState, generation: int, cache: dict[int, str] | None = None
+) -> list[tuple[int, str]]:
+    """(generation, analysis.md) of every analyzed generation before ``generation``, oldest
+    first. ``cache``: the analyses read before (an analysis.md is written once), kept by the
+    caller: each generation's plan then reads one file, not all of them again."""
     out = []
     for g, rec in state.generations.items():
         if g < generation and rec.analyzed:
-            try:
-                out.append((g, paths.analysis(g).read_text(encoding="utf-8")))
-            except FileNotFoundError:
-                pass
+            text = cache.get(g) if cache is not None else None
+            if text is None:
+                try:
+                    text = paths.analysis(g).read_text(encoding="utf-8")
+                except FileNotFoundError:
+                    continue
+                if cache is not None:
+                    cache[g] = text
+            out.append((g, text))
     return out
 
 

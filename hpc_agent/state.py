@@ -176,7 +176,7 @@ class CampaignState:
     _counts: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # generation -> by state
     trial_changes: int = field(default=0, repr=False)  # how many times a trial's record changed
     # config -> [its unfinished search runs, its completed values]
-    _tallies: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _tallies: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ applying events
     def apply(self, event: Event) -> None:
@@ -215,14 +215,15 @@ class CampaignState:
     def _tally(self, prev: TrialRecord | None, record: TrialRecord) -> None:
         """Keep each configuration's count of unfinished search runs and of completed values
         (what :meth:`settled_unjudged` and :meth:`configs_with_values` select by)."""
-        tally = self._tallies.setdefault(record.config_id, [0, 0])
+        unfinished, values = self._tallies.get(record.config_id, (0, 0))
         for t, sign in ((prev, -1), (record, 1)):
             if t is None:
                 continue
             if t.purpose != "control" and t.state not in _FINISHED:
-                tally[0] += sign
+                unfinished += sign
             if t.state is TrialState.COMPLETED and _finite(t.objective):
-                tally[1] += sign
+                values += sign
+        self._tallies[record.config_id] = (unfinished, values)  # a tuple: a snapshot shares it
 
     def _config_changed(self, cid: str) -> None:
         """Configuration ``cid`` (new, or one of its trials or its verdict changed)."""
@@ -248,7 +249,7 @@ class CampaignState:
             _unjudged=dict(self._unjudged),
             _best=dict(self._best),
             _counts={g: dict(c) for g, c in self._counts.items()},
-            _tallies={c: list(n) for c, n in self._tallies.items()},
+            _tallies=dict(self._tallies),
         )
 
     # ------------------------------------------------------------------ queries
@@ -280,6 +281,11 @@ class CampaignState:
                 for k, n in counts.items():
                     out[k] += n
         return out
+
+    def unfinished(self) -> int:
+        """How many trials are not finished (planned, submitted), from the kept counts."""
+        done = {s.value for s in _FINISHED}
+        return sum(n for counts in self._counts.values() for s, n in counts.items() if s not in done)
 
     def best(self, mode: str) -> TrialRecord | None:
         """The best completed trial (single seed view)."""

@@ -67,6 +67,7 @@ def _indexes_agree(state: Any) -> None:
         assert state.counts(g) == brute, g
     due = [c for c in everything if not c.purpose and c.config_id not in state.verdicts and not c.pending]
     assert [c.config_id for c in state.settled_unjudged()] == [c.config_id for c in due]
+    assert state.unfinished() == sum(not t.state.is_finished() for t in state.trials.values())
     pooled = [c for c in everything if len(c.values) >= 2]
     assert state.configs_with_values(2) == pooled
 
