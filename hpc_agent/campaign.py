@@ -255,9 +255,10 @@ class Campaign:
         """Submit what of generation g is planned (and requeued), and reconcile until every
         trial of g is finished; False when the campaign was cancelled meanwhile.
 
-        Two clocks: the trials' status files are cheap to read and are checked often (from
-        50 ms, backing off to STATUS_INTERVAL_S while nothing changes); the scheduler is
-        asked at most once per ``executor.poll_interval_s`` (:class:`Reconciler`)."""
+        Two clocks: the ends the runners announce (``gen-NNNN/ended/``) are cheap to look
+        for and are looked for often (from 50 ms, backing off to STATUS_INTERVAL_S while
+        nothing changes); the scheduler is asked at most once per
+        ``executor.poll_interval_s`` (:class:`Reconciler`)."""
         delay = 0.05
         while True:
             self.refresh()

@@ -16,7 +16,7 @@ JOB_OVERHEAD_MIN = 2  # scheduler + interpreter start-up, on top of the budget, 
 
 # ------------------------------------------------------------------------------- the schedule
 DEFAULT_SCHEDULE = "sync"  # generations as barriers; "async": they overlap (docs/campaign.md says why)
-ASYNC_STATUS_INTERVAL_S = 0.25  # async: a slot that frees is noticed within this (8 status files a look)
+ASYNC_STATUS_INTERVAL_S = 0.25  # async: a slot that frees is noticed within this (one listing a look)
 PLANNER_LATENCY_RUNS = 5  # the planner's expected latency: the median of its last this-many plans
 
 # ------------------------------------------------------------------------------- rigor

@@ -348,9 +348,10 @@ def next_delay(
 ) -> float:
     """How long the wait loop sleeps: from 50 ms right after a change, backing off to
     ``longest`` (STATUS_INTERVAL_S; the async schedule, which refills a slot the moment it
-    frees, ASYNC_STATUS_INTERVAL_S) while nothing changes; with many trials open, a pass over
-    their status files costs more, so the shortest sleep grows with them (0.25 ms a trial:
-    250 ms at 1,000), keeping the driver's own CPU small however wide the generation."""
+    frees, ASYNC_STATUS_INTERVAL_S) while nothing changes; with many trials open, a pass
+    (over the open trials, and the status files of those that ended) costs more, so the
+    shortest sleep grows with them (0.25 ms a trial: 250 ms at 1,000), keeping the driver's
+    own CPU small however wide the generation."""
     shortest = min(longest, max(0.05, n_open * 0.00025))
     if changed:
         return shortest
