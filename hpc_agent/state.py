@@ -175,7 +175,7 @@ class CampaignState:
     _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
     _counts: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # generation -> by state
     trial_changes: int = field(default=0, repr=False)  # how many times a trial's record changed
-    # config -> [its unfinished search runs, its completed values]
+    # config -> (its unfinished search runs, its completed values)
     _tallies: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ applying events
