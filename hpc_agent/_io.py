@@ -17,40 +17,36 @@ _PID = [os.getpid()]  # the temporary files' names: os.getpid() is a system call
 os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
+def write_new(path: str, text: str, fsync: bool = False) -> None:
+    """Write a file that no one reads yet, in place: the temporary file of
+    :func:`atomic_write_text`, and the files written before a trial is prepared (one system
+    call less than a rename)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str, fsync: bool = False) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half
     of one: a temporary file beside it (named after this process, so two writers never share
     one), then ``os.replace``. Permissions follow the umask (a shared group can read results)."""
     target = os.fspath(path)
     tmp = f"{os.path.dirname(target) or '.'}/.{os.path.basename(target)}.{_PID[0]}.tmp"
-    data = text.encode("utf-8")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        write_new(tmp, text, fsync)
     except FileNotFoundError:  # the folder does not exist yet
         Path(target).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        os.write(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        write_new(tmp, text, fsync)
     try:
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def write_new(path: str, text: str) -> None:
-    """Write a file that no one reads yet, in place (no temporary file: one system call less
-    than :func:`atomic_write_text`, for the files written before a trial is prepared)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        os.write(fd, text.encode("utf-8"))
-    finally:
-        os.close(fd)
 
 
 _COMPACT = json.JSONEncoder(default=str).encode  # json.dumps(default=...) makes one a call

@@ -37,7 +37,6 @@ from hpc_agent.paths import ResultsPaths
 from hpc_agent.spec import CampaignSpec, ExperimentSection
 from hpc_agent.state import CampaignState, TrialRecord, TrialState
 from hpc_agent.trial import (
-    ENDED,
     METRICS,
     RUNNING,
     STATUS,
@@ -155,7 +154,7 @@ class Reconciler:
         ids = {t.trial_id for t in open_trials}
         out: set[str] = set()
         for g in {t.generation for t in open_trials}:
-            folder = f"{self.paths.root}/gen-{g:04d}/{ENDED}"
+            folder = str(self.paths.ended(g))
             for name in announced(folder):
                 trial = name.split(".", 1)[0]
                 if trial in ids:  # another's is left for the look that asks about it

@@ -169,18 +169,16 @@ def analyses_before(
     """(generation, analysis.md) of every analyzed generation before ``generation``, oldest
     first. ``cache``: the analyses read before (an analysis.md is written once), kept by the
     caller: each generation's plan then reads one file, not all of them again."""
+    cache = {} if cache is None else cache
     out = []
     for g, rec in state.generations.items():
         if g < generation and rec.analyzed:
-            text = cache.get(g) if cache is not None else None
-            if text is None:
+            if g not in cache:
                 try:
-                    text = paths.analysis(g).read_text(encoding="utf-8")
+                    cache[g] = paths.analysis(g).read_text(encoding="utf-8")
                 except FileNotFoundError:
                     continue
-                if cache is not None:
-                    cache[g] = text
-            out.append((g, text))
+            out.append((g, cache[g]))
     return out
 
 
