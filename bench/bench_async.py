@@ -125,7 +125,7 @@ def write_campaign(root: Path, schedule: str, executor: str, scale: float, plann
 
 def measure(camp: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One ``hpc-agent run`` as a user types it; its wall time and the trials' times."""
-    from hpc_agent.journal import Journal
+    from hpc_agent.store.journal import Journal
 
     results = camp / "results"
     cmd = [sys.executable, "-m", "hpc_agent", "run", str(camp), "--results", str(results), "--quiet"]
@@ -261,10 +261,10 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_search as bs
 
-    from hpc_agent.campaign import Campaign
+    from hpc_agent.config.spec import parse_spec
+    from hpc_agent.loop.driver import Campaign
     from hpc_agent.planners import make_planner
-    from hpc_agent.results import load_state
-    from hpc_agent.spec import parse_spec
+    from hpc_agent.store.results import load_state
     from hpc_agent.testing import ScriptedExecutor
 
     tasks = ["branin", "hartmann6"] + [f"hpobench-{t}" for t in bs.HPOBENCH if args.hpobench]

@@ -26,9 +26,9 @@ from click.testing import CliRunner
 
 import hpc_agent.llm.transport as transport
 from hpc_agent.cli import cli
+from hpc_agent.config.spec import load_spec
 from hpc_agent.planners.llm import View, build_prompt, load_brief, propose_task
-from hpc_agent.spec import load_spec
-from hpc_agent.state import ConfigResult
+from hpc_agent.store.state import ConfigResult
 from hpc_agent.testing import FakeLLM
 
 OUT = Path(__file__).parent / "out"

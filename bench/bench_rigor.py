@@ -47,7 +47,7 @@ def run_nanolm(workdir: Path, generations: int, batch: int, parallelism: int) ->
 
 
 def count(results: Path) -> dict[str, Any]:
-    from hpc_agent.results import load_state
+    from hpc_agent.store.results import load_state
 
     state = load_state(results)
     mode = state.spec.get("campaign", {}).get("mode", "min")

@@ -15,7 +15,7 @@ Methods, on the same tasks, seeds and budgets:
 
 * the campaign planners (``tpe``, ``random`` and every TPE strategy), driven **in process**:
   the ``Planner.propose(PlanContext)`` the campaign calls, with the history rebuilt by
-  ``hpc_agent.state.replay`` from the journal events a campaign writes;
+  ``hpc_agent.store.state.replay`` from the journal events a campaign writes;
 * the same planners through the **real machinery** (``Campaign``, the local executor, this
   file's ``trial`` command looking its result up in a table) for the first seeds: their trials
   must equal the in-process runs' exactly, which is what licenses the in-process runs for the
@@ -219,7 +219,7 @@ def campaign_spec(
     task: Task, method: str, run_seed: int, generations: int, batch: int, workdir: Path, command: list[str]
 ) -> Any:
     """The campaign.toml of one run: ``method`` is a planner kind, or ``tpe:<strategy>``."""
-    from hpc_agent.spec import parse_spec
+    from hpc_agent.config.spec import parse_spec
 
     kind, _, strategy = method.partition(":")
     planner = {"kind": kind, **({"tpe_strategy": strategy} if strategy else {})}
@@ -253,9 +253,9 @@ def make_campaign_planner(spec: Any) -> Any:
 def plan_in_process(planner: Any, spec: Any, events: Sequence[Mapping[str, Any]], g: int) -> dict[str, Any]:
     """Generation g's ``planned`` event, built as ``Campaign._plan`` builds it: the history is
     ``replay(events)``, proposals are validated and deduplicated, trial ids are the campaign's."""
-    from hpc_agent.paths import trial_id
     from hpc_agent.planners.base import PlanContext, config_key, unique
-    from hpc_agent.state import replay
+    from hpc_agent.store.paths import trial_id
+    from hpc_agent.store.state import replay
 
     st = replay(events)
     configs = tuple(st.configs())
@@ -311,10 +311,10 @@ def run_campaign(
     task: Task, method: str, run_seed: int, generations: int, batch: int
 ) -> list[dict[str, Any]]:
     """The same campaign through the real machinery; returns its journal's events."""
-    from hpc_agent.campaign import Campaign
     from hpc_agent.executors.local import LocalExecutor
-    from hpc_agent.journal import Journal
-    from hpc_agent.paths import ResultsPaths
+    from hpc_agent.loop.driver import Campaign
+    from hpc_agent.store.journal import Journal
+    from hpc_agent.store.paths import ResultsPaths
 
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         workdir = Path(tmp) / "experiment"  # copied into every trial: keep it empty
@@ -333,7 +333,7 @@ def observations_of(
     events: Sequence[Mapping[str, Any]],
 ) -> list[tuple[int, str, dict[str, Any], float | None]]:
     """(generation, config id, params, objective) of every configuration, from the journal."""
-    from hpc_agent.state import replay
+    from hpc_agent.store.state import replay
 
     return [
         (c.generation, c.config_id, {k: v for k, v in c.params.items() if k != "seed"}, c.objective)
@@ -347,8 +347,8 @@ def run_sequential_tpe(
     """Plain Optuna: ask one, observe it, tell it; 'generation' g holds trials g*batch.. ."""
     import optuna
 
+    from hpc_agent.config.space import parse_space
     from hpc_agent.planners.tpe import distributions
-    from hpc_agent.space import parse_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(task.space())

@@ -145,10 +145,10 @@ class _TimedPlanner:
 
 def run_driver(camp: Path, results: Path, lanes: int, reporter: Any = None) -> tuple[float, float, Any]:
     """The campaign in this process: (wall s, driver CPU s, the planner wrapper)."""
-    from hpc_agent.campaign import Campaign
+    from hpc_agent.config.spec import load_spec
     from hpc_agent.executors.local import LocalExecutor
+    from hpc_agent.loop.driver import Campaign
     from hpc_agent.planners.random import RandomPlanner
-    from hpc_agent.spec import load_spec
 
     planner = _TimedPlanner(RandomPlanner())
     camp_ = Campaign(load_spec(camp), results, LocalExecutor(lanes), planner, reporter)  # type: ignore[arg-type]
@@ -265,7 +265,7 @@ def bench_generations(generations: int, batch: int, repeat: int, lanes: int) -> 
 def bench_gather(files: int, rows: int, repeat: int) -> dict[str, Any]:
     import polars as pl
 
-    from hpc_agent import metrics
+    from hpc_agent.store import metrics
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}

@@ -2,7 +2,9 @@
 
 Importing ``hpc_agent`` is cheap on purpose: experiment code imports it for the tracking API
 (:mod:`hpc_agent.track`) and must not pay for polars, optuna or openai. The driver's parts
-live in their own modules (campaign, planners, executors, ...).
+live in folders by concept (``job``, ``config``, ``store``, ``edits``, ``science``,
+``planners``, ``executors``, ``llm``, ``loop``, ``outputs``, ``cli``): docs/architecture.md is
+the map, and each folder's ``__init__`` says what it owns and what it may import.
 """
 
 from hpc_agent.track import (

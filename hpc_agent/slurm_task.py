@@ -1,7 +1,7 @@
 """What a SLURM array task runs: ``python -m hpc_agent.slurm_task <folder>/array.tasks.json``.
 
 The task picks its trial folder by ``SLURM_ARRAY_TASK_ID`` in the submission's task list and
-runs it with :func:`hpc_agent.runner.run_trial`. Like the runner, it imports nothing but the
+runs it with :func:`hpc_agent.job.runner.run_trial`. Like the runner, it imports nothing but the
 standard library and the runner: on a cluster it starts once per trial, and on the 2-core
 test cluster every 10 ms of import time cost ~5 % of the throughput of short trials
 (bench/bench_slurm.py). The driver's side of SLURM is :mod:`hpc_agent.slurm`.
@@ -30,9 +30,9 @@ from collections.abc import Mapping, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from hpc_agent._io import read_json  # noqa: E402
-from hpc_agent.runner import run_trial  # noqa: E402
-from hpc_agent.trial import FINAL_STATES  # noqa: E402
+from hpc_agent.job.fileio import read_json  # noqa: E402
+from hpc_agent.job.runner import run_trial  # noqa: E402
+from hpc_agent.job.trial import FINAL_STATES  # noqa: E402
 
 JOB_START_ENV = "HPC_AGENT_JOB_START"  # set by the job script's first line: `date +%s`
 
@@ -61,7 +61,7 @@ def run_array_task(
       node failure): a trial this job already reported ``preempted`` is requeued by the
       campaign, and running it here as well would run it twice.
     * (A task stopped by ``scancel`` is told from a preempted one by the runner itself:
-      :func:`hpc_agent.runner.cancelled_by_scancel`.)
+      :func:`hpc_agent.job.runner.cancelled_by_scancel`.)
 
     Returns the trial's state ("skipped" when a SLURM requeue had nothing left to run,
     "superseded" when the trial belongs to another submission).

@@ -14,8 +14,8 @@ from typing import Any
 
 import polars as pl
 
-from hpc_agent.journal import Journal
-from hpc_agent.state import replay
+from hpc_agent.store.journal import Journal
+from hpc_agent.store.state import replay
 
 SLOW_TRAIN = textwrap.dedent(
     """

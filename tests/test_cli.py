@@ -76,7 +76,7 @@ def test_init_scaffolds_a_runnable_campaign(cli_run, tmp_path: Path) -> None:  #
     assert 'name = "my-mlp"' in spec and (tmp_path / "my-mlp" / "train.py").exists()
     again = cli_run("init", "my-mlp", code=2)
     assert "already exists" in again.output
-    from hpc_agent.spec import load_spec
+    from hpc_agent.config.spec import load_spec
 
     assert load_spec(tmp_path / "my-mlp").name == "my-mlp"
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from rich.console import Console
 
-from hpc_agent.display import RichReporter, print_status, watch_status
 from hpc_agent.executors.local import LocalExecutor
 from hpc_agent.executors.slurm.executor import SlurmExecutor
-from hpc_agent.status import status_report
+from hpc_agent.outputs.status import status_report
+from hpc_agent.outputs.terminal import RichReporter, print_status, watch_status
 
 COUNTS = {"running": 12, "submitted": 30, "completed": 115, "failed": 3, "timeout": 2}
 VALUES = ("best 0.0409548", "12 running", "30 submitted", "115 completed", "3 failed", "2 timeout")

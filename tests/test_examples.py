@@ -59,7 +59,7 @@ def test_charlm_learns_and_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 
 
 def test_charlm_campaign_spec_is_valid() -> None:
-    from hpc_agent.spec import load_spec
+    from hpc_agent.config.spec import load_spec
 
     spec = load_spec(ROOT / "examples" / "charlm")
     assert spec.campaign.goal.startswith("Teach a tiny character-level GPT")
@@ -158,8 +158,8 @@ def test_nanolm_trains_reports_both_metrics_and_resumes_on_the_same_clock(tmp_pa
 
 
 def test_nanolm_campaign_spec_is_valid_and_starts_from_train_py_defaults(tmp_path: Path) -> None:
-    from hpc_agent.scaffold import scaffold
-    from hpc_agent.spec import load_spec
+    from hpc_agent.config.scaffold import scaffold
+    from hpc_agent.config.spec import load_spec
 
     spec = load_spec(NANOLM)
     assert load_spec(scaffold("mylm", "nanolm", where=tmp_path)).name == "mylm"  # init --template nanolm

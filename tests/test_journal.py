@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hpc_agent.errors import CampaignError
-from hpc_agent.journal import FileLock, Journal, TornLineWarning
+from hpc_agent.store.journal import FileLock, Journal, TornLineWarning
 
 
 def test_append_and_read_back(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_every_event_writes_its_fields_in_declared_order() -> None:
     ``copy_with`` or read back from a line, it must hold the declared fields, in order."""
     import dataclasses
 
-    from hpc_agent.events import EVENTS, copy_with, parse, to_record
+    from hpc_agent.store.events import EVENTS, copy_with, parse, to_record
 
     for kind, cls in EVENTS.items():
         declared = [f.name for f in dataclasses.fields(cls) if f.name != "t"]

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hpc_agent.journal import Journal
-from hpc_agent.state import replay
+from hpc_agent.store.journal import Journal
+from hpc_agent.store.state import replay
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -57,7 +57,7 @@ def test_a_release_0_1_0_journal_replays_to_the_same_state() -> None:
 
 def _indexes_agree(state: Any) -> None:
     """The state's incremental views against the same facts computed from scratch."""
-    from hpc_agent.state import STATE_ORDER
+    from hpc_agent.store.state import STATE_ORDER
 
     everything = state.configs()
     for g in state.generations:
@@ -78,11 +78,11 @@ def test_the_incremental_views_match_a_recount_after_every_event(make_campaign: 
     resume) and of a campaign with seeds, controls and verdicts, they equal a recount."""
     import random
 
-    from hpc_agent.campaign import Campaign
-    from hpc_agent.events import parse
+    from hpc_agent.config.spec import load_spec
+    from hpc_agent.loop.driver import Campaign
     from hpc_agent.planners.random import RandomPlanner
-    from hpc_agent.spec import load_spec
-    from hpc_agent.state import CampaignState
+    from hpc_agent.store.events import parse
+    from hpc_agent.store.state import CampaignState
     from hpc_agent.testing import Fate, ScriptedExecutor
 
     journals = [FIXTURES / "journal-0.1.0.jsonl"]

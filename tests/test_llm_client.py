@@ -16,9 +16,9 @@ import pytest
 import hpc_agent.llm as llm
 import hpc_agent.llm.preflight as preflight
 import hpc_agent.llm.transport as transport
+from hpc_agent.config.spec import PlannerSection
 from hpc_agent.errors import UserError
 from hpc_agent.llm import LLMClient, LLMConfig, LLMUnavailable, format_log, parse_json_reply, resolve_config
-from hpc_agent.spec import PlannerSection
 from hpc_agent.testing import FakeLLM
 
 KEY = "sk-test-SECRET-5f1c0a"

@@ -18,14 +18,14 @@ import pytest
 from conftest import TINY_TRAIN
 
 import hpc_agent.llm.transport as transport
-from hpc_agent.paths import ResultsPaths
+from hpc_agent.config.space import Space
+from hpc_agent.config.spec import CampaignSpec, load_spec
 from hpc_agent.planners import resolve_planner_kind
 from hpc_agent.planners.base import AnalysisContext, PlanContext
 from hpc_agent.planners.llm import LLMPlanner, View, build_prompt, propose_task
-from hpc_agent.results import load_state
-from hpc_agent.space import Space
-from hpc_agent.spec import CampaignSpec, load_spec
-from hpc_agent.state import ConfigResult
+from hpc_agent.store.paths import ResultsPaths
+from hpc_agent.store.results import load_state
+from hpc_agent.store.state import ConfigResult
 from hpc_agent.testing import FakeLLM
 
 SECRET = "sk-hpcagent-test-SECRET-7f3a9c21"
@@ -662,7 +662,7 @@ def test_auto_picks_the_llm_when_an_endpoint_is_configured(
 
 def test_the_driver_does_not_import_openai_until_the_llm_is_used() -> None:
     code = (
-        "import sys, hpc_agent.cli, hpc_agent.campaign, hpc_agent.planners.llm, hpc_agent.llm; "
+        "import sys, hpc_agent.cli, hpc_agent.loop.driver, hpc_agent.planners.llm, hpc_agent.llm; "
         "assert 'openai' not in sys.modules, 'openai imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_agent import metrics
-from hpc_agent.metrics import outcome, summarize
+from hpc_agent.store import metrics
+from hpc_agent.store.metrics import outcome, summarize
 
 
 @pytest.fixture(autouse=True, params=["polars", "json"])

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from hpc_agent.campaign import Campaign, RunResult
-from hpc_agent.events import Cancelled
-from hpc_agent.journal import Journal
+from hpc_agent.config.spec import load_spec
+from hpc_agent.loop.driver import Campaign, RunResult
+from hpc_agent.loop.reporter import SilentReporter
+from hpc_agent.outputs.status import status_report
 from hpc_agent.planners.base import Plan, PlanContext
 from hpc_agent.planners.random import RandomPlanner
-from hpc_agent.reporter import SilentReporter
-from hpc_agent.results import load_state
-from hpc_agent.spec import load_spec
-from hpc_agent.status import status_report
+from hpc_agent.store.events import Cancelled
+from hpc_agent.store.journal import Journal
+from hpc_agent.store.results import load_state
 from hpc_agent.testing import DriverKilled, ScriptedExecutor
 
 

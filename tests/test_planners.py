@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hpc_agent.config.space import Space, parse_space
+from hpc_agent.config.spec import TPE_STRATEGIES, parse_spec
 from hpc_agent.errors import SpecError, UserError
 from hpc_agent.planners import make_planner, resolve_planner_kind
 from hpc_agent.planners.base import PlanContext, Planner
 from hpc_agent.planners.gp import GaussianProcess, expected_improvement, kriging_believer
 from hpc_agent.planners.refine import from_unit, refine_count, to_unit
 from hpc_agent.planners.tpe import TPEPlanner
-from hpc_agent.space import Space, parse_space
-from hpc_agent.spec import TPE_STRATEGIES, parse_spec
-from hpc_agent.state import ConfigResult
+from hpc_agent.store.state import ConfigResult
 
 # every planner kind that plans without an LLM, and every strategy of the TPE planner
 PLANNERS = ["random", *(f"tpe:{s}" for s in TPE_STRATEGIES)]

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from hpc_agent.provenance import code_provenance, torch_versions, trial_environment, visible_gpus
+from hpc_agent.job.provenance import torch_versions, trial_environment, visible_gpus
+from hpc_agent.science.provenance import code_provenance
 
 FAKE_SMI = """#!/bin/sh
 echo called >> "{marker}"
@@ -77,7 +78,7 @@ def test_attempt_record(fake_smi: tuple[str, Path], monkeypatch: pytest.MonkeyPa
 def test_torch_version_is_read_without_importing_torch() -> None:
     pytest.importorskip("torch")
     code = (
-        "import sys, importlib.metadata as m; from hpc_agent.provenance import torch_versions; "
+        "import sys, importlib.metadata as m; from hpc_agent.job.provenance import torch_versions; "
         "v, cuda = torch_versions(); print(v == m.version('torch'), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

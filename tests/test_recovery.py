@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from hpc_agent.campaign import Campaign, RunResult
+from hpc_agent.config.spec import load_spec
 from hpc_agent.errors import UserError
-from hpc_agent.events import Cancelled
-from hpc_agent.journal import Journal
+from hpc_agent.loop.driver import Campaign, RunResult
 from hpc_agent.planners.random import RandomPlanner
-from hpc_agent.results import load_state
-from hpc_agent.spec import load_spec
-from hpc_agent.state import TrialState
+from hpc_agent.store.events import Cancelled
+from hpc_agent.store.journal import Journal
+from hpc_agent.store.results import load_state
+from hpc_agent.store.state import TrialState
 from hpc_agent.testing import DriverKilled, Fate, ScriptedExecutor
 
 
@@ -173,8 +173,8 @@ def test_the_trials_table_kept_between_gathers_is_the_one_built_at_once(camp: Pa
     import polars as pl
     from polars.testing import assert_frame_equal
 
-    from hpc_agent.metrics import gather_table
-    from hpc_agent.paths import ResultsPaths
+    from hpc_agent.store.metrics import gather_table
+    from hpc_agent.store.paths import ResultsPaths
 
     ex = ScriptedExecutor(
         objective=lambda p: float(p["x"]),
@@ -200,12 +200,12 @@ def test_an_announced_end_is_read_at_once_and_an_unannounced_one_at_the_sweep(
     runner of an older release) on the next sweep of every status file."""
     import os
 
-    from hpc_agent import reconcile
-    from hpc_agent._io import atomic_write_json
-    from hpc_agent.events import Planned, PlannedTrial, Submitted, Submitting, TrialEnded
-    from hpc_agent.paths import ResultsPaths
-    from hpc_agent.state import CampaignState
-    from hpc_agent.trial import write_status
+    from hpc_agent.job.fileio import atomic_write_json
+    from hpc_agent.job.trial import write_status
+    from hpc_agent.loop import reconcile
+    from hpc_agent.store.events import Planned, PlannedTrial, Submitted, Submitting, TrialEnded
+    from hpc_agent.store.paths import ResultsPaths
+    from hpc_agent.store.state import CampaignState
 
     paths = ResultsPaths(results(camp))
     st = CampaignState()

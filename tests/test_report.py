@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hpc_agent.campaign import Campaign
+from hpc_agent.config.spec import load_spec
+from hpc_agent.loop.driver import Campaign
+from hpc_agent.outputs.report import write_report
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal
-from hpc_agent.report import write_report
-from hpc_agent.spec import load_spec
 from hpc_agent.testing import ScriptedExecutor
 
 EDITS = {1: ('print("done", loss)', 'print("finished", loss)'), 2: ("0.1 * (2 - step)", "0.2 * (2 - step)")}
@@ -144,7 +144,7 @@ def test_report_html_escapes_what_an_analysis_says(
     make_campaign: Callable[..., Path], tmp_path: Path
 ) -> None:
     """An LLM's analysis is text: markup in it must not become part of the page."""
-    from hpc_agent.report import report_html
+    from hpc_agent.outputs.report import report_html
 
     page = report_html("# T\n\n<script>alert(1)</script>\n\n![x](plots/missing.png)\n", {}, "t")
     assert "<script>" not in page and "&lt;script&gt;" in page

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from conftest import TINY_TRAIN
 
-from hpc_agent.campaign import Campaign
-from hpc_agent.journal import Journal
+from hpc_agent.config.spec import RigorSection, load_spec
+from hpc_agent.loop.driver import Campaign
 from hpc_agent.planners.random import RandomPlanner
-from hpc_agent.results import load_state
-from hpc_agent.rigor import DISCARD, KEEP, final_champion, judge, noise, student_t_cdf
-from hpc_agent.spec import RigorSection, load_spec
-from hpc_agent.state import ConfigResult
+from hpc_agent.science.rigor import DISCARD, KEEP, final_champion, judge, noise, student_t_cdf
+from hpc_agent.store.journal import Journal
+from hpc_agent.store.results import load_state
+from hpc_agent.store.state import ConfigResult
 from hpc_agent.testing import ScriptedExecutor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_agent.runner import run_trial
+from hpc_agent.job.runner import run_trial
 
 
 def prepare(
@@ -153,7 +153,7 @@ def test_signal_to_the_runner_is_a_preemption_and_reaches_the_child(tmp_path: Pa
         [
             sys.executable,
             "-c",
-            f"from hpc_agent.runner import run_trial; print(run_trial({str(trial)!r}, 'tokA'))",
+            f"from hpc_agent.job.runner import run_trial; print(run_trial({str(trial)!r}, 'tokA'))",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -179,7 +179,7 @@ def test_signal_to_the_runner_is_a_preemption_and_reaches_the_child(tmp_path: Pa
 def test_child_dies_with_a_killed_runner(tmp_path: Path) -> None:
     trial = prepare(tmp_path, "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)\n", budget=60)
     proc = subprocess.Popen(
-        [sys.executable, "-c", f"from hpc_agent.runner import run_trial; run_trial({str(trial)!r})"]
+        [sys.executable, "-c", f"from hpc_agent.job.runner import run_trial; run_trial({str(trial)!r})"]
     )
     deadline = time.time() + 20
     while not (trial / "stdout.log").exists() or not (trial / "stdout.log").read_text().strip():
@@ -298,7 +298,7 @@ def test_an_early_slurm_warning_does_not_stop_the_trial(tmp_path: Path) -> None:
     changes nothing, the runner's own clock decides."""
     trial = prepare(tmp_path, CHECKPOINTING, budget=60, grace=1)
     code = (
-        "import time; from hpc_agent.runner import run_trial; "
+        "import time; from hpc_agent.job.runner import run_trial; "
         f"print(run_trial({str(trial)!r}, 't', deadline=time.time() + 4.0, stop_before_s=1.5))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -348,7 +348,7 @@ def test_usr2_while_the_job_starts_python_never_kills_it(tmp_path: Path) -> None
 def test_launch_json_round_trips_every_field(tmp_path: Path) -> None:
     from dataclasses import fields
 
-    from hpc_agent.trial import Launch
+    from hpc_agent.job.trial import Launch
 
     launch = Launch(
         trial="0001-0002",

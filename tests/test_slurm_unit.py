@@ -21,16 +21,16 @@ from typing import Any
 
 import pytest
 
-from hpc_agent.errors import UserError
-from hpc_agent.executors.base import JobStatus
-from hpc_agent.executors.slurm.executor import SlurmExecutor
-from hpc_agent.executors.slurm.profiles import (
+from hpc_agent.config.profiles import (
     PROFILE_KEYS,
     Profile,
     available_profiles,
     describe_profiles,
     load_profile,
 )
+from hpc_agent.errors import UserError
+from hpc_agent.executors.base import JobStatus
+from hpc_agent.executors.slurm.executor import SlurmExecutor
 from hpc_agent.executors.slurm.text import (
     DEFAULT_MAX_ARRAY_SIZE,
     Partition,
@@ -153,7 +153,7 @@ def test_profile_by_path_and_setup_as_one_string(tmp_path: Path) -> None:
 
 
 def test_profile_keys_are_the_public_list_spec_validates_against() -> None:
-    from hpc_agent.spec import spec_from_dict
+    from hpc_agent.config.spec import spec_from_dict
 
     assert "partition" in PROFILE_KEYS and "name" not in PROFILE_KEYS and "path" not in PROFILE_KEYS
     data = {
@@ -543,7 +543,7 @@ def test_scancel_is_told_from_preemption_by_slurmstepd_message(
     err.write_text(log)
     with open(err, "a") as f:
         proc = subprocess.run(
-            [sys.executable, "-c", "from hpc_agent.runner import cancelled_by_scancel as c; print(c())"],
+            [sys.executable, "-c", "from hpc_agent.job.runner import cancelled_by_scancel as c; print(c())"],
             stderr=f,
             stdout=subprocess.PIPE,
             text=True,

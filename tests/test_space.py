@@ -5,8 +5,8 @@ import random
 
 import pytest
 
+from hpc_agent.config.space import ChoiceParam, FloatParam, IntParam, Space, parse_space
 from hpc_agent.errors import SpecError
-from hpc_agent.space import ChoiceParam, FloatParam, IntParam, Space, parse_space
 
 
 def space() -> Space:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from hpc_agent.config.spec import load_spec, parse_spec, spec_from_dict, to_toml
 from hpc_agent.errors import SpecError
-from hpc_agent.spec import load_spec, parse_spec, spec_from_dict, to_toml
 
 GOOD = """
 [campaign]

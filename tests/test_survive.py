@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from conftest import TINY_TRAIN
 
-from hpc_agent.events import Requeued, TrialEnded
-from hpc_agent.reconcile import interrupted
-from hpc_agent.spec import ExperimentSection, load_spec
-from hpc_agent.state import TrialRecord, TrialState
+from hpc_agent.config.spec import ExperimentSection, load_spec
+from hpc_agent.loop.reconcile import interrupted
+from hpc_agent.store.events import Requeued, TrialEnded
+from hpc_agent.store.state import TrialRecord, TrialState
 
 
 def _experiment(make_campaign: Callable[..., Path], experiment: str = "") -> ExperimentSection:
@@ -68,7 +68,7 @@ def test_requeue_rules_progress_is_not_a_failure(make_campaign: Callable[..., Pa
 
 
 def test_the_state_sums_time_over_attempts() -> None:
-    from hpc_agent.state import replay
+    from hpc_agent.store.state import replay
 
     planned = {"id": "0000-0000", "index": 0, "params": {"x": 1}}
     events = [

@@ -20,9 +20,9 @@ import polars as pl
 import pytest
 from conftest import write_campaign
 
+from hpc_agent.config.spec import CampaignSpec, load_spec
 from hpc_agent.errors import UserError
-from hpc_agent.spec import CampaignSpec, load_spec
-from hpc_agent.tables import latex_escape, paper_table, render, significant
+from hpc_agent.outputs.tables import latex_escape, paper_table, render, significant
 
 GOLDEN = Path(__file__).parent / "golden" / "tables"
 

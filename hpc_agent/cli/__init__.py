@@ -5,6 +5,8 @@ what it needs, so ``hpc-agent status`` starts fast. The group and how errors bec
 codes are :mod:`hpc_agent.cli.group`; the commands are in :mod:`~hpc_agent.cli.run` (run,
 rerun), :mod:`~hpc_agent.cli.results` (status, export, report, plot, show, logs) and
 :mod:`~hpc_agent.cli.admin` (cancel, init, profiles).
+
+It may import anything: it is the top of the tree, and nothing imports it but ``__main__``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def cancel(results: Path) -> None:
     Example:
       hpc-agent cancel results/quickstart
     """
-    from hpc_agent.cancel import cancel_campaign
+    from hpc_agent.loop.cancel import cancel_campaign
 
     rdir = _results_dir(str(results))
     n_jobs, n_trials = cancel_campaign(rdir)
@@ -49,7 +49,7 @@ def init(name: str, template: str) -> None:
       hpc-agent init adder --template charlm   # a tiny GPT an LLM agent can edit
       hpc-agent init lm --template nanolm      # a small GPT on real text, scored in bits per byte
     """
-    from hpc_agent.scaffold import scaffold
+    from hpc_agent.config.scaffold import scaffold
 
     dest = scaffold(name, template)
     files = ", ".join(sorted(p.name for p in Path(dest).iterdir() if not p.name.startswith((".", "__"))))
@@ -70,7 +70,7 @@ def profiles(show: str | None) -> None:
       hpc-agent profiles --show generic-gpu
       hpc-agent run my-campaign --profile generic-gpu
     """
-    from hpc_agent.executors.slurm.profiles import describe_profiles
+    from hpc_agent.config.profiles import describe_profiles
     from hpc_agent.executors.slurm.text import show_profile
 
     click.echo(show_profile(show) if show else describe_profiles(), nl=False)

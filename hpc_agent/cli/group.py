@@ -12,7 +12,7 @@ import click
 
 from hpc_agent import __version__
 from hpc_agent.errors import HpcAgentError, UserError
-from hpc_agent.journal import TornLineWarning
+from hpc_agent.store.journal import TornLineWarning
 
 TRIAL_STATES = ("completed", "failed", "timeout", "preempted", "lost", "cancelled", "planned", "submitted")
 
@@ -67,7 +67,7 @@ def _results_dir(path: str) -> Path:
     if (p / "journal.jsonl").exists():
         return p
     if (p.is_file() and p.suffix == ".toml") or (p / "campaign.toml").exists():
-        from hpc_agent.spec import load_spec
+        from hpc_agent.config.spec import load_spec
 
         spec = load_spec(p)
         guess = Path("results") / spec.name

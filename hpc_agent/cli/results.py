@@ -41,7 +41,7 @@ def status(results: Path, as_json: bool, max_failures: int, watch: bool, interva
       hpc-agent status results/quickstart --json | jq .best
       hpc-agent status results/quickstart --json | jq .budget
     """
-    from hpc_agent.status import status_report
+    from hpc_agent.outputs.status import status_report
 
     rdir = _results_dir(str(results))
     if watch and as_json:
@@ -49,7 +49,7 @@ def status(results: Path, as_json: bool, max_failures: int, watch: bool, interva
             "--watch refreshes the table on a terminal; --json prints once", fix="drop one of them"
         )
     if watch:
-        from hpc_agent.display import watch_status
+        from hpc_agent.outputs.terminal import watch_status
 
         watch_status(rdir, interval_s, max_failures)
         return
@@ -57,7 +57,7 @@ def status(results: Path, as_json: bool, max_failures: int, watch: bool, interva
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
-    from hpc_agent.display import print_status
+    from hpc_agent.outputs.terminal import print_status
 
     print_status(report, max_failures)
 
@@ -67,9 +67,9 @@ def status(results: Path, as_json: bool, max_failures: int, watch: bool, interva
 
 def _campaign_table(results: Path) -> tuple[Path, Any, Any]:
     """(results folder, spec, trials table) of RESULTS."""
-    from hpc_agent.paths import ResultsPaths
-    from hpc_agent.report import load_table
-    from hpc_agent.results import load_state, spec_of
+    from hpc_agent.outputs.report import load_table
+    from hpc_agent.store.paths import ResultsPaths
+    from hpc_agent.store.results import load_state, spec_of
 
     rdir = _results_dir(str(results))
     state = load_state(rdir)
@@ -143,12 +143,12 @@ def export(
 ) -> None:
     """Export the results as a table for a paper: LaTeX (booktabs), Markdown, CSV or Parquet;
     or the ledger: every configuration with its keep/discard/crash verdict (TSV)."""
-    from hpc_agent.tables import export as do_export
-    from hpc_agent.tables import paper_table
+    from hpc_agent.outputs.tables import export as do_export
+    from hpc_agent.outputs.tables import paper_table
 
     rdir, spec, df = _campaign_table(results)
     if fmt == "ledger":
-        from hpc_agent.results import load_state
+        from hpc_agent.store.results import load_state
 
         _export_ledger(load_state(rdir), spec, df, output)
         return
@@ -172,7 +172,7 @@ def export(
 
 
 def _export_ledger(state: Any, spec: Any, df: Any, output: Path | None) -> None:
-    from hpc_agent.ledger import ledger_table, render_ledger
+    from hpc_agent.science.ledger import ledger_table, render_ledger
 
     text = render_ledger(ledger_table(state, spec, df))
     if output is None:
@@ -201,7 +201,7 @@ def report(results: Path) -> None:
     Example:
       hpc-agent report results/quickstart && xdg-open results/quickstart/report.html
     """
-    from hpc_agent.report import write_report
+    from hpc_agent.outputs.report import write_report
 
     written = write_report(_results_dir(str(results)))
     figures = (
@@ -238,8 +238,8 @@ def plot(results: Path, kind: str, output: Path | None) -> None:
       hpc-agent plot results/quickstart curves -o curves.pdf
       hpc-agent plot results/quickstart params            # plots/params.pdf and .png
     """
-    from hpc_agent.figures import FigureInput, make_figure
-    from hpc_agent.paths import ResultsPaths
+    from hpc_agent.outputs.figures import FigureInput, make_figure
+    from hpc_agent.store.paths import ResultsPaths
 
     rdir, spec, df = _campaign_table(results)
     paths = ResultsPaths(rdir)
@@ -273,7 +273,7 @@ def show(results: Path, trial: str) -> None:
       hpc-agent show results/quickstart best
       hpc-agent show results/quickstart 0001-0002
     """
-    from hpc_agent.show import render_trial, trial_view
+    from hpc_agent.outputs.show import render_trial, trial_view
 
     click.echo(render_trial(trial_view(_results_dir(str(results)), trial)), nl=False)
 

@@ -13,7 +13,7 @@ import click
 
 from hpc_agent.cli.group import _results_dir, cli
 from hpc_agent.errors import UserError
-from hpc_agent.journal import lock_holder
+from hpc_agent.store.journal import lock_holder
 
 EPILOG_RUN = """\b
 Examples:
@@ -77,8 +77,8 @@ def run(
 
     CAMPAIGN is a folder holding campaign.toml, or the .toml file itself.
     """
-    from hpc_agent.results import check_results
-    from hpc_agent.spec import load_spec
+    from hpc_agent.config.spec import load_spec
+    from hpc_agent.store.results import check_results
 
     spec = load_spec(campaign).with_overrides(
         generations=generations,
@@ -138,10 +138,10 @@ def _setup(spec: Any, quiet: bool) -> dict[str, Any]:
 
 
 def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], quiet: bool) -> None:
-    from hpc_agent.campaign import Campaign, exit_message
-    from hpc_agent.display import RichReporter
+    from hpc_agent.loop.driver import Campaign, exit_message
+    from hpc_agent.loop.reporter import SilentReporter
+    from hpc_agent.outputs.terminal import RichReporter
     from hpc_agent.planners import make_planner
-    from hpc_agent.reporter import SilentReporter
 
     reporter: Any = SilentReporter() if quiet else RichReporter()
     camp = Campaign(
@@ -178,8 +178,8 @@ def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], 
 
 
 def _check_not_running(results: Path) -> None:
-    from hpc_agent.paths import ResultsPaths
-    from hpc_agent.results import driver_info
+    from hpc_agent.store.paths import ResultsPaths
+    from hpc_agent.store.results import driver_info
 
     info = driver_info(ResultsPaths(results))
     if info:
@@ -216,7 +216,7 @@ def _detach(args: list[str], results: Path) -> None:
     """Start the driver in the background and return once it holds the results folder's lock
     (exit 0), or has failed (its error and exit code: a second ``--detach`` loses the race for
     the lock with exit 2, on the terminal)."""
-    from hpc_agent.paths import ResultsPaths
+    from hpc_agent.store.paths import ResultsPaths
 
     paths = ResultsPaths(results)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -289,11 +289,11 @@ def rerun(
       hpc-agent rerun results/quickstart best
       hpc-agent rerun results/quickstart 0001-0002 --seeds 3 --budget-multiplier 2
     """
-    from hpc_agent.campaign import Campaign, exit_message
     from hpc_agent.executors import make_executor
+    from hpc_agent.loop.driver import Campaign, exit_message
+    from hpc_agent.loop.rerun import plan_rerun
     from hpc_agent.planners import make_planner
-    from hpc_agent.rerun import plan_rerun
-    from hpc_agent.results import load_state, spec_of
+    from hpc_agent.store.results import load_state, spec_of
 
     rdir = _results_dir(str(results))
     spec = spec_of(load_state(rdir)).with_overrides(executor=executor, profile=profile)
@@ -313,6 +313,6 @@ def rerun(
 
 
 def _reporter() -> Any:
-    from hpc_agent.display import RichReporter
+    from hpc_agent.outputs.terminal import RichReporter
 
     return RichReporter()

@@ -7,6 +7,9 @@ else local processes. The seam itself is :class:`hpc_agent.executors.base.Execut
 
 An executor module is loaded only when one of its kind is made: importing this package costs
 nothing (the spec validates ``[executor] kind`` against :data:`EXECUTOR_KINDS`).
+
+It may import the store, the configuration and the in-job code (the jobs it submits run
+:mod:`hpc_agent.job.runner`); never the loop, the planners or the outputs.
 """
 
 from __future__ import annotations
@@ -16,16 +19,11 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+from hpc_agent.config.kinds import EXECUTOR_KINDS as EXECUTOR_KINDS
 from hpc_agent.errors import UserError
 
 if TYPE_CHECKING:
     from hpc_agent.executors.base import Executor
-
-# kind -> (module, class); the class takes (parallelism, poll_interval_s, profile, overrides)
-EXECUTOR_KINDS: dict[str, tuple[str, str]] = {
-    "local": ("hpc_agent.executors.local", "LocalExecutor"),
-    "slurm": ("hpc_agent.executors.slurm.executor", "SlurmExecutor"),
-}
 
 
 def slurm_available() -> bool:

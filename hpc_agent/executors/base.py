@@ -107,7 +107,7 @@ class Executor(ABC):
     Invariants the loop relies on: ``submit`` either returns every trial's job or raises
     :class:`SubmitError` (with the ids of any chunk that did go through, to be cancelled); a
     job ``poll`` calls ``gone`` never comes back; ``find`` never answers "none" when it could
-    not look (it raises instead); the jobs run :func:`hpc_agent.runner.run_trial` on the
+    not look (it raises instead); the jobs run :func:`hpc_agent.job.runner.run_trial` on the
     request's trial folders with the request's token.
     """
 

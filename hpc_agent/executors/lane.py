@@ -3,7 +3,7 @@
 Standard library only (it is what submitit unpickles in each local lane). The local executor
 (:mod:`hpc_agent.executors.local`) starts one lane per slot; each lane claims the next trial of
 ``queue.json`` by creating ``claims/<trial id>`` with ``O_EXCL`` and runs it with
-:func:`hpc_agent.runner.run_trial`. A submission made narrower than its lanes (``width``,
+:func:`hpc_agent.job.runner.run_trial`. A submission made narrower than its lanes (``width``,
 the file the driver rewrites to widen it) keeps lanes ``width`` and above waiting: they take
 trials only once widened, as SLURM's array throttle holds tasks.
 """
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from hpc_agent._io import atomic_write_json
-from hpc_agent.runner import FORWARDED_SIGNALS, run_trial
+from hpc_agent.job.fileio import atomic_write_json
+from hpc_agent.job.runner import FORWARDED_SIGNALS, run_trial
 
 WIDTH_FILE = "width"
 WIDTH_POLL_S = 0.1

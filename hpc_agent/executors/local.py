@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc_agent._io import atomic_write_json, atomic_write_text, read_json
-from hpc_agent.defaults import DEFAULT_POLL_LOCAL_S
+from hpc_agent.config.defaults import DEFAULT_POLL_LOCAL_S
 from hpc_agent.executors.base import Executor, JobStatus, SubmitRequest, Submitted, scrubbed_environ
 from hpc_agent.executors.lane import WIDTH_FILE, run_lane
+from hpc_agent.job.fileio import atomic_write_json, atomic_write_text, read_json
 
 
 def default_parallelism() -> int:

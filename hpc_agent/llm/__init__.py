@@ -19,6 +19,9 @@ module:
   ``hpc-agent logs``.
 
 ``openai`` is imported on the first request, so a campaign planned by TPE never loads it.
+
+It may import :mod:`hpc_agent.errors` and the configuration's types only: it knows nothing of
+campaigns, so that any planner or tool can use it.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from hpc_agent.errors import UserError
 
 if TYPE_CHECKING:
-    from hpc_agent.spec import PlannerSection
+    from hpc_agent.config.spec import PlannerSection
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 

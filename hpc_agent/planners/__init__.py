@@ -8,6 +8,9 @@ TPE. The seam is :class:`hpc_agent.planners.base.Planner`.
 A planner module is loaded only when one of its kind is made: importing this package costs
 nothing (the spec validates ``[planner] kind`` against :data:`PLANNER_KINDS`), and a TPE
 campaign never loads the LLM client.
+
+It may import the science, the store, the configuration, the edits, the LLM client and the
+in-job code; never the loop, the executors or the outputs.
 """
 
 from __future__ import annotations
@@ -16,18 +19,12 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
+from hpc_agent.config.kinds import PLANNER_KINDS as PLANNER_KINDS
 from hpc_agent.errors import UserError
 
 if TYPE_CHECKING:
+    from hpc_agent.config.spec import CampaignSpec
     from hpc_agent.planners.base import Planner
-    from hpc_agent.spec import CampaignSpec
-
-# kind -> (module, class); the class is built by its ``for_spec(spec)``
-PLANNER_KINDS: dict[str, tuple[str, str]] = {
-    "llm": ("hpc_agent.planners.llm", "LLMPlanner"),
-    "tpe": ("hpc_agent.planners.tpe", "TPEPlanner"),
-    "random": ("hpc_agent.planners.random", "RandomPlanner"),
-}
 
 
 def llm_configured(spec: CampaignSpec) -> bool:

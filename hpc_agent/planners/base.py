@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_agent.analysis import AnalysisContext, deterministic_analysis
-from hpc_agent.rigor import Noise
-from hpc_agent.space import Scalar, Space, config_key
-from hpc_agent.spec import CampaignSpec
-from hpc_agent.state import ConfigResult
+from hpc_agent.config.space import Scalar, Space, config_key
+from hpc_agent.config.spec import CampaignSpec
+from hpc_agent.science.analysis import AnalysisContext, deterministic_analysis
+from hpc_agent.science.rigor import Noise
+from hpc_agent.store.state import ConfigResult
 
 __all__ = ["AnalysisContext", "Plan", "PlanContext", "Planner", "Proposal", "config_key", "unique"]
 
@@ -45,12 +45,12 @@ class Proposal:
 
     params: Mapping[str, Scalar]
     hypothesis: str = ""
-    patch: tuple[Mapping[str, Any], ...] | None = None  # search/replace edits (hpc_agent.patches)
+    patch: tuple[Mapping[str, Any], ...] | None = None  # search/replace edits (hpc_agent.edits.patches)
     parent: str | None = None  # config id whose code the patch edits (the champion)
     source: str = ""  # baseline, random, tpe, llm, tpe-fill, ...
 
     def key(self) -> str:
-        """Its identity (see :func:`hpc_agent.space.config_key`): equal keys are duplicates."""
+        """Its identity (see :func:`hpc_agent.config.space.config_key`): equal keys are duplicates."""
         return config_key(self.params, self.patch, self.parent)
 
 
@@ -81,7 +81,7 @@ class PlanContext:
     seed: int = 0
     extra_seen: frozenset[str] = field(default_factory=frozenset)  # keys proposed earlier this batch
     noise: Noise | None = None  # the noise floor the promotion rule holds challengers to
-    budget: str = ""  # the budget used and left, and the stop rules, in words (hpc_agent.budget)
+    budget: str = ""  # the budget used and left, and the stop rules, in words (hpc_agent.loop.budget)
 
     @property
     def space(self) -> Space:

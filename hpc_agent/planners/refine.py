@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from hpc_agent.config.space import ChoiceParam, FloatParam, IntParam, Param, Scalar, Space
 from hpc_agent.planners.base import PlanContext, Proposal, fits
 from hpc_agent.planners.gp import GaussianProcess, kriging_believer
-from hpc_agent.space import ChoiceParam, FloatParam, IntParam, Param, Scalar, Space
 
 SHARE_FIRST = 0.25  # of the batch, in the first generation TPE models
 SHARE_LAST = 0.75  # in the last generation of the campaign

@@ -35,12 +35,12 @@ from optuna.distributions import (
 from optuna.trial import TrialState as OptunaState
 from optuna.trial import create_trial
 
-from hpc_agent.defaults import DEFAULT_TPE_STARTUP_TRIALS, DEFAULT_TPE_STRATEGY
+from hpc_agent.config.defaults import DEFAULT_TPE_STARTUP_TRIALS, DEFAULT_TPE_STRATEGY
+from hpc_agent.config.space import ChoiceParam, FloatParam, IntParam, Space
+from hpc_agent.config.spec import TPE_STRATEGIES, CampaignSpec
 from hpc_agent.errors import UserError
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal, fill_random, fits
 from hpc_agent.planners.refine import refine_count, refinements
-from hpc_agent.space import ChoiceParam, FloatParam, IntParam, Space
-from hpc_agent.spec import TPE_STRATEGIES, CampaignSpec
 
 REASKS = 8  # asks per slot before a duplicate is replaced by a random unseen configuration
 

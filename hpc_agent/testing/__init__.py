@@ -9,6 +9,8 @@
   fail, vanish or get preempted, on command) for testing the loop's recovery paths fast.
 
 Nothing here is imported by the driver.
+
+It may import anything (tests and benchmarks only).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ nothing about the jobs: they keep their last known state.
 Everything that turns text into text (sbatch options and script, squeue/sacct/scontrol/sinfo
 output, state mapping, the fix for a refusal) is a small pure function in
 :mod:`hpc_agent.executors.slurm.text`, tested without a cluster; the commands are run by
-:mod:`hpc_agent.executors.slurm.commands`; profiles are :mod:`hpc_agent.executors.slurm.profiles`.
+:mod:`hpc_agent.executors.slurm.commands`; profiles are :mod:`hpc_agent.config.profiles`.
 """
 
 from __future__ import annotations
@@ -39,12 +39,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc_agent._io import atomic_write_json
-from hpc_agent.defaults import DEFAULT_POLL_SLURM_S
+from hpc_agent.config.defaults import DEFAULT_POLL_SLURM_S
+from hpc_agent.config.profiles import Profile, load_profile
 from hpc_agent.errors import CampaignError
 from hpc_agent.executors.base import Executor, JobStatus, SubmitError, SubmitRequest, Submitted
 from hpc_agent.executors.slurm.commands import query, scancel, set_throttles, squeue_rows, squeue_text
-from hpc_agent.executors.slurm.profiles import Profile, load_profile
 from hpc_agent.executors.slurm.text import (
     DEFAULT_MESSAGE_TIMEOUT_S,
     Partition,
@@ -67,8 +66,9 @@ from hpc_agent.executors.slurm.text import (
     split_parallelism,
     stop_before_s,
 )
-from hpc_agent.paths import array_folder_name
-from hpc_agent.runner import die_with_parent
+from hpc_agent.job.fileio import atomic_write_json
+from hpc_agent.job.runner import die_with_parent
+from hpc_agent.store.paths import array_folder_name
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hpc_agent.analysis import deterministic_analysis
+from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.errors import UserError
 from hpc_agent.llm import (
     ContextExceeded,
@@ -30,7 +30,6 @@ from hpc_agent.llm import (
     read_log,
     resolve_config,
 )
-from hpc_agent.paths import ResultsPaths
 from hpc_agent.planners.base import AnalysisContext, Plan, PlanContext, Planner, Proposal
 from hpc_agent.planners.llm.prompt import (
     Prompt,
@@ -46,7 +45,8 @@ from hpc_agent.planners.llm.prompt import (
     short,
 )
 from hpc_agent.planners.llm.schema import Batch, proposals_of, reply_schema, reply_tokens
-from hpc_agent.spec import CampaignSpec
+from hpc_agent.science.analysis import deterministic_analysis
+from hpc_agent.store.paths import ResultsPaths
 
 _DETERMINISTIC = "this is hpc-agent's deterministic analysis."
 CONTEXT_SAFETY = 0.95  # of the server's context left after the reply's room: margin for the estimate

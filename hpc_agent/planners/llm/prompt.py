@@ -20,14 +20,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hpc_agent._io import read_json
+from hpc_agent.config.space import ChoiceParam, FloatParam, IntParam
+from hpc_agent.config.spec import CampaignSpec
+from hpc_agent.job.fileio import read_json
 from hpc_agent.llm import estimate_tokens, messages_tokens
-from hpc_agent.paths import ResultsPaths
 from hpc_agent.planners.base import Proposal, config_key
-from hpc_agent.rigor import noise
-from hpc_agent.space import ChoiceParam, FloatParam, IntParam
-from hpc_agent.spec import CampaignSpec
-from hpc_agent.state import ConfigResult
+from hpc_agent.science.rigor import noise
+from hpc_agent.store.paths import ResultsPaths
+from hpc_agent.store.state import ConfigResult
 
 FIRST_PROMPT_SHARE = 0.8  # of context_tokens: the rest is room for a repair's extra turns
 TOP_K = 8  # best configurations always shown (when they fit)
@@ -52,7 +52,7 @@ def load_brief(path: str) -> str:
     """The research brief: [planner] brief, else the one shipped with hpc-agent."""
     if path:
         return Path(path).read_text(encoding="utf-8").strip()
-    return resources.files("hpc_agent").joinpath("brief.md").read_text(encoding="utf-8").strip()
+    return resources.files("hpc_agent.planners.llm").joinpath("brief.md").read_text(encoding="utf-8").strip()
 
 
 def lineage_parent(champion: ConfigResult | None) -> str | None:
@@ -100,7 +100,7 @@ class View:
     results_dir: Path | None = None
     extra_seen: frozenset[str] = frozenset()
     analyzing: int | None = None  # the generation just finished, when analyzing
-    budget: str = ""  # the budget used and left, in words (hpc_agent.budget.describe)
+    budget: str = ""  # the budget used and left, in words (hpc_agent.loop.budget.describe)
 
     def fingerprint(self) -> str:
         """What proposals were made for: the history (states and results), the champion. (Not

@@ -3,7 +3,7 @@
 :func:`reply_schema` is the JSON schema sent with ``response_format`` (the strict subset every
 server that takes a schema takes). :class:`Batch` checks each proposal exactly as the campaign
 would (:meth:`Space.validate`, duplicates of past, in-flight and same-batch configurations, the
-patch applied to the champion's files with :func:`~hpc_agent.patches.apply_patch`) and keeps
+patch applied to the champion's files with :func:`~hpc_agent.edits.patches.apply_patch`) and keeps
 the valid ones, round after round of repair.
 """
 
@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpc_agent.patches import apply_patch
+from hpc_agent.config.space import ChoiceParam, IntParam
+from hpc_agent.config.spec import CampaignSpec
+from hpc_agent.edits.patches import apply_patch
 from hpc_agent.planners.base import Proposal, config_key
 from hpc_agent.planners.llm.prompt import (
     View,
@@ -23,8 +25,6 @@ from hpc_agent.planners.llm.prompt import (
     params_json,
     short,
 )
-from hpc_agent.space import ChoiceParam, IntParam
-from hpc_agent.spec import CampaignSpec
 
 REPLY_TOKENS_ANALYSIS = 800  # the analysis: a few short paragraphs of markdown
 REPLY_TOKENS_PROPOSAL = 150  # a proposal's hypothesis and parameters

@@ -1,0 +1,87 @@
+"""Preparing a trial's folder (phase 2): its parameters, its own code, how to launch it.
+
+The code folder mirrors the workdir with symbolic links, except the editable files, which
+are real copies: the campaign's snapshot (``base/``, taken at its first run), or the parent
+trial's version when the trial carries a code lineage, then its patch. ``launch.json`` is
+written last, so that its presence means "prepared" (a driver killed while preparing writes
+whatever is missing on the next run). See :mod:`hpc_agent.job.trial` for the folder's contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hpc_agent.config.spec import ExperimentSection
+from hpc_agent.edits.patches import apply_patch, build_code_dir, read_files, snapshot, unified_diff
+from hpc_agent.job.fileio import atomic_write_text, write_new
+from hpc_agent.job.trial import CODE, LAUNCH, PARAMS, PATCH, Launch
+from hpc_agent.store.paths import ResultsPaths
+from hpc_agent.store.state import TrialRecord
+
+
+def base_files(paths: ResultsPaths, exp: ExperimentSection) -> dict[str, str]:
+    """The editable files as the campaign first saw them (snapshotted on first use)."""
+    if not exp.editable:
+        return {}
+    if not all((paths.base / n).exists() for n in exp.editable):
+        snapshot(Path(exp.workdir), exp.editable, paths.base)
+    return read_files(paths.base, exp.editable)
+
+
+def prepare_trial(
+    paths: ResultsPaths,
+    t: TrialRecord,
+    exp: ExperimentSection,
+    base: Mapping[str, str],
+    unset_env: Sequence[str],
+    entries: Sequence[str] | None = None,
+) -> None:
+    """Write one trial's folder, unless it is already prepared (``entries``: the workdir's,
+    :func:`hpc_agent.edits.patches.workdir_entries`, read once for many trials). Its ``checkpoint/``
+    is the runner's to make."""
+    root = paths.trial_dir(t.trial_id)  # strings, not pathlib: a generation prepares thousands
+    try:
+        os.mkdir(root)
+    except FileExistsError:  # prepared already, or a killed driver's half-written folder
+        if os.path.exists(f"{root}/{LAUNCH}"):
+            return
+    except FileNotFoundError:
+        os.makedirs(root, exist_ok=True)
+    # no reader before launch.json exists (written last, atomically): no temporary file here
+    write_new(f"{root}/{PARAMS}", json.dumps({**dict(t.params), "seed": t.seed}) + "\n")
+    files = parent_files(paths, t, base)
+    if t.patch:
+        patched, errors = apply_patch(files, t.patch, exp.editable)
+        if errors:  # validated when planned; a changed parent could still break it
+            atomic_write_text(f"{root}/{PATCH}", "# patch did not apply:\n# " + "\n# ".join(errors) + "\n")
+        else:
+            atomic_write_text(f"{root}/{PATCH}", unified_diff(base, patched))
+            files = patched
+    build_code_dir(Path(exp.workdir), files, f"{root}/{CODE}", skip=[paths.root], entries=entries)
+    Launch(
+        trial=t.trial_id,
+        command=exp.command,
+        time_budget_s=exp.time_budget_s * t.budget_multiplier,
+        env=dict(exp.env),
+        kill_grace_s=exp.kill_grace_s,
+        seed=t.seed,
+        unset_env=tuple(unset_env),
+        fidelity=t.budget_multiplier,
+    ).write(root)
+
+
+def parent_files(paths: ResultsPaths, t: TrialRecord, base: Mapping[str, str]) -> dict[str, str]:
+    """The editable files a trial starts from: its parent's version, else the base."""
+    if not t.parent or not base:
+        return dict(base)
+    parent_code = paths.trial(t.parent).code
+    out = {}
+    for name in base:
+        try:
+            out[name] = (parent_code / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            out[name] = base[name]
+    return out

@@ -1,0 +1,653 @@
+"""A campaign's state: the journal's events, applied one by one.
+
+The driver holds one live :class:`CampaignState` and applies each event as it writes it (and
+what another process appended, read from a byte offset: :meth:`hpc_agent.store.journal.Journal.read_from`);
+``replay(events)`` builds the same state from a whole journal. Both go through one handler
+per event kind (:data:`HANDLERS`, as Optuna's journal storage has one ``_apply_*`` per
+operation), and the handlers do no I/O: the same journal always gives the same state, so a
+driver that died at any point rebuilds exactly what it knew. The events are listed in
+:mod:`hpc_agent.store.events`. ``running`` is never journaled: it is read live from a trial's
+``status.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from hpc_agent.config.space import config_key
+from hpc_agent.store import events as ev
+from hpc_agent.store.events import Event, copy_with
+
+
+class TrialState(str, Enum):
+    """planned -> submitted -> running -> {completed, failed, timeout, preempted, lost, cancelled}.
+
+    ``preempted`` and ``lost`` go back to ``planned`` (``requeued``) until the retry cap; when
+    journaled in ``trial_ended`` they are final.
+    """
+
+    PLANNED = "planned"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    PREEMPTED = "preempted"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+
+    def is_finished(self) -> bool:
+        """Has the trial ended for good (or until a requeue)?"""
+        return self in _FINISHED
+
+    def is_retryable(self) -> bool:
+        """An interruption, not a verdict on the configuration: worth running again."""
+        return self in (TrialState.PREEMPTED, TrialState.LOST)
+
+
+_FINISHED = frozenset(
+    {
+        TrialState.COMPLETED,
+        TrialState.FAILED,
+        TrialState.TIMEOUT,
+        TrialState.PREEMPTED,
+        TrialState.LOST,
+        TrialState.CANCELLED,
+    }
+)
+STATE_ORDER = tuple(TrialState)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the journal knows it: its plan, where it stands, and how it ended."""
+
+    trial_id: str
+    generation: int
+    index: int
+    config_id: str  # trials of one proposal share it (one trial per seed)
+    seed: int
+    params: Mapping[str, Any]
+    hypothesis: str = ""
+    parent: str | None = None  # the champion trial whose code this one edits
+    source: str = ""  # who proposed it: baseline, random, tpe, llm, tpe-fill, control, ...
+    patch: tuple[Mapping[str, Any], ...] | None = None
+    purpose: str = ""  # "" (the search), "control", "confirm" or "rerun" (see PlannedTrial)
+    of: str | None = None  # the configuration a confirm or rerun trial runs again
+    budget_multiplier: float = 1.0
+    state: TrialState = TrialState.PLANNED
+    attempt: int = 0  # submissions so far
+    retries: int = 0  # requeues that count against max_retries
+    progress_requeues: int = 0  # requeues after an attempt that wrote a checkpoint
+    earlier_duration_s: float = 0.0  # time used by the attempts before the current one
+    token: str | None = None  # the submission it belongs to now
+    job_id: str | None = None
+    objective: float | None = None
+    reason: str = ""
+    exit_code: int | None = None
+    duration_s: float | None = None
+    ended_at: float | None = None
+    by_campaign_cancel: bool = False
+
+    @property
+    def total_duration_s(self) -> float | None:
+        """Time used over every attempt (the last one's ``duration_s`` plus the earlier ones)."""
+        if self.duration_s is None:
+            return self.earlier_duration_s or None
+        return round(self.earlier_duration_s + self.duration_s, 3)
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """One submission: its trials, and whether the scheduler took it."""
+
+    token: str
+    generation: int
+    trial_ids: tuple[str, ...]
+    executor: str
+    state: str = "submitting"  # submitting -> submitted | failed
+    job_ids: tuple[str, ...] = ()
+    trial_jobs: Mapping[str, str] | None = None  # per-trial job id, where the executor knows it
+    error: str = ""
+    at: float = 0.0
+    width: int = 0  # at most this many of its trials at once (0: all of them)
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """One generation: its planner and trials, and which phases are done."""
+
+    generation: int
+    planner: str = ""
+    note: str = ""  # e.g. "LLM unreachable: fell back to TPE"
+    trial_ids: tuple[str, ...] = ()
+    planning: bool = False
+    planned: bool = False
+    analyzed: bool = False
+    done: bool = False
+    planning_at: float = 0.0  # when the planner was last asked for it
+    planned_at: float = 0.0
+    done_at: float = 0.0
+
+    @property
+    def planning_s(self) -> float | None:
+        """How long its planner took (None before it was planned, or for an old journal)."""
+        if not (self.planned and self.planning_at):
+            return None
+        return max(0.0, self.planned_at - self.planning_at)
+
+
+@dataclass
+class CampaignState:
+    """Everything the journal says, kept current by :meth:`apply`. Queries are cheap: the
+    per-configuration view and the best trial are cached and recomputed only for what an
+    event changed."""
+
+    name: str = ""
+    spec: Mapping[str, Any] = field(default_factory=dict)
+    spec_hash: str = ""
+    identity_hash: str = ""
+    generations: dict[int, GenerationRecord] = field(default_factory=dict)
+    trials: dict[str, TrialRecord] = field(default_factory=dict)
+    submissions: dict[str, SubmissionRecord] = field(default_factory=dict)
+    runs: int = 0
+    run_times: tuple[float, ...] = ()  # when each driver started (its "run" event)
+    cancelled: bool = False  # a cancel came after the last run started
+    last_run_end: str = ""
+    started_at: float = 0.0
+    events: int = 0
+    verdicts: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # config -> its verdict
+    champion_id: str | None = None  # the last configuration kept
+    stopped: str = ""  # the stop rule that ended the search, as last journaled ("" none)
+    stopped_detail: str = ""
+    _configs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # config -> trials
+    _keys: dict[str, str] = field(default_factory=dict, repr=False)  # config -> its config_key
+    # configs() kept up to date: each configuration's result at its place in plan order, and
+    # the configurations whose result must be computed again (a trial or verdict changed)
+    _config_list: list[ConfigResult | None] = field(default_factory=list, repr=False)
+    _config_at: dict[str, int] = field(default_factory=dict, repr=False)
+    _config_dirty: set[str] = field(default_factory=set, repr=False)
+    _unjudged: dict[str, None] = field(default_factory=dict, repr=False)  # search configs, no verdict yet
+    _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
+    _counts: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # generation -> by state
+    trial_changes: int = field(default=0, repr=False)  # how many times a trial's record changed
+    # config -> (its unfinished search runs, its completed values)
+    _tallies: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ applying events
+    def apply(self, event: Event) -> None:
+        """Apply one event (unknown kinds were already dropped by :func:`events.parse`)."""
+        self.events += 1
+        handler = HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _set_trial(self, record: TrialRecord) -> None:
+        prev = self.trials.get(record.trial_id)
+        self.trials[record.trial_id] = record
+        self.trial_changes += 1
+        counts = self._counts.get(record.generation)
+        if counts is None:
+            counts = self._counts[record.generation] = {s.value: 0 for s in STATE_ORDER}
+        if prev is not None:
+            counts[prev.state.value] -= 1
+        counts[record.state.value] += 1
+        if record.config_id not in self._config_at and not record.purpose:
+            self._unjudged[record.config_id] = None
+        if prev is None or prev.state.is_finished() or record.state.is_finished():
+            # a configuration's result sees its trials' ends only (planned -> submitted: none)
+            self._config_changed(record.config_id)
+            self._tally(prev, record)
+        for mode, best in list(self._best.items()):  # the best so far, kept up to date
+            if best is not None and best.trial_id == record.trial_id:
+                del self._best[mode]  # the best trial itself changed: look again when asked
+            elif (
+                record.state is TrialState.COMPLETED
+                and _finite(record.objective)
+                and (best is None or _better(record, best, mode))
+            ):
+                self._best[mode] = record
+
+    def _tally(self, prev: TrialRecord | None, record: TrialRecord) -> None:
+        """Keep each configuration's count of unfinished search runs and of completed values
+        (what :meth:`settled_unjudged` and :meth:`configs_with_values` select by)."""
+        unfinished, values = self._tallies.get(record.config_id, (0, 0))
+        for t, sign in ((prev, -1), (record, 1)):
+            if t is None:
+                continue
+            if t.purpose != "control" and t.state not in _FINISHED:
+                unfinished += sign
+            if t.state is TrialState.COMPLETED and _finite(t.objective):
+                values += sign
+        self._tallies[record.config_id] = (unfinished, values)  # a tuple: a snapshot shares it
+
+    def _config_changed(self, cid: str) -> None:
+        """Configuration ``cid`` (new, or one of its trials or its verdict changed)."""
+        if cid not in self._config_at:
+            self._config_at[cid] = len(self._config_list)
+            self._config_list.append(None)
+        self._config_dirty.add(cid)
+
+    def snapshot(self) -> CampaignState:
+        """A copy that later events do not change (its records are immutable: the containers
+        are copied, not the records), for a reader on another thread."""
+        return replace(
+            self,
+            generations=dict(self.generations),
+            trials=dict(self.trials),
+            submissions=dict(self.submissions),
+            verdicts=dict(self.verdicts),
+            _configs={k: list(v) for k, v in self._configs.items()},
+            _keys=dict(self._keys),
+            _config_list=list(self._config_list),
+            _config_at=dict(self._config_at),
+            _config_dirty=set(self._config_dirty),
+            _unjudged=dict(self._unjudged),
+            _best=dict(self._best),
+            _counts={g: dict(c) for g, c in self._counts.items()},
+            _tallies=dict(self._tallies),
+        )
+
+    # ------------------------------------------------------------------ queries
+    def trials_of(self, generation: int) -> list[TrialRecord]:
+        """The trials of one generation, in plan order."""
+        g = self.generations.get(generation)
+        return [self.trials[t] for t in g.trial_ids] if g else []
+
+    def completed_generations(self) -> int:
+        """How many generations are done."""
+        return sum(1 for g in self.generations.values() if g.done)
+
+    def next_generation(self) -> int:
+        """The generation to work on: the first one not done."""
+        for g in sorted(self.generations):
+            if not self.generations[g].done:
+                return g
+        return max(self.generations, default=-1) + 1
+
+    def pending_submissions(self) -> list[SubmissionRecord]:
+        """Submissions whose outcome the journal does not know (the driver died in sbatch)."""
+        return [s for s in self.submissions.values() if s.state == "submitting"]
+
+    def counts(self, generation: int | None = None) -> dict[str, int]:
+        """Trials by state (of one generation, or all); kept up to date as events apply."""
+        out = {s.value: 0 for s in STATE_ORDER}
+        for g, counts in self._counts.items():
+            if generation is None or g == generation:
+                for k, n in counts.items():
+                    out[k] += n
+        return out
+
+    def unfinished(self) -> int:
+        """How many trials are not finished (planned, submitted), from the kept counts."""
+        done = {s.value for s in _FINISHED}
+        return sum(n for counts in self._counts.values() for s, n in counts.items() if s not in done)
+
+    def best(self, mode: str) -> TrialRecord | None:
+        """The best completed trial (single seed view)."""
+        if mode not in self._best:
+            done = [
+                t for t in self.trials.values() if t.state is TrialState.COMPLETED and _finite(t.objective)
+            ]
+            sign = 1.0 if mode == "min" else -1.0
+            self._best[mode] = min(
+                done, key=lambda t: (sign * (t.objective or 0.0), t.trial_id), default=None
+            )
+        return self._best[mode]
+
+    def configs(self) -> list[ConfigResult]:
+        """Trials grouped by proposal, in the order they were planned: the unit the planners
+        learn from (mean objective over seeds)."""
+        self._refresh_configs()
+        return list(self._config_list)  # type: ignore[arg-type]  # none left: all refreshed
+
+    def config(self, cid: str) -> ConfigResult | None:
+        """One configuration's result (None: no such configuration)."""
+        at = self._config_at.get(cid)
+        if at is None:
+            return None
+        if cid in self._config_dirty:
+            self._refresh(cid)
+        return self._config_list[at]
+
+    def settled_unjudged(self) -> list[ConfigResult]:
+        """The configurations of the search without a verdict yet whose runs have all
+        finished, in plan order: what :func:`hpc_agent.science.rigor.verdicts_due` judges, computed
+        without the whole history or the pending ones."""
+        out = []
+        for cid in self._unjudged:
+            if self._tallies[cid][0] == 0:
+                out.append(self.config(cid))
+        return [c for c in out if c is not None]
+
+    def configs_with_values(self, n: int) -> list[ConfigResult]:
+        """The configurations with at least ``n`` completed values, in plan order (what the
+        noise floor pools, :func:`hpc_agent.science.rigor.noise`), computing no other."""
+        out = [self.config(cid) for cid in self._config_at if self._tallies[cid][1] >= n]
+        return [c for c in out if c is not None]
+
+    def _refresh_configs(self) -> None:
+        """Compute the results of the configurations that changed since the last call (only
+        those: the list is kept, so asking for it costs no more as the history grows)."""
+        for cid in list(self._config_dirty):
+            self._refresh(cid)
+
+    def _refresh(self, cid: str) -> None:
+        trials = [self.trials[t] for t in self._configs[cid]]
+        self._config_list[self._config_at[cid]] = _config_result(cid, trials, self.verdicts.get(cid))
+        self._config_dirty.discard(cid)
+
+    def config_keys(self) -> set[str]:
+        """Every experiment planned so far, as :func:`hpc_agent.config.space.config_key` keys (each
+        computed once, when first asked for)."""
+        for cid, trial_ids in self._configs.items():
+            if cid not in self._keys:
+                t = self.trials[trial_ids[0]]
+                self._keys[cid] = config_key(t.params, t.patch, t.parent)
+        return set(self._keys.values())
+
+    def champion(self, mode: str) -> ConfigResult | None:
+        """The champion: the last configuration the promotion rule kept (:mod:`hpc_agent.science.rigor`);
+        in a journal without verdicts (release 0.1.0), the best mean so far."""
+        if self.champion_id is not None:
+            return self.config(self.champion_id)
+        scored = [c for c in self.configs() if c.objective is not None and not c.pending]
+        if not scored:
+            return None
+        sign = 1.0 if mode == "min" else -1.0
+        return min(scored, key=lambda c: (sign * (c.objective or 0.0), c.config_id))
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """One proposal's result over its seeds: the unit the planners learn from."""
+
+    config_id: str
+    generation: int
+    params: Mapping[str, Any]
+    hypothesis: str
+    source: str
+    parent: str | None
+    patch: tuple[Mapping[str, Any], ...] | None
+    trial_ids: tuple[str, ...]
+    objective: float | None  # mean over completed seeds
+    n_completed: int
+    pending: bool  # a run of the configuration itself is still to come (controls aside)
+    failed_reasons: tuple[str, ...]
+    values: tuple[float, ...] = ()  # every completed run's objective, controls included
+    purpose: str = ""  # "" (the search), "confirm" or "rerun" (then ``of`` is the original)
+    of: str | None = None
+    budget_multiplier: float = 1.0
+    controlled: bool = False  # it was run again as a control (its values estimate the noise)
+    verdict: str = ""  # keep, discard, crash ("" before it finished, or not judged)
+    verdict_reason: str = ""
+    improvement: float | None = None  # over the champion of its moment (positive: better)
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _better(a: TrialRecord, b: TrialRecord, mode: str) -> bool:
+    """Is trial a better than trial b (ties: the earlier trial id wins, as in ``best``)?"""
+    sign = 1.0 if mode == "min" else -1.0
+    return (sign * (a.objective or 0.0), a.trial_id) < (sign * (b.objective or 0.0), b.trial_id)
+
+
+def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, Any] | None) -> ConfigResult:
+    if len(trials) > 1:
+        trials = sorted(trials, key=lambda t: t.trial_id)
+    values: list[float] = []
+    failed: list[str] = []
+    pending = controlled = False
+    for t in trials:  # one pass: the driver computes this for every trial that ends
+        done = t.state in _FINISHED
+        if t.state is TrialState.COMPLETED:
+            if t.objective is not None and math.isfinite(t.objective):
+                values.append(float(t.objective))
+        elif done:
+            failed.append(f"{t.trial_id}: {t.state.value}: {t.reason}")
+        if t.purpose == "control":
+            controlled = True
+        elif not done:
+            pending = True
+    first = trials[0]
+    judged = verdict or {}
+    return ConfigResult(
+        config_id=cid,
+        generation=first.generation,
+        params=first.params,
+        hypothesis=first.hypothesis,
+        source=first.source,
+        parent=first.parent,
+        patch=first.patch,
+        trial_ids=tuple(t.trial_id for t in trials),
+        objective=sum(values) / len(values) if values else None,
+        n_completed=len(values),
+        pending=pending,
+        failed_reasons=tuple(failed),
+        values=tuple(values),
+        purpose=first.purpose,
+        of=first.of,
+        budget_multiplier=first.budget_multiplier,
+        controlled=controlled,
+        verdict=str(judged.get("verdict", "")),
+        verdict_reason=str(judged.get("reason", "")),
+        improvement=judged.get("improvement"),
+    )
+
+
+# ------------------------------------------------------------------------------- the handlers
+
+
+def _on_spec(st: CampaignState, e: ev.CampaignOpened) -> None:
+    st.spec, st.spec_hash, st.identity_hash = e.spec, e.spec_hash, e.identity_hash
+    st.name = e.name or st.name
+    if type(e) is ev.CampaignOpened:
+        st.started_at = e.t
+
+
+def _on_run(st: CampaignState, e: ev.RunStarted) -> None:
+    st.runs += 1
+    st.run_times = (*st.run_times, e.t)
+    st.cancelled = False
+    st.stopped = st.stopped_detail = ""  # each run judges the stop rules anew (a rule may have changed)
+
+
+def _on_run_ended(st: CampaignState, e: ev.RunEnded) -> None:
+    st.last_run_end = e.status
+
+
+def _on_cancelled(st: CampaignState, e: ev.Cancelled) -> None:
+    st.cancelled = True
+
+
+def _on_stopped(st: CampaignState, e: ev.Stopped) -> None:
+    st.stopped, st.stopped_detail = e.rule, e.detail
+
+
+def _generation(st: CampaignState, g: int) -> GenerationRecord:
+    return st.generations.get(g) or GenerationRecord(g)
+
+
+def _on_planning(st: CampaignState, e: ev.PlanningStarted) -> None:
+    st.generations[e.generation] = replace(
+        _generation(st, e.generation), planning=True, planner=e.planner, planning_at=e.t
+    )
+    st.generations = dict(sorted(st.generations.items()))
+
+
+def _on_planned(st: CampaignState, e: ev.Planned) -> None:
+    for p in e.trials:
+        rec = TrialRecord(
+            trial_id=p.trial_id,
+            generation=e.generation,
+            index=p.index,
+            config_id=p.config,
+            seed=p.seed,
+            params=p.params,
+            hypothesis=p.hypothesis,
+            parent=p.parent,
+            source=p.source,
+            patch=p.patch,
+            purpose=p.purpose,
+            of=p.of,
+            budget_multiplier=p.budget_multiplier,
+        )
+        st._configs.setdefault(rec.config_id, []).append(rec.trial_id)
+        st._set_trial(rec)
+    st.generations[e.generation] = replace(
+        _generation(st, e.generation),
+        planned=True,
+        planner=e.planner,
+        note=e.note,
+        trial_ids=tuple(p.trial_id for p in e.trials),
+        planned_at=e.t,
+    )
+    st.generations = dict(sorted(st.generations.items()))
+
+
+def _on_submitting(st: CampaignState, e: ev.Submitting) -> None:
+    st.submissions[e.token] = SubmissionRecord(
+        e.token, e.generation, tuple(e.trials), e.executor, at=e.t, width=e.width
+    )
+    for tid in e.trials:
+        t = st.trials.get(tid)
+        if t is not None:
+            st._set_trial(copy_with(t, state=TrialState.SUBMITTED, token=e.token, attempt=t.attempt + 1))
+
+
+def _on_submitted(st: CampaignState, e: ev.Submitted) -> None:
+    sub = st.submissions.get(e.token)
+    if sub is None:
+        return
+    st.submissions[e.token] = replace(
+        sub, state="submitted", job_ids=tuple(e.job_ids), trial_jobs=e.trial_jobs
+    )
+    for tid, jid in (e.trial_jobs or {}).items():
+        t = st.trials.get(tid)
+        if t is not None and t.token == e.token:
+            st._set_trial(copy_with(t, job_id=jid))
+
+
+def _on_widened(st: CampaignState, e: ev.Widened) -> None:
+    sub = st.submissions.get(e.token)
+    if sub is not None:
+        st.submissions[e.token] = replace(sub, width=e.width)
+
+
+def _on_submit_failed(st: CampaignState, e: ev.SubmitFailed) -> None:
+    sub = st.submissions.get(e.token)
+    if sub is None:
+        return
+    st.submissions[e.token] = replace(sub, state="failed", error=e.error)
+    for tid in sub.trial_ids:
+        t = st.trials.get(tid)
+        if t is not None and t.token == e.token and not t.state.is_finished():
+            st._set_trial(copy_with(t, state=TrialState.PLANNED, attempt=t.attempt - 1))
+
+
+def _on_trial_ended(st: CampaignState, e: ev.TrialEnded) -> None:
+    t = st.trials.get(e.trial)
+    if t is None:
+        return
+    st._set_trial(
+        copy_with(
+            t,
+            state=TrialState(e.state),
+            objective=e.objective,
+            reason=e.reason,
+            exit_code=e.exit_code,
+            duration_s=e.duration_s,
+            job_id=e.job_id or t.job_id,
+            ended_at=e.t,
+            by_campaign_cancel=e.by_campaign_cancel,
+        )
+    )
+
+
+def _on_requeued(st: CampaignState, e: ev.Requeued) -> None:
+    t = st.trials.get(e.trial)
+    if t is None:
+        return
+    st._set_trial(
+        replace(
+            t,
+            state=TrialState.PLANNED,
+            retries=t.retries + (1 if e.counted else 0),
+            progress_requeues=t.progress_requeues + (1 if e.progress else 0),
+            earlier_duration_s=t.earlier_duration_s + float(e.duration_s or 0.0),
+            reason=e.reason,
+            objective=None,
+            exit_code=None,
+            by_campaign_cancel=False,
+        )
+    )
+
+
+def _on_judged(st: CampaignState, e: ev.Judged) -> None:
+    st.verdicts[e.config] = {
+        "verdict": e.verdict,
+        "reason": e.reason,
+        "improvement": e.improvement,
+        "at": e.t,
+    }
+    at = st._config_at.get(e.config)
+    if at is not None:
+        known = st._config_list[at]
+        if known is None or e.config in st._config_dirty:
+            st._config_dirty.add(e.config)
+        else:  # only the verdict changed: no need to go through its trials again
+            st._config_list[at] = copy_with(
+                known, verdict=e.verdict, verdict_reason=e.reason, improvement=e.improvement
+            )
+    st._unjudged.pop(e.config, None)
+    if e.verdict == "keep":
+        st.champion_id = e.config
+
+
+def _on_analyzed(st: CampaignState, e: ev.Analyzed) -> None:
+    st.generations[e.generation] = replace(_generation(st, e.generation), analyzed=True)
+
+
+def _on_generation_done(st: CampaignState, e: ev.GenerationDone) -> None:
+    st.generations[e.generation] = replace(_generation(st, e.generation), done=True, done_at=e.t)
+    st.generations = dict(sorted(st.generations.items()))
+
+
+HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
+    ev.CampaignOpened: _on_spec,
+    ev.SpecChanged: _on_spec,
+    ev.RunStarted: _on_run,
+    ev.RunEnded: _on_run_ended,
+    ev.Cancelled: _on_cancelled,
+    ev.Stopped: _on_stopped,
+    ev.PlanningStarted: _on_planning,
+    ev.Planned: _on_planned,
+    ev.Submitting: _on_submitting,
+    ev.Submitted: _on_submitted,
+    ev.Widened: _on_widened,
+    ev.SubmitFailed: _on_submit_failed,
+    ev.TrialEnded: _on_trial_ended,
+    ev.Requeued: _on_requeued,
+    ev.Judged: _on_judged,
+    ev.Analyzed: _on_analyzed,
+    ev.GenerationDone: _on_generation_done,
+}
+
+
+def replay(records: Iterable[Mapping[str, Any] | Event]) -> CampaignState:
+    """The state a whole journal describes (its records, or parsed events). Pure; unknown
+    kinds are skipped (a newer hpc-agent may write events an older one does not know)."""
+    st = CampaignState()
+    for r in records:
+        event = r if isinstance(r, Event) else ev.parse(r)
+        if event is None:
+            st.events += 1
+            continue
+        st.apply(event)
+    return st
