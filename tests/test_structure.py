@@ -178,7 +178,13 @@ LAYERS: dict[str, set[str]] = {
         "hpc_agent.loop",
     },
 }
-ROOT_MODULES = {"hpc_agent", "hpc_agent.__main__", "hpc_agent.errors", "hpc_agent.track", "hpc_agent.slurm_task"}
+ROOT_MODULES = {
+    "hpc_agent",
+    "hpc_agent.__main__",
+    "hpc_agent.errors",
+    "hpc_agent.track",
+    "hpc_agent.slurm_task",
+}
 
 
 def layer_of(module: str) -> str:
