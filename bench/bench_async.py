@@ -262,7 +262,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     import bench_search as bs
 
     from hpc_agent.config.spec import parse_spec
-    from hpc_agent.loop.driver import Campaign
+    from hpc_agent.loop.campaign import Campaign
     from hpc_agent.planners import make_planner
     from hpc_agent.store.results import load_state
     from hpc_agent.testing import ScriptedExecutor

@@ -312,7 +312,7 @@ def run_campaign(
 ) -> list[dict[str, Any]]:
     """The same campaign through the real machinery; returns its journal's events."""
     from hpc_agent.executors.local import LocalExecutor
-    from hpc_agent.loop.driver import Campaign
+    from hpc_agent.loop.campaign import Campaign
     from hpc_agent.store.journal import Journal
     from hpc_agent.store.paths import ResultsPaths
 

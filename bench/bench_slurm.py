@@ -107,7 +107,7 @@ TRIAL = textwrap.dedent(
 def run_agent(n: int, work: Path) -> dict[str, Any]:
     from hpc_agent.config.spec import load_spec
     from hpc_agent.executors.slurm.executor import SlurmExecutor
-    from hpc_agent.loop.driver import Campaign
+    from hpc_agent.loop.campaign import Campaign
     from hpc_agent.planners import make_planner
 
     camp = work / "camp"

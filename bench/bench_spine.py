@@ -147,7 +147,7 @@ def run_driver(camp: Path, results: Path, lanes: int, reporter: Any = None) -> t
     """The campaign in this process: (wall s, driver CPU s, the planner wrapper)."""
     from hpc_agent.config.spec import load_spec
     from hpc_agent.executors.local import LocalExecutor
-    from hpc_agent.loop.driver import Campaign
+    from hpc_agent.loop.campaign import Campaign
     from hpc_agent.planners.random import RandomPlanner
 
     planner = _TimedPlanner(RandomPlanner())

@@ -79,7 +79,7 @@ def test_the_incremental_views_match_a_recount_after_every_event(make_campaign: 
     import random
 
     from hpc_agent.config.spec import load_spec
-    from hpc_agent.loop.driver import Campaign
+    from hpc_agent.loop.campaign import Campaign
     from hpc_agent.planners.random import RandomPlanner
     from hpc_agent.store.events import parse
     from hpc_agent.store.state import CampaignState

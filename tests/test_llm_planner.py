@@ -662,7 +662,7 @@ def test_auto_picks_the_llm_when_an_endpoint_is_configured(
 
 def test_the_driver_does_not_import_openai_until_the_llm_is_used() -> None:
     code = (
-        "import sys, hpc_agent.cli, hpc_agent.loop.driver, hpc_agent.planners.llm, hpc_agent.llm; "
+        "import sys, hpc_agent.cli, hpc_agent.loop.campaign, hpc_agent.planners.llm, hpc_agent.llm; "
         "assert 'openai' not in sys.modules, 'openai imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from hpc_agent.config.spec import load_spec
-from hpc_agent.loop.driver import Campaign, RunResult
+from hpc_agent.loop.campaign import Campaign
+from hpc_agent.loop.driver import RunResult
 from hpc_agent.loop.reporter import SilentReporter
 from hpc_agent.outputs.status import status_report
 from hpc_agent.planners.base import Plan, PlanContext

@@ -17,7 +17,8 @@ import pytest
 
 from hpc_agent.config.spec import load_spec
 from hpc_agent.errors import UserError
-from hpc_agent.loop.driver import Campaign, RunResult
+from hpc_agent.loop.campaign import Campaign
+from hpc_agent.loop.driver import RunResult
 from hpc_agent.planners.random import RandomPlanner
 from hpc_agent.store.events import Cancelled
 from hpc_agent.store.journal import Journal

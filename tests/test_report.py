@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hpc_agent.config.spec import load_spec
-from hpc_agent.loop.driver import Campaign
+from hpc_agent.loop.campaign import Campaign
 from hpc_agent.outputs.report import write_report
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal
 from hpc_agent.testing import ScriptedExecutor

@@ -18,7 +18,7 @@ import pytest
 from conftest import TINY_TRAIN
 
 from hpc_agent.config.spec import RigorSection, load_spec
-from hpc_agent.loop.driver import Campaign
+from hpc_agent.loop.campaign import Campaign
 from hpc_agent.planners.random import RandomPlanner
 from hpc_agent.science.rigor import DISCARD, KEEP, final_champion, judge, noise, student_t_cdf
 from hpc_agent.store.journal import Journal

@@ -138,7 +138,8 @@ def _setup(spec: Any, quiet: bool) -> dict[str, Any]:
 
 
 def _run_attached(spec: Any, results: Path, force: bool, setup: dict[str, Any], quiet: bool) -> None:
-    from hpc_agent.loop.driver import Campaign, exit_message
+    from hpc_agent.loop.campaign import Campaign
+    from hpc_agent.loop.driver import exit_message
     from hpc_agent.loop.reporter import SilentReporter
     from hpc_agent.outputs.terminal import RichReporter
     from hpc_agent.planners import make_planner
@@ -290,7 +291,8 @@ def rerun(
       hpc-agent rerun results/quickstart 0001-0002 --seeds 3 --budget-multiplier 2
     """
     from hpc_agent.executors import make_executor
-    from hpc_agent.loop.driver import Campaign, exit_message
+    from hpc_agent.loop.campaign import Campaign
+    from hpc_agent.loop.driver import exit_message
     from hpc_agent.loop.rerun import plan_rerun
     from hpc_agent.planners import make_planner
     from hpc_agent.store.results import load_state, spec_of

@@ -1,6 +1,8 @@
-"""The campaign loop: ``run`` and one method per phase, named as in docs/architecture.md.
-
-::
+"""The driver: the live state, ``record``, the lock, and one method per phase, named as in
+docs/architecture.md. The order the phases run in is a *schedule*, a peer built on the driver:
+:class:`~hpc_agent.loop.sync.SyncSchedule` (one generation at a time, each a barrier) or
+:class:`~hpc_agent.loop.overlap.AsyncSchedule` (generations overlap); :mod:`hpc_agent.loop.campaign`
+picks one by ``[campaign] schedule``. The sync schedule::
 
     run:  for each generation g
             propose(g)   the planner's proposals -> validated, deduplicated trials  (planned)
@@ -14,7 +16,7 @@ Every phase first asks the journal whether it already happened, and records an e
 and after its side effect, so running ``hpc-agent run`` again on a results folder, at any
 moment and after any failure, continues where the last driver stopped (the table "the driver
 died here -> on the next run" is in docs/architecture.md). The driver holds one live state
-and applies each event as it writes it (:meth:`Campaign.record`); what another process
+and applies each event as it writes it (:meth:`Driver.record`); what another process
 appended (``hpc-agent cancel``) is read from the byte offset it had reached.
 """
 
@@ -26,12 +28,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from hpc_agent import __version__
 from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.edits.patches import workdir_entries
 from hpc_agent.executors.base import Executor
-from hpc_agent.loop.overlap import Overlap
 from hpc_agent.loop.planning import Planning
 from hpc_agent.loop.prepare import base_files, prepare_trial
 from hpc_agent.loop.propose import (
@@ -46,7 +48,6 @@ from hpc_agent.science.provenance import write_run_provenance
 from hpc_agent.science.rigor import verdicts_due
 from hpc_agent.store.events import (
     Event,
-    GenerationDone,
     Requeued,
     RunEnded,
     RunStarted,
@@ -79,8 +80,18 @@ class RunResult:
         )
 
 
-class Campaign:
+class Schedule(Protocol):
+    """The order a driver's phases run in (``[campaign] schedule``), built on one driver."""
+
+    def run(self) -> str:
+        """Run until the campaign ends: ``done``, ``exhausted`` or ``cancelled``."""
+        ...
+
+
+class Driver:
     """One campaign's driver: owns the results folder while it runs (one driver per folder).
+    It holds the live state, writes the journal (:meth:`record`) and runs the phases; a
+    schedule (:meth:`schedule`) says in which order.
 
     ``planner`` proposes and analyzes; ``executor`` runs the trials; ``fallback_planner``
     (TPE) plans a generation whose planner failed, so a night on the cluster is never lost."""
@@ -107,13 +118,9 @@ class Campaign:
         self.force = force
         self.stop_after = stop_after  # run no generation after this one (hpc-agent rerun)
         self.state = CampaignState()
-        self.planning = Planning(
-            spec, self.paths, planner, fallback_planner, self.reporter, self.record, lambda: self.state
-        )
+        self.planning = Planning(self)
         self.reconciler = Reconciler(self.paths, spec, executor)
-        self.submissions = Submissions(
-            self.paths, spec, executor, self.reporter, self.record, lambda: self.state
-        )
+        self.submissions = Submissions(self)
         self._offset = 0  # how far into the journal the state has read
         self._ended_rows = EndedRows()  # the trials table's rows of trials that ended, between gathers
         self._gathered = -1  # state.trial_changes when trials.parquet was last written
@@ -187,7 +194,7 @@ class Campaign:
             self.reporter.info(f"resuming {len(again)} trial(s) stopped by `hpc-agent cancel`")
             self.record(*again)
         self.submissions.resolve_pending(self._locked_at)
-        status = Overlap(self).run() if self.spec.campaign.schedule == "async" else self._run_sync()
+        status = self.schedule().run()
         if status != "cancelled":
             self.gather()
         self.record(RunEnded(status=status))
@@ -196,31 +203,24 @@ class Campaign:
             status, self.paths.root, st.completed_generations(), st.best(self.spec.campaign.mode), st.counts()
         )
 
-    def _run_sync(self) -> str:
-        """The sync schedule: one generation at a time, each a barrier (``[campaign] schedule``)."""
-        while (g := self._next_generation()) is not None:
-            gen = self.state.generations.get(g)
-            if not (gen and gen.planned) and not self.propose(g):
-                return "exhausted"
-            self.prepare(g)
-            if not self.wait(g):
-                return "cancelled"
-            self.gather()
-            if not self.state.generations[g].analyzed:
-                self.analyze(g)
-            self.record(GenerationDone(generation=g))
-        return "done"
+    def schedule(self) -> Schedule:
+        """The schedule this run follows (:class:`hpc_agent.loop.campaign.Campaign` picks it
+        by ``[campaign] schedule``)."""
+        raise NotImplementedError
 
-    def _next_generation(self) -> int | None:
+    def next_generation(self) -> int | None:
         """The generation to work on, or None when the campaign has as many as it asks for
         (exploration until a stop rule holds, and the confirmations ``[confirm]`` asks for)."""
-        g = self.state.next_generation()
-        gen = self.state.generations.get(g)
-        if self.stop_after is not None and g > self.stop_after:
+        generation = self.state.next_generation()
+        record = self.state.generations.get(generation)
+        if self.stop_after is not None and generation > self.stop_after:
             return None
-        if not (gen and gen.planned) and next_kind(self.state, self.spec, self.planning.check_stop()) is None:
+        if (
+            not (record and record.planned)
+            and next_kind(self.state, self.spec, self.planning.check_stop()) is None
+        ):
             return None
-        return g
+        return generation
 
     # ------------------------------------------------------------------ 1 propose
     def propose(self, g: int, size: int | None = None) -> bool:

@@ -70,7 +70,7 @@ from hpc_agent.store.events import GenerationDone, Requeued
 from hpc_agent.store.state import SubmissionRecord, TrialRecord, TrialState
 
 if TYPE_CHECKING:
-    from hpc_agent.loop.driver import Campaign
+    from hpc_agent.loop.driver import Driver
     from hpc_agent.loop.planning import PlanRequest
 
 IN_FLIGHT = (TrialState.SUBMITTED, TrialState.RUNNING)
@@ -126,15 +126,15 @@ class _Call:
         return self._done.is_set()
 
 
-class Overlap:
-    """The async schedule of one driver run (see the module docstring)."""
+class AsyncSchedule:
+    """The async schedule of one driver run (see the module docstring), built on the driver."""
 
-    def __init__(self, campaign: Campaign) -> None:
-        self.c = campaign
-        camp = campaign.spec.campaign
-        cap = campaign.executor.max_running
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        camp = driver.spec.campaign
+        cap = driver.executor.max_running
         self.slots = min(camp.slots, cap) if cap else camp.slots
-        default = max(1, self.slots // 2) if campaign.planner.costly else 1
+        default = max(1, self.slots // 2) if driver.planner.costly else 1
         self.refill = max(min(camp.refill_at or default, self.slots), len(camp.seeds))
         self.call: _Call | None = None
         self.request: PlanRequest | None = None
@@ -142,7 +142,7 @@ class Overlap:
         self._fresh_for: int | None = None  # the generation the last analysis made proposals for
         self._timed = True  # the running call is a round trip (its time says the latency)
         self._calls_s: list[float] = [  # the planner's latency: its plans so far, then its calls
-            r.planning_s for r in campaign.state.generations.values() if r.planning_s and r.planner != CONFIRM
+            r.planning_s for r in driver.state.generations.values() if r.planning_s and r.planner != CONFIRM
         ]
         self._durations: list[float] = []  # run times of the trials that ended, sorted
         self._ended = -1
@@ -150,15 +150,15 @@ class Overlap:
     def run(self) -> str:
         """Run until nothing is in flight and nothing more is to be planned: ``done``,
         ``exhausted`` or ``cancelled``."""
-        c = self.c
+        driver = self.driver
         for g in self.open_generations():
-            c.prepare(g)  # what a killed driver planned and never prepared
+            driver.prepare(g)  # what a killed driver planned and never prepared
         self._rewiden()
         delay = 0.05
         while True:
-            c.refresh()
-            if c.state.cancelled:
-                c.stop_cancelled(self.open_generations())
+            driver.refresh()
+            if driver.state.cancelled:
+                driver.stop_cancelled(self.open_generations())
                 return "cancelled"
             changed = self._collect()
             changed = self._widen() or changed
@@ -169,19 +169,19 @@ class Overlap:
             if self.call is None and not self.open_generations() and not self._more_to_plan():
                 return "exhausted" if self.exhausted else "done"
             for g in self.open_generations():
-                c.report_progress(g)
-            c.touch_lock()
-            n_open = sum(len(c.state.generations[g].trial_ids) for g in self.open_generations())
-            delay = next_delay(delay, changed, n_open, c.executor, ASYNC_STATUS_INTERVAL_S)
+                driver.report_progress(g)
+            driver.touch_lock()
+            n_open = sum(len(driver.state.generations[g].trial_ids) for g in self.open_generations())
+            delay = next_delay(delay, changed, n_open, driver.executor, ASYNC_STATUS_INTERVAL_S)
             time.sleep(delay)
 
     # ------------------------------------------------------------------ what is in flight
     def open_generations(self) -> list[int]:
         """Generations planned and not done, oldest first."""
-        return [g for g, r in self.c.state.generations.items() if r.planned and not r.done]
+        return [g for g, r in self.driver.state.generations.items() if r.planned and not r.done]
 
     def _open_trials(self) -> list[TrialRecord]:
-        st = self.c.state
+        st = self.driver.state
         return [t for g in self.open_generations() for t in st.trials_of(g)]
 
     def _taken(self) -> tuple[int, int]:
@@ -197,7 +197,7 @@ class Overlap:
     def _submissions(self) -> list[tuple[SubmissionRecord, int, int]]:
         """(submission, its trials in flight, its width) of every submission with trials in
         flight, oldest first."""
-        st = self.c.state
+        st = self.driver.state
         count: dict[str, int] = {}
         for t in self._open_trials():
             if t.state in IN_FLIGHT and t.token:
@@ -212,39 +212,39 @@ class Overlap:
     # ------------------------------------------------------------------ the passes
     def _collect(self) -> bool:
         """A planner call that returned: record what it made."""
-        call, c = self.call, self.c
+        call, driver = self.call, self.driver
         if call is None or not call.done():
             return False
         self.call = None
         if call.what == "analysis" or self._timed:
             self._calls_s.append(time.monotonic() - call.started)
         for kind, message in call.reporter.messages:
-            getattr(c.reporter, kind)(message)
+            getattr(driver.reporter, kind)(message)
         if call.error is not None:
             raise call.error  # a user error (a context too small, a bad key) ends the run, as in sync
         if call.what == "plan":
             assert self.request is not None
-            if c.planning.finish(self.request, call.result):
-                c.prepare(call.generation)
+            if driver.planning.finish(self.request, call.result):
+                driver.prepare(call.generation)
             else:
                 self.exhausted = True
         else:
-            c.planning.write_analysis(call.generation, *call.result)
-            c.record(GenerationDone(generation=call.generation))
+            driver.planning.write_analysis(call.generation, *call.result)
+            driver.record(GenerationDone(generation=call.generation))
         return True
 
     def _rewiden(self) -> None:
         """A starting driver tells the executor each narrowed submission's journaled width
         again (the dead one may have journaled it and died before telling)."""
-        if self.c.executor.can_widen:
+        if self.driver.executor.can_widen:
             for sub, _n, width in self._submissions():
                 if sub.width and sub.state == "submitted":
-                    self.c.submissions.widen(sub.token, width, again=True)
+                    self.driver.submissions.widen(sub.token, width, again=True)
 
     def _widen(self) -> bool:
         """Let the trials a narrowed submission holds back start as slots free, oldest
         submission first."""
-        if not self.c.executor.can_widen:
+        if not self.driver.executor.can_widen:
             return False
         subs = self._submissions()
         free = self.slots - sum(min(n, w) for _s, n, w in subs)
@@ -254,7 +254,7 @@ class Overlap:
                 break
             if width < n and sub.state == "submitted":
                 new = min(n, width + free)
-                if self.c.submissions.widen(sub.token, new):
+                if self.driver.submissions.widen(sub.token, new):
                     free -= new - width
                     widened = True
         return widened
@@ -263,9 +263,9 @@ class Overlap:
         """Each generation's planned trials, as one submission, oldest first: narrowed to the
         free slots the moment one is free, where the executor can widen it later; else once all
         of them fit (or nothing else is in flight: a confirmation may be wider than the slots)."""
-        c, st = self.c, self.c.state
+        driver, st = self.driver, self.driver.state
         in_use, _ = self._taken()
-        narrow = c.executor.can_widen
+        narrow = driver.executor.can_widen
         submitted = False
         for g in self.open_generations():
             planned = [t for t in st.trials_of(g) if t.state is TrialState.PLANNED]
@@ -275,24 +275,24 @@ class Overlap:
             if in_use and (free < 1 if narrow else free < len(planned)):
                 break  # oldest first: a younger generation does not overtake it
             width = min(len(planned), max(free, 1)) if narrow else len(planned)
-            c.submit(g, planned, width)  # all of them: not narrowed (Submissions.submit)
+            driver.submit(g, planned, width)  # all of them: not narrowed (Submissions.submit)
             in_use += width
             submitted = True
         return submitted
 
     def _reconcile(self) -> bool:
         """The open trials of every generation in flight, as the sync loop's ``wait`` does."""
-        c = self.c
+        driver = self.driver
         open_trials = [t for t in self._open_trials() if t.state in IN_FLIGHT]
         if not open_trials:
             return False
-        events = c.reconciler.reconcile(c.state, open_trials)
+        events = driver.reconciler.reconcile(driver.state, open_trials)
         if events:
-            c.record(*events)
-            c.record(*verdicts_due(c.state, c.spec))
+            driver.record(*events)
+            driver.record(*verdicts_due(driver.state, driver.spec))
             for e in events:
                 if isinstance(e, Requeued):
-                    c.reporter.info(f"trial {e.trial} requeued: {e.reason}")
+                    driver.reporter.info(f"trial {e.trial} requeued: {e.reason}")
         return bool(events)
 
     def _next_call(self) -> bool:
@@ -302,40 +302,40 @@ class Overlap:
         (one round trip a generation); any other analyzes at once and plans first."""
         due = self._plan_due()
         ripe = self._ripe()
-        if due is not None and ripe and self.c.planner.costly and self._fresh_for != due[0]:
+        if due is not None and ripe and self.driver.planner.costly and self._fresh_for != due[0]:
             return self._analyze(ripe[0])
         if due is not None:
             return self._start_plan(*due)
-        if ripe and (not self.c.planner.costly or not self._more_to_plan()):
+        if ripe and (not self.driver.planner.costly or not self._more_to_plan()):
             return self._analyze(ripe[0])
         return False
 
     def _ripe(self) -> list[int]:
         """Generations whose trials all ended, oldest first (analyzed ones are closed here)."""
-        c, st, out = self.c, self.c.state, []
+        driver, st, out = self.driver, self.driver.state, []
         for g in self.open_generations():
             if all(t.state.is_finished() for t in st.trials_of(g)):
                 if st.generations[g].analyzed:  # by a driver that died before generation_done
-                    c.record(GenerationDone(generation=g))
+                    driver.record(GenerationDone(generation=g))
                 else:
                     out.append(g)
         return out
 
     def _analyze(self, g: int) -> bool:
-        c = self.c
-        c.gather()
-        ctx = c.planning.analysis_context(g, plan_for=self._next_unplanned())
-        self._fresh_for = ctx.plan_for if c.planner.costly else None
-        self.call = _Call("analysis", g, lambda _reporter: c.planning.run_analysis(ctx))
+        driver = self.driver
+        driver.gather()
+        ctx = driver.planning.analysis_context(g, plan_for=self._next_unplanned())
+        self._fresh_for = ctx.plan_for if driver.planner.costly else None
+        self.call = _Call("analysis", g, lambda _reporter: driver.planning.run_analysis(ctx))
         return True
 
     def _plan_due(self) -> tuple[int, str, int] | None:
         """(generation, kind, size) when the next generation should be planned now."""
-        c, st, spec = self.c, self.c.state, self.c.spec
+        driver, st, spec = self.driver, self.driver.state, self.driver.spec
         g = self._next_unplanned()
-        if self.exhausted or (c.stop_after is not None and g > c.stop_after):
+        if self.exhausted or (driver.stop_after is not None and g > driver.stop_after):
             return None
-        kind = next_kind(st, spec, c.planning.check_stop())
+        kind = next_kind(st, spec, driver.planning.check_stop())
         if kind is None:
             return None
         if kind == CONFIRM:  # it ranks finished configurations: the search in flight ends first
@@ -343,7 +343,7 @@ class Overlap:
             return None if searching else (g, CONFIRM, 0)
         in_use, waiting = self._taken()
         free = self.slots - in_use - waiting
-        if c.executor.can_widen and (self._fresh_for == g or c.planner.costly):
+        if driver.executor.can_widen and (self._fresh_for == g or driver.planner.costly):
             # proposals ready: take them all now; a costly planner plans a batch ahead
             ahead = self._fresh_for == g or self.slots - waiting >= self.refill
             return (g, EXPLORE, spec.campaign.batch_trials) if ahead else None
@@ -354,27 +354,29 @@ class Overlap:
         return g, EXPLORE, max(min(spec.campaign.batch_trials, int(expected)), len(spec.campaign.seeds))
 
     def _start_plan(self, g: int, kind: str, size: int) -> bool:
-        c = self.c
+        driver = self.driver
         if kind == CONFIRM:
-            c.planning.start(g, CONFIRM)
-            c.prepare(g)
+            driver.planning.start(g, CONFIRM)
+            driver.prepare(g)
             return True
-        req = self.request = c.planning.start(g, EXPLORE, size)
+        req = self.request = driver.planning.start(g, EXPLORE, size)
         assert req is not None
         self._timed = self._fresh_for != g  # a round trip, not proposals an analysis made
         self._fresh_for = None
-        self.call = _Call("plan", g, lambda reporter: req.ask(c.planner, c.fallback_planner, reporter))
+        self.call = _Call(
+            "plan", g, lambda reporter: req.ask(driver.planner, driver.fallback_planner, reporter)
+        )
         return True
 
     def _more_to_plan(self) -> bool:
-        c = self.c
-        if self.exhausted or (c.stop_after is not None and self._next_unplanned() > c.stop_after):
+        driver = self.driver
+        if self.exhausted or (driver.stop_after is not None and self._next_unplanned() > driver.stop_after):
             return False
-        return next_kind(c.state, c.spec, c.planning.check_stop()) is not None
+        return next_kind(driver.state, driver.spec, driver.planning.check_stop()) is not None
 
     def _next_unplanned(self) -> int:
         """The generation to plan next: one a dead driver began planning, else a new one."""
-        gens = self.c.state.generations
+        gens = self.driver.state.generations
         started = [g for g, r in gens.items() if r.planning and not r.planned]
         return min(started) if started else max(gens, default=-1) + 1
 
@@ -397,7 +399,7 @@ class Overlap:
         ran: list[float] = []
         for t in self._open_trials():
             if t.state in IN_FLIGHT:
-                status = self.c.reconciler.status(t.trial_id)
+                status = self.driver.reconciler.status(t.trial_id)
                 if is_running_for(status, t.token) and status is not None:
                     ran.append(max(0.0, now - float(status.get("started_at") or now)))
         ran += [0.0] * max(0, in_use - len(ran))
@@ -409,7 +411,7 @@ class Overlap:
 
     def _learn_durations(self) -> None:
         """The run times of the trials that ended (their last attempt's), sorted."""
-        st = self.c.state
+        st = self.driver.state
         ended = [t for t in st.trials.values() if t.state.is_finished() and t.duration_s is not None]
         if len(ended) == self._ended:
             return

@@ -2,7 +2,7 @@
 and the stop rules that decide whether the search plans any more.
 
 :class:`Planning` is what both schedules (``[campaign] schedule``) call: the sync loop in
-:mod:`hpc_agent.loop.driver` one generation after another, the async one in
+:mod:`hpc_agent.loop.sync` one generation after another, the async one in
 :mod:`hpc_agent.loop.overlap` with the planner's calls on a thread of their own, which is why a plan
 is begun (:meth:`Planning.start`, journaled ``planning``), asked (:meth:`PlanRequest.ask`, no
 side effect) and recorded (:meth:`Planning.finish`, ``planned``) in three steps, and an
@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.job.fileio import atomic_write_text, dumps_listing
 from hpc_agent.loop.budget import (
     GpuMeter,
@@ -27,6 +26,7 @@ from hpc_agent.loop.budget import (
     trial_limit,
     used,
 )
+from hpc_agent.loop.live import LiveDriver
 from hpc_agent.loop.propose import (
     CONFIRM,
     EXPLORE,
@@ -46,8 +46,7 @@ from hpc_agent.loop.reporter import Reporter
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal
 from hpc_agent.science.analysis import AnalysisContext, deterministic_analysis
 from hpc_agent.science.rigor import noise
-from hpc_agent.store.events import Analyzed, Event, Planned, PlannedTrial, PlanningStarted, Stopped
-from hpc_agent.store.paths import ResultsPaths
+from hpc_agent.store.events import Analyzed, Planned, PlannedTrial, PlanningStarted, Stopped
 from hpc_agent.store.results import analyses_before
 from hpc_agent.store.state import CampaignState
 
@@ -69,34 +68,25 @@ class PlanRequest:
 
 
 class Planning:
-    """Plans and analyses of one campaign: ``record`` journals events (the campaign's live
-    state follows), ``state`` reads the live state."""
+    """Plans and analyses of one campaign, on its driver: ``record`` journals events (the
+    driver's live state follows), ``state`` reads the live state."""
 
-    def __init__(
-        self,
-        spec: CampaignSpec,
-        paths: ResultsPaths,
-        planner: Planner,
-        fallback_planner: Callable[[], Planner] | None,
-        reporter: Reporter,
-        record: Callable[..., None],
-        state: Callable[[], CampaignState],
-    ) -> None:
-        self.spec = spec
-        self.paths = paths
-        self.planner = planner
-        self.fallback_planner = fallback_planner
-        self.reporter = reporter
-        self.record: Callable[[Event], None] = record
-        self._state = state
-        self.gpu = GpuMeter(paths)
+    def __init__(self, driver: LiveDriver) -> None:
+        self.driver = driver
+        self.spec = driver.spec
+        self.paths = driver.paths
+        self.planner = driver.planner
+        self.fallback_planner = driver.fallback_planner
+        self.reporter = driver.reporter
+        self.record = driver.record
+        self.gpu = GpuMeter(driver.paths)
         self._analyses: dict[int, str] = {}  # generation -> its analysis.md, once read
         self._used_at: tuple[tuple[int, float], Used] | None = None  # (state.events, gpu), counts
 
     @property
     def state(self) -> CampaignState:
         """The campaign's live state."""
-        return self._state()
+        return self.driver.state
 
     def check_stop(self) -> Stop | None:
         """The stop rule that holds now (:mod:`hpc_agent.loop.budget`), journaled (``stopped``) the

@@ -26,7 +26,7 @@ from hpc_agent.store.state import CampaignState
 
 def plan_rerun(results: Path, trial: str, seeds: int = 1, budget_multiplier: float = 1.0) -> int:
     """Record a generation that reruns ``trial`` (``seeds`` runs from its own seed) and
-    return it; the campaign's driver runs it (:class:`hpc_agent.loop.driver.Campaign` with
+    return it; the campaign's driver runs it (:class:`hpc_agent.loop.campaign.Campaign` with
     ``stop_after``). UserError while a driver runs the folder or a generation is unfinished."""
     if seeds < 1 or budget_multiplier <= 0:
         raise UserError(

@@ -11,41 +11,31 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.errors import UserError
-from hpc_agent.executors.base import SECRET_ENV_VARS, Executor, SubmitError, SubmitRequest
+from hpc_agent.executors.base import SECRET_ENV_VARS, SubmitError, SubmitRequest
 from hpc_agent.job.trial import assign
-from hpc_agent.loop.reporter import Reporter
+from hpc_agent.loop.live import LiveDriver
 from hpc_agent.store.events import SubmitFailed, Submitted, Submitting, Widened
-from hpc_agent.store.paths import ResultsPaths
-from hpc_agent.store.state import CampaignState, TrialRecord
+from hpc_agent.store.state import TrialRecord
 
 SUBMIT_TIMEOUT_S = 130.0  # an executor's submit call (sbatch) never outlives this
 
 
 class Submissions:
-    """The campaign's submissions: ``write`` records events (the campaign's journal and live
-    state), ``state`` reads the live state."""
+    """The campaign's submissions, on its driver: ``_write`` records events (the driver's
+    journal and live state), ``state`` reads the live state."""
 
-    def __init__(
-        self,
-        paths: ResultsPaths,
-        spec: CampaignSpec,
-        executor: Executor,
-        reporter: Reporter,
-        write: Callable[..., None],
-        state: Callable[[], CampaignState],
-    ) -> None:
-        self.paths = paths
-        self.spec = spec
-        self.executor = executor
-        self.reporter = reporter
-        self._write: Callable[..., None] = write
-        self._state = state
+    def __init__(self, driver: LiveDriver) -> None:
+        self.driver = driver
+        self.paths = driver.paths
+        self.spec = driver.spec
+        self.executor = driver.executor
+        self.reporter = driver.reporter
+        self._write = driver.record
         # the API key is never in a job's environment, whatever its variable is called
-        self.secret_env = tuple(dict.fromkeys((*SECRET_ENV_VARS, spec.planner.api_key_env)))
+        self.secret_env = tuple(dict.fromkeys((*SECRET_ENV_VARS, driver.spec.planner.api_key_env)))
 
     def submit(self, g: int, planned: Sequence[TrialRecord], width: int = 0) -> None:
         """Submit these trials of generation g as ONE submission under a new token
@@ -87,7 +77,7 @@ class Submissions:
         """Let up to ``width`` trials of submission ``token`` run at once (``widened`` first,
         then the executor; ``again``: tell the executor the journaled width once more, as a
         driver that starts does). A refusal is a warning, and the width journaled before."""
-        sub = self._state().submissions[token]
+        sub = self.driver.state.submissions[token]
         before = sub.width
         if not again:
             self._write(Widened(token=token, width=width))
@@ -111,7 +101,7 @@ class Submissions:
             queue_dir=str(self.paths.submission(g, token)),
             submitit_dir=str(self.paths.submitit),
             timeout_min=self.spec.experiment.job_timeout_for(
-                max((self._state().trials[t].budget_multiplier for t in ids), default=1.0)
+                max((self.driver.state.trials[t].budget_multiplier for t in ids), default=1.0)
             ),
             scrub_env=self.secret_env,
             width=width,
@@ -130,7 +120,7 @@ class Submissions:
         the next driver started). Then the trials are unassigned *before* a last look, so that
         a job that appears even later cannot run them, and a job that got in before the last
         look is adopted."""
-        for sub in self._state().pending_submissions():
+        for sub in self.driver.state.pending_submissions():
             req = self._request(sub.generation, sub.token, sub.trial_ids)
             found = self._find_settled(req, sub.at, locked_at)
             if not found:
@@ -147,7 +137,7 @@ class Submissions:
 
     def _find_settled(self, req: SubmitRequest, submitting_at: float, locked_at: float) -> list[str]:
         """``executor.find`` until it finds the jobs or the submission has settled."""
-        later_runs = [t for t in self._state().run_times if t > submitting_at]
+        later_runs = [t for t in self.driver.state.run_times if t > submitting_at]
         died_by = min(later_runs[0] if later_runs else locked_at, submitting_at + SUBMIT_TIMEOUT_S)
         settle_until = died_by + self.executor.settle_s
         found = self.executor.find(req)

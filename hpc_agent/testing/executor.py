@@ -4,7 +4,7 @@ No process runs. Each submitted trial's attempt plays a *fate* the test chose (c
 be preempted, vanish with its node, hang until told) the next time the campaign polls,
 writing exactly what a real runner would write into the trial's folder (``status.json`` with
 the attempt's token, ``metrics.jsonl``) and answering ``poll``/``find`` as a scheduler would.
-The executor instance is "the cluster": keep it across two :class:`~hpc_agent.loop.driver.Campaign`
+The executor instance is "the cluster": keep it across two :class:`~hpc_agent.loop.campaign.Campaign`
 objects to restart a driver, and :class:`DriverKilled` (raised from inside ``submit``) stands
 for a ``kill -9`` of the driver at that instant.
 
