@@ -7,7 +7,8 @@ room a campaign has).
 
 Each run is examples/nanolm/train.py exactly as a trial runs it (its own process,
 OMP_NUM_THREADS=1, the parameters through HPC_AGENT_PARAMS, its metrics through
-HPC_AGENT_METRICS), one at a time, the learning rates alternated within each seed so that a
+HPC_AGENT_METRICS, then the fixed evaluator `prepare.py --evaluate` on the model it saved),
+one at a time, the learning rates alternated within each seed so that a
 change of the machine's load touches all of them alike. The budget is wall-clock, so the load
 of a shared machine moves the number of steps a run gets: each run's steps and the load
 average before it are recorded with its result. Printed, and written to bench/out/nanolm.json.
@@ -48,15 +49,25 @@ def run_once(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(NANOLM / "train.py")], cwd=workdir, env=env, capture_output=True, text=True
     )
-    wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"train.py failed ({out.returncode}) with {params}:\n{out.stderr[-2000:]}")
+    # then the fixed evaluator, as the campaign runs it ([experiment] evaluate)
+    env["HPC_AGENT_METRICS"] = str(workdir / "evaluation.jsonl")
+    ev = subprocess.run(
+        [sys.executable, "prepare.py", "--evaluate"], cwd=NANOLM, env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - t0
+    if ev.returncode != 0:
+        raise SystemExit(
+            f"prepare.py --evaluate failed ({ev.returncode}) with {params}:\n{ev.stderr[-2000:]}"
+        )
     last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    scores = json.loads((workdir / "evaluation.jsonl").read_text().splitlines()[-1])
     run = json.loads((workdir / "run.json").read_text())
     return {
         **params,
-        "val_bpb": last["val_bpb"],
-        "test_bpb": last["test_bpb"],
+        "val_bpb": scores["val_bpb"],
+        "test_bpb": scores["test_bpb"],
         "steps": last["step"],
         "train_s": last["train_s"],
         "wall_s": round(wall, 1),

@@ -141,20 +141,33 @@ def test_nanolm_trains_reports_both_metrics_and_resumes_on_the_same_clock(tmp_pa
     assert again.returncode == 0, again.stderr
     assert "resumed at step" in again.stdout
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    curve = [r for r in rows if "val_bpb" in r]
     last = rows[-1]
     # the clock went on from the checkpoint: 4 s of training in all, not 4 s more
     assert 4.0 <= last["train_s"] < 6.0 and last["step"] > before[-1]["step"]
-    assert all(0 < r["val_bpb"] < 8 for r in rows)  # better than a uniform guess over bytes
-    assert last["val_bpb"] < rows[0]["val_bpb"]  # it learns
-    assert 0 < last["test_bpb"] < 8 and not any("test_bpb" in r for r in rows[:-1])  # once, at the end
+    assert all(0 < r["val_bpb"] < 8 for r in curve)  # better than a uniform guess over bytes
+    assert curve[-1]["val_bpb"] < curve[0]["val_bpb"]  # it learns
+    assert not any("test_bpb" in r for r in rows)  # the held-out score is the evaluator's alone
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["config"]["train_seconds"] == 4.0 and run["test_bpb"] == last["test_bpb"]
+    assert run["config"]["train_seconds"] == 4.0 and run["step"] == last["step"]
     assert len(run["data"]["sha256"]) == 64
-    # requeued once more after the end: nothing left to train, the same model evaluated again
+    # the fixed evaluator scores the exported model: the same numbers as the model itself
+    evaluation = subprocess.run(
+        [sys.executable, "prepare.py", "--evaluate"],
+        cwd=NANOLM,
+        env=dict(trial_env(tmp_path, params), HPC_AGENT_METRICS=str(tmp_path / "evaluation.jsonl")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr
+    scores = json.loads((tmp_path / "evaluation.jsonl").read_text())
+    assert 0 < scores["val_bpb"] < 8 and 0 < scores["test_bpb"] < 8
+    assert f"val_bpb: {scores['val_bpb']:.4f}" in evaluation.stdout
+    # requeued once more after the end: nothing left to train, the same model saved again
     third = run_example("nanolm", tmp_path, params)
     assert third.returncode == 0, third.stderr
-    final = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    assert final["step"] == last["step"] and final["val_bpb"] == pytest.approx(last["val_bpb"])
+    assert json.loads((tmp_path / "run.json").read_text())["step"] == last["step"]
 
 
 def test_nanolm_campaign_spec_is_valid_and_starts_from_train_py_defaults(tmp_path: Path) -> None:
@@ -167,8 +180,11 @@ def test_nanolm_campaign_spec_is_valid_and_starts_from_train_py_defaults(tmp_pat
     assert "test_bpb" not in spec.campaign.report_metrics  # held out: never shown to a planner
     assert spec.campaign.holdout_metrics == ("test_bpb",)
     code = (NANOLM / "train.py").read_text().split('"""', 2)[2]  # the editable file, after its docstring
-    assert "prepare.final_evaluation(" in code and '"test"' not in code  # the held-out score is prepare's
+    assert "prepare.save_model(" in code and '"test"' not in code  # the scores are the evaluator's
+    assert "evaluate_bpb" not in code.split("prepare.save_model(")[1]  # nothing scored after the export
     assert spec.experiment.editable == ("train.py",)  # prepare.py, the yardstick, is not
+    assert spec.experiment.evaluate == ("python", "prepare.py", "--evaluate")
+    assert spec.evaluated_metrics == ("val_bpb", "test_bpb")
     assert Path(spec.planner.brief).name == "program.md"
     # generation 0 (the space's defaults) is train.py's own baseline: `python train.py` by hand
     # runs the same configuration
@@ -181,3 +197,111 @@ def test_nanolm_campaign_spec_is_valid_and_starts_from_train_py_defaults(tmp_pat
     assert spec.space.defaults() == {name: defaults[name] for name in spec.space.names}
     for n_embd in spec.space["n_embd"].values:  # type: ignore[union-attr]
         assert int(n_embd) % defaults["head_dim"] == 0  # every width of the space is buildable
+
+
+# --------------------------------------------------------------------------- code-first, unchanged scripts
+
+NANOLM_CODE = ROOT / "examples" / "nanolm-code"
+
+
+def test_nanolm_code_is_code_first_with_the_same_yardstick(tmp_path: Path) -> None:
+    from hpc_agent.config.scaffold import scaffold
+    from hpc_agent.config.spec import load_spec
+
+    spec = load_spec(NANOLM_CODE)
+    assert spec.code_first and spec.space.defaults() == {}  # the baseline is the unmodified code
+    assert spec.experiment.evaluate == ("python", "prepare.py", "--evaluate")
+    assert (NANOLM_CODE / "prepare.py").read_bytes() == (NANOLM / "prepare.py").read_bytes()
+    code = (NANOLM_CODE / "train.py").read_text()
+    assert "hpc_agent.params(" not in code and "\nLR = 1e-2" in code  # constants, as in autoresearch
+    made = scaffold("mine", "nanolm-code", where=tmp_path)  # init --template nanolm-code
+    assert not (made / "prepare.py").is_symlink() and load_spec(made).code_first
+    header = (made / "campaign.toml").read_text()
+    assert "No [space]: every experiment is a change of the editable files" in header
+
+
+@pytest.mark.slow
+def test_nanolm_code_campaign_scored_by_the_fixed_evaluator(tmp_path: Path) -> None:
+    """The code-first nanolm through a campaign (TPE: the baseline, then replicates), its
+    training cut to 2 s in a copy: the numbers of record come from prepare.py --evaluate."""
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from hpc_agent.cli import cli
+    from hpc_agent.store.results import load_state
+
+    camp = tmp_path / "lm"
+    camp.mkdir()
+    for name in ("train.py", "prepare.py", "program.md"):
+        (camp / name).write_bytes((NANOLM_CODE / name).read_bytes())
+    train = (camp / "train.py").read_text()
+    (camp / "train.py").write_text(train.replace("TRAIN_SECONDS = 60.0", "TRAIN_SECONDS = 2.0"))
+    toml = (NANOLM_CODE / "campaign.toml").read_text()
+    toml = toml.replace("generations = 6", "generations = 2").replace("batch_size = 4", "batch_size = 1")
+    (camp / "campaign.toml").write_text(toml)
+    args = [
+        "run",
+        str(camp),
+        "--planner",
+        "tpe",
+        "--executor",
+        "local",
+        "--results",
+        str(tmp_path / "r"),
+        "-q",
+    ]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    state = load_state(tmp_path / "r")
+    assert [t.purpose for t in state.trials.values()] == ["", "control"]  # the baseline, a replicate
+    baseline = state.configs()[0]
+    assert baseline.n_completed == 2 and all(0 < v < 8 for v in baseline.values)
+    trial = tmp_path / "r" / "gen-0000" / "trials" / "0000-0000"
+    status = json.loads((trial / "status.json").read_text())
+    assert status["evaluated_by"] == ["python", "prepare.py", "--evaluate"]
+    rows = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()]
+    record = [r for r in rows if "val_bpb" in r]
+    assert len(record) == 1 and record[0]["source"] == "evaluate" and "test_bpb" in record[0]
+    assert baseline.values[0] == pytest.approx(record[0]["val_bpb"])
+
+
+def test_the_argparse_example_runs_unchanged(tmp_path: Path) -> None:
+    """examples/argparse: a script that knows nothing of hpc-agent, through a whole campaign."""
+    pytest.importorskip("sklearn")
+    from click.testing import CliRunner
+
+    from hpc_agent.cli import cli
+    from hpc_agent.store.results import load_state
+
+    source = (ROOT / "examples" / "argparse" / "train.py").read_text()
+    assert "hpc_agent" not in source and "HPC_AGENT" not in source
+    camp = tmp_path / "ap"
+    camp.mkdir()
+    (camp / "train.py").write_text(source.replace("default=20", "default=3"))  # 3 epochs: a test
+    (camp / "campaign.toml").write_text((ROOT / "examples" / "argparse" / "campaign.toml").read_text())
+    args = [
+        "run",
+        str(camp),
+        "--planner",
+        "random",
+        "--executor",
+        "local",
+        "--generations",
+        "1",
+        "--batch-size",
+        "2",
+    ]
+    result = CliRunner().invoke(cli, [*args, "--results", str(tmp_path / "r"), "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    state = load_state(tmp_path / "r")
+    assert state.counts()["completed"] == 2
+    for t in state.trials.values():
+        rows = [
+            json.loads(x)
+            for x in (tmp_path / "r" / "gen-0000" / "trials" / t.trial_id / "metrics.jsonl")
+            .read_text()
+            .splitlines()
+        ]
+        assert [r["step"] for r in rows] == [0, 1, 2]  # every printed line a step
+        assert set(rows[0]) == {"step", "val_loss", "val_acc", "parsed"}  # one line, one record
+        assert t.objective == rows[-1]["val_loss"] and 0 < t.objective < 3

@@ -159,8 +159,37 @@ def test_unknown_planner_key_lists_valid_ones(tmp_path: Path) -> None:
 
 
 def test_missing_section(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match=r"missing section \[space\]"):
+    with pytest.raises(SpecError, match=r"missing section \[experiment\]"):
+        parse_spec({"campaign": {"name": "a", "metric": "m"}, "space": {"x": [1, 2]}}, tmp_path)
+    # [space] is optional (issue 18: a code-first campaign), but then files must be editable
+    with pytest.raises(SpecError, match=r"no \[space\] and no editable file") as err:
         parse_spec({"campaign": {"name": "a", "metric": "m"}, "experiment": {"command": "x"}}, tmp_path)
+    assert err.value.fix and "editable" in err.value.fix
+
+
+def test_a_code_first_spec_round_trips(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("LR = 0.1\n")
+    data = {
+        "campaign": {"name": "a", "metric": "m"},
+        "experiment": {
+            "command": "python train.py",
+            "editable": ["train.py"],
+            "parse": {"m": "^m: (\\S+)"},
+            "evaluate": "python prepare.py --evaluate",
+        },
+    }
+    spec = parse_spec(data, tmp_path)
+    assert spec.code_first and spec.space.defaults() == {}
+    assert spec.evaluated_metrics == ("m",)
+    assert spec.experiment.parse == (("m", "^m: (\\S+)"),)
+    again = spec_from_dict(spec.to_dict())
+    assert again == spec and again.identity_hash() == spec.identity_hash()
+    assert spec.experiment.job_timeout_min > spec.experiment.time_budget_s / 60 + 10  # + the evaluator's
+    # a spec without the new keys hashes as it did: they are left out at their defaults
+    plain = parse_spec(
+        {**data, "experiment": {"command": "python train.py", "editable": ["train.py"]}}, tmp_path
+    )
+    assert not {"parse", "parse_stderr", "evaluate", "evaluate_time_s"} & set(plain.to_dict()["experiment"])
 
 
 def test_goal_file_is_read(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ the campaign optimizes; ``test`` is held out (computed once at the end of a tria
 for a decision). :func:`manifest` records which files and bytes were used (counts and a
 SHA-256), so that results from two machines can be checked for comparability.
 
-``python prepare.py`` prints the manifest.
+The numbers of record come from here alone: training ends with :func:`save_model` (the
+model exported with ``torch.export``: its computation, without any Python of train.py), and
+the campaign's ``[experiment] evaluate = "python prepare.py --evaluate"`` then runs *this*
+file, from the campaign's unmodified snapshot, on that model (:func:`evaluate`). No edit of
+train.py can change how val_bpb and test_bpb are computed or logged.
+
+``python prepare.py`` prints the manifest; ``python prepare.py --evaluate`` scores the model
+a trial saved (in ``$HPC_AGENT_CHECKPOINT_DIR``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import torch.nn.functional as F
 VOCAB_SIZE = 256  # bytes
 SEQ_LEN = 256  # the context of an evaluation window: models must accept inputs this long
 EVAL_WINDOWS = 96  # windows per evaluation: 96 x 256 = 24,576 bytes scored
+EVAL_BATCH = 32  # windows per forward pass: the exported model takes (EVAL_BATCH, SEQ_LEN)
+MODEL_FILE = "model.pt2"  # what save_model writes into the trial's checkpoint folder
 SPLITS = ("train", "val", "test")
 HELD_OUT_PERCENT = 5  # of the files, each, for val and for test (by a hash of the path)
 SKIP_DIRS = frozenset(
@@ -109,7 +118,7 @@ def eval_windows(data: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_bpb(model: torch.nn.Module, data: torch.Tensor, batch_size: int = 32) -> float:
+def evaluate_bpb(model: torch.nn.Module, data: torch.Tensor, batch_size: int = EVAL_BATCH) -> float:
     """Bits per byte of ``model`` on the evaluation windows of ``data`` (a split from :func:`load`).
 
     ``model(x)`` takes a (B, SEQ_LEN) tensor of byte ids and returns (B, SEQ_LEN, 256) logits;
@@ -117,8 +126,10 @@ def evaluate_bpb(model: torch.nn.Module, data: torch.Tensor, batch_size: int = 3
     window. The mean cross-entropy in nats over those bytes, divided by ln 2.
     """
     windows = eval_windows(data)
-    was_training = model.training
-    model.eval()
+    # an exported model (evaluate) is in eval mode for good, and refuses .eval()
+    was_training = model.training and not isinstance(model, torch.fx.GraphModule)
+    if was_training:
+        model.eval()
     total = 0.0
     for i in range(0, len(windows), batch_size):
         w = windows[i : i + batch_size]
@@ -126,26 +137,50 @@ def evaluate_bpb(model: torch.nn.Module, data: torch.Tensor, batch_size: int = 3
         total += F.cross_entropy(
             logits.float().reshape(-1, VOCAB_SIZE), w[:, 1:].reshape(-1), reduction="sum"
         ).item()
-    model.train(was_training)
+    if was_training:
+        model.train()
     return total / (windows[:, 1:].numel() * math.log(2))
 
 
-def final_evaluation(model: torch.nn.Module, device: torch.device | str, **extra: float) -> dict[str, float]:
-    """The trial's last record: ``val_bpb`` (the objective) and ``test_bpb`` (held out: the
-    campaign lists it in ``holdout_metrics``, so no planner ever sees it) logged through
-    ``hpc_agent.log`` with ``extra`` (step, train_loss, ...). Here, not in train.py, so that
-    no edit of the training code can change how the held-out score is computed or logged."""
+def save_model(model: torch.nn.Module, folder: Path) -> Path:
+    """Export ``model`` (its computation and weights, no Python) for :func:`evaluate`: the
+    last thing train.py does. The model must be exportable by ``torch.export`` with a
+    (EVAL_BATCH, SEQ_LEN) input of byte ids on its device (no data-dependent Python branches)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    example = torch.zeros(EVAL_BATCH, SEQ_LEN, dtype=torch.long, device=device)
+    with torch.no_grad():
+        exported = torch.export.export(model, (example,))
+    model.train(was_training)
+    path, tmp = folder / MODEL_FILE, folder / f"tmp.{MODEL_FILE}"
+    torch.export.save(exported, tmp)
+    os.replace(tmp, path)  # a kill mid-save leaves no half a model
+    return path
+
+
+def evaluate() -> dict[str, float]:
+    """``python prepare.py --evaluate``: the fixed evaluator. Scores the model the trial saved
+    (:func:`save_model`) on the val and the test files and logs ``val_bpb`` (the objective) and
+    ``test_bpb`` (held out: never shown to a planner) through ``hpc_agent.log``."""
     import hpc_agent
 
-    scores = {
-        "val_bpb": evaluate_bpb(model, load("val", device)),
-        "test_bpb": evaluate_bpb(model, load("test", device)),
-    }
-    hpc_agent.log(**extra, **scores)
+    path = hpc_agent.checkpoint_dir() / MODEL_FILE
+    if not path.exists():
+        sys.exit(f"evaluate: no model at {path}: train.py must end with prepare.save_model(model, ...)")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    model = torch.export.load(str(path)).module()
+    scores = {split + "_bpb": evaluate_bpb(model, load(split, device)) for split in ("val", "test")}
+    hpc_agent.log(**scores)
+    print(" ".join(f"{k}: {v:.4f}" for k, v in scores.items()))
     return scores
 
 
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(manifest(), indent=2))
+    if sys.argv[1:] == ["--evaluate"]:
+        evaluate()
+    else:
+        print(json.dumps(manifest(), indent=2))

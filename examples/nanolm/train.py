@@ -4,9 +4,10 @@ The research campaign of Karpathy's autoresearch, runnable anywhere: every run t
 same wall-clock budget (`train_seconds` of training; evaluations do not count), and is scored
 in bits per byte on held-out files (`val_bpb`, lower is better). This file is the one the
 agent edits: model, optimizer, schedule, batches. The data and the metric live in prepare.py,
-which no trial may change; `test_bpb`, the same metric on other held-out files, is computed
-and logged there too, once at the end (prepare.final_evaluation), for the report: the
-campaign holds it out (holdout_metrics), so no planner's decision ever sees it. A
+which no trial may change. Training ends by saving the model (prepare.save_model); the
+campaign's fixed evaluator, `python prepare.py --evaluate` run from the unmodified code,
+then scores it: `val_bpb` and the held-out `test_bpb` of record come from there alone (the
+`val_bpb` logged here along the way is the training curve; the campaign sets it aside). A
 confirmation run (``[confirm] budget_multiplier``) trains `train_seconds` x hpc_agent.fidelity().
 
 Checkpoints go to hpc_agent.checkpoint_dir() at every evaluation; a requeued run resumes from
@@ -173,11 +174,11 @@ while trained_s < budget_s and hpc_agent.time_left() > cfg["reserve_s"]:
         losses = []
         save_checkpoint()
 
-# --------------------------------------------------------------------------- final evaluation
+# --------------------------------------------------------------------------- the model, for the evaluator
 save_checkpoint()
-last_loss = {"train_loss": sum(losses) / len(losses)} if losses else {}  # none if resumed at the end
-scores = prepare.final_evaluation(model, device, step=step, **last_loss, train_s=trained_s)
-val_bpb, test_bpb = scores["val_bpb"], scores["test_bpb"]
-run.update(step=step, trained_s=trained_s, val_bpb=val_bpb, test_bpb=test_bpb)
+if losses:  # none if resumed at the end
+    hpc_agent.log(step=step, train_loss=sum(losses) / len(losses), train_s=trained_s)
+prepare.save_model(model, hpc_agent.checkpoint_dir())  # `python prepare.py --evaluate` scores it
+run.update(step=step, trained_s=trained_s)
 run_path.write_text(json.dumps(run, indent=2))
-print(f"done: step {step} val_bpb {val_bpb:.4f} test_bpb {test_bpb:.4f} after {trained_s:.1f}s on {device}")
+print(f"done: step {step} after {trained_s:.1f}s on {device}; the evaluator scores the saved model")

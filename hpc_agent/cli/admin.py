@@ -36,7 +36,7 @@ def cancel(results: Path) -> None:
 @click.argument("name")
 @click.option(
     "--template",
-    type=click.Choice(["quickstart", "charlm", "nanolm"]),
+    type=click.Choice(["quickstart", "charlm", "nanolm", "nanolm-code", "argparse"]),
     default="quickstart",
     show_default=True,
 )
@@ -48,6 +48,8 @@ def init(name: str, template: str) -> None:
       hpc-agent init my-mlp && hpc-agent run my-mlp
       hpc-agent init adder --template charlm   # a tiny GPT an LLM agent can edit
       hpc-agent init lm --template nanolm      # a small GPT on real text, scored in bits per byte
+      hpc-agent init lm --template nanolm-code # the same, code-first: no [space], the agent edits train.py
+      hpc-agent init mine --template argparse  # your own argparse script, run unchanged
     """
     from hpc_agent.config.scaffold import scaffold
 

@@ -12,6 +12,7 @@ DEFAULT_TIME_BUDGET_S = 300.0  # one trial's budget (HPC_AGENT_TIME_BUDGET_S)
 DEFAULT_KILL_GRACE_S = 10.0  # SIGTERM at the budget, SIGKILL this much later
 DEFAULT_MAX_RETRIES = 2  # requeues of an interrupted trial without progress before it is given up
 DEFAULT_MAX_PROGRESS_REQUEUES = 50  # requeues after an attempt that wrote a checkpoint
+DEFAULT_EVALUATE_TIME_S = 600.0  # [experiment] evaluate: the fixed evaluator's own budget
 JOB_OVERHEAD_MIN = 2  # scheduler + interpreter start-up, on top of the budget, in a job's limit
 
 # ------------------------------------------------------------------------------- the schedule

@@ -37,18 +37,28 @@ def scaffold(name: str, template: str, where: Path | None = None) -> Path:
     spec = dest / "campaign.toml"
     text = spec.read_text(encoding="utf-8")
     text = re.sub(r'(?m)^name\s*=\s*".*"$', f'name = "{Path(name).name}"', text, count=1)
-    spec.write_text(header(Path(name).name, template, name) + _without_header(text), encoding="utf-8")
+    code_first = re.search(r"(?m)^\[space\]", text) is None
+    spec.write_text(
+        header(Path(name).name, template, name, code_first) + _without_header(text), encoding="utf-8"
+    )
     return dest
 
 
-def header(name: str, template: str, folder: str) -> str:
+def header(name: str, template: str, folder: str, code_first: bool = False) -> str:
     """The comment that opens a new campaign's campaign.toml: its own name, where it came
-    from (``folder`` as the user typed it), and what to do next."""
+    from (``folder`` as the user typed it), and what to do next (``code_first``: a template
+    without ``[space]``, whose experiments are edits of the editable files)."""
+    what = "[experiment] editable" if code_first else "the [space] below"
+    code = "# No [space]: every experiment is a change of the editable files (code-first).\n"
+    run = (
+        f"# Run it (or resume it) with `hpc-agent run {folder}`; watch it with `hpc-agent status {folder}`.\n"
+    )
     return (
         f"# {name}: a campaign made by `hpc-agent init {folder} --template {template}` "
         f"on {time.strftime('%Y-%m-%d')}.\n"
-        f"# Adapt train.py, then [campaign] goal and metric and the [space] below (docs/campaign.md).\n"
-        f"# Run it (or resume it) with `hpc-agent run {folder}`; watch it with `hpc-agent status {folder}`.\n"
+        f"# Adapt train.py, then [campaign] goal and metric and {what} (docs/campaign.md).\n"
+        + (code if code_first else "")
+        + run
     )
 
 

@@ -245,8 +245,9 @@ class Space:
         return {p.name: p.sample(rng) for p in self.params}
 
     def defaults(self) -> dict[str, Scalar] | None:
-        """The baseline configuration, when every parameter declares a default."""
-        if not self.params or any(p.default is None for p in self.params):
+        """The baseline configuration, when every parameter declares a default (``{}`` for an
+        empty space: a code-first campaign's baseline is its unmodified code)."""
+        if any(p.default is None for p in self.params):
             return None
         return {p.name: p.default for p in self.params}  # type: ignore[misc]
 

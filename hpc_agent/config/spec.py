@@ -29,6 +29,7 @@ from typing import Any
 from hpc_agent.config.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONFIRM_SEEDS,
+    DEFAULT_EVALUATE_TIME_S,
     DEFAULT_GENERATIONS,
     DEFAULT_KILL_GRACE_S,
     DEFAULT_LLM_CONTEXT_TOKENS,
@@ -50,6 +51,7 @@ from hpc_agent.config.kinds import EXECUTOR_KINDS, PLANNER_KINDS
 from hpc_agent.config.profiles import PROFILE_KEYS
 from hpc_agent.config.space import Space, check_names, parse_space
 from hpc_agent.errors import SpecError
+from hpc_agent.job.script import pattern_problem, unknown_placeholders
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -118,21 +120,26 @@ class ExperimentSection:
     env: tuple[tuple[str, str], ...] = ()
     max_retries: int = DEFAULT_MAX_RETRIES
     max_progress_requeues: int = DEFAULT_MAX_PROGRESS_REQUEUES
+    parse: tuple[tuple[str, str], ...] = ()  # metric -> regex on the output (hpc_agent.job.script)
+    parse_stderr: bool = False  # the patterns read stderr too
+    evaluate: tuple[str, ...] = ()  # the fixed evaluator's command, run from the unpatched snapshot
+    evaluate_time_s: float = DEFAULT_EVALUATE_TIME_S  # the evaluator's own budget
 
     def job_timeout_for(self, budget_multiplier: float = 1.0) -> int:
-        """The job's time limit for trials at ``budget_multiplier`` times the budget."""
+        """The job's time limit for trials at ``budget_multiplier`` times the budget (and the
+        evaluator's budget, when there is one)."""
         if self.timeout_min:
             return math.ceil(self.timeout_min * max(1.0, budget_multiplier))
         budget = self.time_budget_s * budget_multiplier
+        if self.evaluate:
+            budget += self.evaluate_time_s + self.kill_grace_s
         return math.ceil((budget + self.kill_grace_s) / 60) + JOB_OVERHEAD_MIN
 
     @property
     def job_timeout_min(self) -> int:
-        """The job's time limit: ``timeout_min`` if set, else the budget plus grace plus start-up,
-        rounded up."""
-        if self.timeout_min:
-            return self.timeout_min
-        return math.ceil((self.time_budget_s + self.kill_grace_s) / 60) + JOB_OVERHEAD_MIN
+        """The job's time limit: ``timeout_min`` if set, else the budget (plus the evaluator's)
+        plus grace plus start-up, rounded up."""
+        return self.job_timeout_for(1.0)
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,19 @@ class CampaignSpec:
         """The campaign's name (it names the results folder and the jobs)."""
         return self.campaign.name
 
+    @property
+    def code_first(self) -> bool:
+        """A campaign without a search space: every proposal is a change of the editable files."""
+        return not self.space.params
+
+    @property
+    def evaluated_metrics(self) -> tuple[str, ...]:
+        """The metrics only the fixed evaluator may report (the objective and the held-out
+        ones), when ``[experiment] evaluate`` is declared; else none."""
+        if not self.experiment.evaluate:
+            return ()
+        return (self.campaign.metric, *self.campaign.holdout_metrics)
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec as plain data (TOML/JSON-safe); inverse of :func:`spec_from_dict`."""
         camp = asdict(self.campaign)
@@ -235,6 +255,7 @@ class CampaignSpec:
         exp["command"] = list(self.experiment.command)
         exp["editable"] = list(self.experiment.editable)
         exp["env"] = dict(self.experiment.env)
+        _new_keys_at_default(exp, self.experiment)
         exe = {k: v for k, v in asdict(self.executor).items() if k != "overrides"}
         exe.update(self.executor.overrides_dict())
         return {
@@ -296,6 +317,18 @@ class CampaignSpec:
         )
 
 
+def _new_keys_at_default(exp: dict[str, Any], section: ExperimentSection) -> None:
+    """The keys of issue 18 are written only when set, so that a spec of an older version
+    reads and hashes as it did."""
+    exp["parse"] = dict(section.parse)
+    exp["evaluate"] = list(section.evaluate)
+    for key, default in (("parse", {}), ("parse_stderr", False), ("evaluate", [])):
+        if exp[key] == default:
+            del exp[key]
+    if not section.evaluate:
+        del exp["evaluate_time_s"]
+
+
 def _hash(data: Any) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -310,7 +343,7 @@ _CAMPAIGN_KEYS = (
 )  # fmt: skip
 _EXPERIMENT_KEYS = (
     "command", "workdir", "editable", "time_budget_s", "kill_grace_s", "timeout_min", "env",
-    "max_retries", "max_progress_requeues",
+    "max_retries", "max_progress_requeues", "parse", "parse_stderr", "evaluate", "evaluate_time_s",
 )  # fmt: skip
 _PLANNER_KEYS = tuple(PlannerSection.__dataclass_fields__)
 _EXECUTOR_KEYS = ("kind", "parallelism", "profile", "poll_interval_s")
@@ -351,7 +384,7 @@ _GENERIC_FIX = "edit that value; examples/quickstart/campaign.toml is a complete
 def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> CampaignSpec:
     """Validate a parsed TOML document; relative paths resolve against ``base``."""
     _only(data, _SECTIONS, "top level", "sections")
-    for required in ("campaign", "experiment", "space"):
+    for required in ("campaign", "experiment"):
         if required not in data:
             raise SpecError(
                 f"missing section [{required}]",
@@ -362,14 +395,45 @@ def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> Campaig
             raise SpecError(f"[{sec}] must be a table, got {data[sec]!r}")
     campaign = _parse_campaign(data["campaign"], base)
     experiment = _parse_experiment(data["experiment"], base)
-    space = parse_space(data["space"])
+    space = _parse_space(data, experiment)
     check_names(space, RESERVED_PARAMS)
+    _check_placeholders(experiment, space)
     planner = _parse_planner(data.get("planner", {}), base)
     executor = _parse_executor(data.get("executor", {}), base)
     rigor = _parse_rigor(data.get("rigor", {}))
     confirm = _parse_confirm(data.get("confirm", {}))
     stop = _parse_stop(data.get("stop", {}), campaign)
     return CampaignSpec(campaign, experiment, space, planner, executor, source, rigor, confirm, stop)
+
+
+def _parse_space(data: Mapping[str, Any], experiment: ExperimentSection) -> Space:
+    """``[space]``; without one (or an empty one) the campaign is code-first, which needs
+    editable files."""
+    table = data.get("space")
+    if table:
+        return parse_space(table)
+    if not experiment.editable:
+        raise SpecError(
+            "no [space] and no editable file: a campaign needs parameters to search, or files the "
+            "agent may change (a code-first campaign)",
+            fix="declare [space] parameters (see examples/quickstart), or list "
+            '[experiment] editable = ["train.py"] for a campaign of code changes (see examples/nanolm-code)',
+        )
+    return Space(())
+
+
+def _check_placeholders(experiment: ExperimentSection, space: Space) -> None:
+    """Every ``{name}`` of the commands names a parameter (or seed, args, overrides)."""
+    for key, command in (("command", experiment.command), ("evaluate", experiment.evaluate)):
+        bad = unknown_placeholders(command, space.names)
+        if bad:
+            valid = [*space.names, "seed", "args", "overrides"]
+            raise SpecError(
+                f"[experiment] {key}: placeholder {{{bad[0]}}} names no parameter; valid placeholders are: "
+                + ", ".join(f"{{{v}}}" for v in valid),
+                fix=f"declare {bad[0]} in [space], or rename the placeholder (write ${{{bad[0]}}} for a "
+                "shell variable)",
+            )
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> CampaignSpec:
@@ -570,6 +634,16 @@ def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
             raise SpecError(f"{w} env.{k}: HPC_AGENT_* variables are set by hpc-agent itself")
     retries = _get(t, "max_retries", int, w, DEFAULT_MAX_RETRIES)
     progress = _get(t, "max_progress_requeues", int, w, DEFAULT_MAX_PROGRESS_REQUEUES)
+    evaluate = _command(t, w, "evaluate") if "evaluate" in t else ()
+    evaluate_time = _get(t, "evaluate_time_s", float, w, DEFAULT_EVALUATE_TIME_S)
+    if evaluate_time <= 0:
+        raise SpecError(f"{w} evaluate_time_s = {evaluate_time}: expected a positive number of seconds")
+    if evaluate and timeout_min and timeout_min * 60 < budget + evaluate_time:
+        raise SpecError(
+            f"{w} timeout_min = {timeout_min} is shorter than time_budget_s + evaluate_time_s = "
+            f"{budget + evaluate_time:g} s: the evaluator runs in the same job",
+            fix="raise timeout_min, lower evaluate_time_s, or leave timeout_min out to derive it",
+        )
     return ExperimentSection(
         command=command,
         workdir=str(workdir),
@@ -580,24 +654,53 @@ def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
         env=tuple((str(k), str(v)) for k, v in env.items()),
         max_retries=_positive_int(retries, f"{w} max_retries", 0),
         max_progress_requeues=_positive_int(progress, f"{w} max_progress_requeues", 0),
+        parse=_parse_patterns(t, w),
+        parse_stderr=_get(t, "parse_stderr", bool, w, False),
+        evaluate=evaluate,
+        evaluate_time_s=evaluate_time,
     )
 
 
-def _command(t: Mapping[str, Any], w: str) -> tuple[str, ...]:
-    raw_cmd = _get(t, "command", (str, list), w, None)
+def _parse_patterns(t: Mapping[str, Any], w: str) -> tuple[tuple[str, str], ...]:
+    """``parse = { metric = 'regex with a group' }``: each name a metric, each pattern checked."""
+    table = _get(t, "parse", dict, w, {})
+    out = []
+    for name, pattern in table.items():
+        if not _METRIC_RE.match(name):
+            raise SpecError(
+                f"{w} parse: {name!r} is not a metric name", fix="use the name your campaign reads"
+            )
+        if not isinstance(pattern, str):
+            raise SpecError(
+                f"{w} parse.{name} = {pattern!r}: expected a regular expression (a string)",
+                fix=f"write it in single quotes: {name} = '^{name}:\\s*([-+0-9.eE]+)'",
+            )
+        problem = pattern_problem(pattern)
+        if problem:
+            raise SpecError(
+                f"{w} parse.{name} = {pattern!r}: the pattern {problem}",
+                fix=f"e.g. {name} = '^{name}:\\s*([-+0-9.eE]+)' (single quotes keep the backslashes)",
+            )
+        out.append((str(name), pattern))
+    return tuple(out)
+
+
+def _command(t: Mapping[str, Any], w: str, key: str = "command") -> tuple[str, ...]:
+    raw_cmd = _get(t, key, (str, list), w, None)
+    example = "python train.py" if key == "command" else "python prepare.py --evaluate"
     if raw_cmd is None:
-        raise SpecError(f"{w}: missing command", fix='add command = "python train.py"')
+        raise SpecError(f"{w}: missing {key}", fix=f'add {key} = "{example}"')
     if isinstance(raw_cmd, str):
         try:
             command = tuple(shlex.split(raw_cmd))
         except ValueError as e:
-            raise SpecError(f"{w} command = {raw_cmd!r}: cannot be split into words ({e})") from None
+            raise SpecError(f"{w} {key} = {raw_cmd!r}: cannot be split into words ({e})") from None
     else:
         if not all(isinstance(c, str) for c in raw_cmd):
-            raise SpecError(f"{w} command: a list command must hold strings only, got {raw_cmd!r}")
+            raise SpecError(f"{w} {key}: a list command must hold strings only, got {raw_cmd!r}")
         command = tuple(raw_cmd)
     if not command:
-        raise SpecError(f"{w} command is empty", fix='set command = "python train.py"')
+        raise SpecError(f"{w} {key} is empty", fix=f'set {key} = "{example}"')
     return command
 
 

@@ -56,6 +56,7 @@ from typing import Any
 
 from hpc_agent.job.fileio import tail_text
 from hpc_agent.job.provenance import write_trial_provenance
+from hpc_agent.job.script import record_parsed, set_aside, take_evaluation
 from hpc_agent.job.trial import (
     FINAL_STATES,
     RUNNING,
@@ -142,7 +143,9 @@ class _Trial:
         self.stop_at: float | None = None  # when to stop the command for the time limit
         self.slurm_warning_at: float | None = None  # when SLURM's USR2 came (a cross-check only)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._out_start = 0  # where this attempt's stdout begins (its parse patterns start there)
         self._err_start = 0  # where this attempt's stderr begins
+        self._err_path = self.paths.stderr  # the stderr of the command running now
 
     # ------------------------------------------------------------------ status
     def _status(self, state: str, **fields: Any) -> None:
@@ -174,33 +177,38 @@ class _Trial:
         for s in FORWARDED_SIGNALS:
             signal.signal(s, self._on_signal)
         try:
+            if self.launch.evaluate and self.paths.trained.exists():
+                return _evaluate(self, env)  # trained in an earlier attempt: the evaluation is left
             with open(self.paths.stdout, "ab") as out, open(self.paths.stderr, "ab") as err:
-                self._err_start = err.tell()
+                self._out_start, self._err_start = out.tell(), err.tell()
                 if self.attempt > 1:
                     self._banner(out, err)
-                proc = self._start(env, out, err)
+                proc = self._start(env, out, err, self.launch.command, self.launch.cwd)
                 if proc is None:
                     return "failed"
                 # while the command starts: its environment, for the tables' provenance
                 write_trial_provenance(self.paths.root, env, self.attempt, self.job_id, self.launch.seed)
-                rc, timed_out, killed = self._wait(proc, budget, grace)
+                rc, timed_out, killed = self._wait(proc, budget, grace, self.started)
+            return self._finish(rc, timed_out, killed, budget, grace, env)
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-        return self._finish(rc, timed_out, killed, budget, grace)
 
     def _banner(self, out: Any, err: Any) -> None:
         banner = f"\n=== hpc-agent: attempt {self.attempt} ({time.ctime()}) ===\n".encode()
         for f in (out, err):
             f.write(banner)
             f.flush()
-        self._err_start = err.tell()
+        self._out_start, self._err_start = out.tell(), err.tell()
 
-    def _start(self, env: dict[str, str], out: Any, err: Any) -> subprocess.Popen[bytes] | None:
-        """The command in its own process group, tied to the runner's life; None when it could
-        not start (recorded ``failed`` with the reason)."""
-        cwd = str(self.paths.root / self.launch.cwd)
-        command = _resolve_command(list(self.launch.command))
+    def _start(
+        self, env: dict[str, str], out: Any, err: Any, argv: tuple[str, ...], where: str, **status: Any
+    ) -> subprocess.Popen[bytes] | None:
+        """The command ``argv`` (run in ``where``, relative to the trial folder) in its own
+        process group, tied to the runner's life; None when it could not start (recorded
+        ``failed`` with the reason)."""
+        cwd = os.path.normpath(str(self.paths.root / where))
+        command = _resolve_command(list(argv))
         try:
             proc = subprocess.Popen(
                 command,
@@ -225,7 +233,12 @@ class _Trial:
             return None
         self._proc = proc
         self._status(
-            RUNNING, child_pid=proc.pid, command=command, cwd=cwd, budget_s=self.launch.time_budget_s
+            RUNNING,
+            child_pid=proc.pid,
+            command=command,
+            cwd=cwd,
+            budget_s=self.launch.time_budget_s,
+            **status,
         )
         if self.interrupted.signal:  # a signal raced the start
             _signal_group(proc, signal.SIGTERM)
@@ -272,10 +285,13 @@ class _Trial:
             return False
         return now >= self.stop_at - SLURM_SIGNAL_RESOLUTION_S - 10.0
 
-    def _wait(self, proc: subprocess.Popen[bytes], budget: float, grace: float) -> tuple[int, bool, bool]:
-        """Wait for the command; enforce the budget and the job's time limit, and forward an
-        interruption. Returns (exit code, timed out, killed by us with SIGKILL)."""
-        deadline = self.started + budget
+    def _wait(
+        self, proc: subprocess.Popen[bytes], budget: float, grace: float, started: float
+    ) -> tuple[int, bool, bool]:
+        """Wait for the command (started at ``started``); enforce the budget and the job's time
+        limit, and forward an interruption. Returns (exit code, timed out, killed by us with
+        SIGKILL)."""
+        deadline = started + budget
         if self.stop_at is not None:
             deadline = min(deadline, self.stop_at)
         term_sent_at: float | None = None
@@ -316,8 +332,30 @@ class _Trial:
             return TIME_LIMIT
         return "budget" if now >= deadline else ""
 
-    def _finish(self, rc: int, timed_out: bool, killed: bool, budget: float, grace: float) -> str:
-        tail = tail_text(self.paths.stderr, STDERR_TAIL_LINES, start=self._err_start)
+    def _finish(
+        self, rc: int, timed_out: bool, killed: bool, budget: float, grace: float, env: dict[str, str]
+    ) -> str:
+        """The training command's end: its parsed metrics recorded, then its status, or, when it
+        completed and an evaluator is declared, the evaluation."""
+        state, reason, fields = self._outcome(rc, timed_out, killed, budget, grace)
+        launch = self.launch
+        if launch.parse:
+            record_parsed(self.paths, launch.parse, launch.parse_stderr, self._out_start, self._err_start)
+        if state == "completed" and launch.evaluate:
+            if self._proc is not None:  # no straggler of the training may write after this
+                _signal_group(self._proc, signal.SIGKILL)
+            self.paths.trained.write_text(f'{{"attempt": {self.attempt}, "at": {time.time():.3f}}}\n')
+            return _evaluate(self, env)
+        if launch.evaluated:
+            fields["ignored_metrics"] = set_aside(self.paths.metrics, launch.evaluated)
+        self._status(state, reason=reason, **fields)
+        return state
+
+    def _outcome(
+        self, rc: int, timed_out: bool, killed: bool, budget: float, grace: float
+    ) -> tuple[str, str, dict[str, Any]]:
+        """(state, reason, status fields) of a command that ended with ``rc``."""
+        tail = tail_text(self._err_path, STDERR_TAIL_LINES, start=self._err_start)
         fields: dict[str, Any] = {"exit_code": rc, "stderr_tail": tail}
         if rc < 0:
             fields["signal"] = (
@@ -333,8 +371,7 @@ class _Trial:
             state, reason = "timeout", f"exceeded time_budget_s={budget:g} ({how})"
         else:
             state, reason = _exit_outcome(rc, fields.get("signal", ""), tail)
-        self._status(state, reason=reason, **fields)
-        return state
+        return state, reason, fields
 
     def _interruption(self) -> tuple[str, str]:
         """(state, reason) of an attempt stopped by a signal or by the job's time limit."""
@@ -351,10 +388,51 @@ class _Trial:
         return "preempted", f"interrupted by {sig} (preemption, a stopped driver, a cancel)"
 
     def _unstartable(self, reason: str, code: int) -> None:
-        with open(self.paths.stderr, "a", encoding="utf-8") as err:
+        with open(self._err_path, "a", encoding="utf-8") as err:
             err.write(f"hpc-agent: {reason}\n")
-        tail = tail_text(self.paths.stderr, STDERR_TAIL_LINES, start=self._err_start)
+        tail = tail_text(self._err_path, STDERR_TAIL_LINES, start=self._err_start)
         self._status("failed", reason=reason, exit_code=code, stderr_tail=tail)
+
+
+def _evaluate(trial: _Trial, env: dict[str, str]) -> str:
+    """The fixed evaluator (``[experiment] evaluate``), after the training command completed:
+    run from the campaign's unpatched snapshot with the trial's environment (its metrics file
+    ``evaluation.jsonl``, its own budget ``evaluate_time_s``); its metrics become the trial's
+    record and the training's values of the evaluated metrics are set aside. A failure is
+    ``failed`` with the evaluator's stderr; an interruption is ``preempted`` (the next attempt
+    runs the evaluator only: ``trained.json``)."""
+    launch, paths = trial.launch, trial.paths
+    budget, grace = launch.evaluate_time_s, launch.kill_grace_s
+    paths.evaluation.unlink(missing_ok=True)  # nothing the training left there counts
+    ignored = set_aside(paths.metrics, launch.evaluated)
+    started = time.time()
+    eval_env = dict(
+        env,
+        HPC_AGENT_METRICS=str(paths.evaluation),
+        HPC_AGENT_TIME_BUDGET_S=f"{budget:g}",
+        HPC_AGENT_START_TIME=f"{started:.3f}",
+        HPC_AGENT_PHASE="evaluate",
+        HPC_AGENT_CODE_DIR=str(paths.code),
+    )
+    trial._err_path = paths.evaluate_err
+    with open(paths.evaluate_out, "ab") as out, open(paths.evaluate_err, "ab") as err:
+        out_start = out.tell()
+        trial._err_start = err.tell()
+        proc = trial._start(eval_env, out, err, launch.evaluate, launch.evaluate_cwd, phase="evaluate")
+        if proc is None:
+            return "failed"
+        rc, timed_out, killed = trial._wait(proc, budget, grace, started)
+    state, reason, fields = trial._outcome(rc, timed_out, killed, budget, grace)
+    if state == "timeout":
+        state, reason = "failed", f"the evaluator exceeded evaluate_time_s={budget:g}"
+    elif state == "failed":
+        reason = f"the evaluator failed: {reason}"
+    fields["ignored_metrics"] = ignored
+    fields.update(evaluated_by=list(launch.evaluate), evaluate_s=round(time.time() - started, 3))
+    if state == "completed":
+        take_evaluation(paths, launch.parse, out_start)
+    trial._status(state, reason=reason, **fields)
+    return state
 
 
 def _exit_outcome(rc: int, sig: str, tail: str) -> tuple[str, str]:

@@ -21,8 +21,13 @@ file                written by   what
                                  torch and CUDA versions, GPUs, CPUs
                                  (:mod:`hpc_agent.job.provenance`)
 ``metrics.jsonl``   experiment   one JSON object a line
-``stdout.log``,     runner       the command's output, every attempt appended
-``stderr.log``
+``stdout.log``,     runner       the command's output, every attempt appended (its
+``stderr.log``                   ``[experiment] parse`` matches appended to metrics.jsonl)
+``trained.json``    runner       the training command completed (an evaluator follows;
+                                 a requeue then runs the evaluator only)
+``evaluate.out.log``, runner     the fixed evaluator's output (``[experiment] evaluate``)
+``evaluate.err.log``
+``evaluation.jsonl`` evaluator   its metrics (JSONL contract), moved into metrics.jsonl
 ``checkpoint/``     experiment   kept across requeues
 ==================  ===========  =====================================================
 
@@ -60,6 +65,10 @@ METRICS = "metrics.jsonl"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 CHECKPOINT = "checkpoint"
+TRAINED = "trained.json"
+EVALUATE_OUT = "evaluate.out.log"
+EVALUATE_ERR = "evaluate.err.log"
+EVALUATION = "evaluation.jsonl"
 TRIALS = "trials"  # a generation's trial folders: gen-0003/trials/<trial>/
 ENDED = "ended"  # gen-0003/ended/<trial>.<token>.<attempt>: the ends of attempts, announced
 
@@ -131,6 +140,22 @@ class TrialPaths:
     def checkpoint(self) -> Path:
         return self.root / CHECKPOINT
 
+    @cached_property
+    def trained(self) -> Path:
+        return self.root / TRAINED
+
+    @cached_property
+    def evaluate_out(self) -> Path:
+        return self.root / EVALUATE_OUT
+
+    @cached_property
+    def evaluate_err(self) -> Path:
+        return self.root / EVALUATE_ERR
+
+    @cached_property
+    def evaluation(self) -> Path:
+        return self.root / EVALUATION
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -146,6 +171,12 @@ class Launch:
     seed: int = 0
     unset_env: tuple[str, ...] = ()  # removed from the command's environment (secrets)
     fidelity: float = 1.0  # a confirmation's budget multiplier (HPC_AGENT_FIDELITY)
+    parse: Mapping[str, str] = field(default_factory=dict)  # metric -> regex on the output
+    parse_stderr: bool = False
+    evaluate: tuple[str, ...] = ()  # the fixed evaluator's command (none: no evaluator)
+    evaluate_cwd: str = ""  # where it runs, relative to the trial folder: the unpatched snapshot
+    evaluate_time_s: float = 0.0
+    evaluated: tuple[str, ...] = ()  # the metrics only the evaluator may report
 
     def write(self, folder: str | os.PathLike[str]) -> None:
         """Write ``launch.json`` into the trial folder (atomically)."""
@@ -159,6 +190,12 @@ class Launch:
             "seed": self.seed,
             "unset_env": list(self.unset_env),
             "fidelity": self.fidelity,
+            "parse": dict(self.parse),
+            "parse_stderr": self.parse_stderr,
+            "evaluate": list(self.evaluate),
+            "evaluate_cwd": self.evaluate_cwd,
+            "evaluate_time_s": self.evaluate_time_s,
+            "evaluated": list(self.evaluated),
         }
         atomic_write_json(f"{os.fspath(folder)}/{LAUNCH}", data, compact=True)
 
@@ -178,6 +215,12 @@ class Launch:
             seed=int(data.get("seed", 0)),
             unset_env=tuple(str(n) for n in data.get("unset_env") or ()),
             fidelity=float(data.get("fidelity", 1.0)),
+            parse={str(k): str(v) for k, v in (data.get("parse") or {}).items()},
+            parse_stderr=bool(data.get("parse_stderr", False)),
+            evaluate=tuple(str(c) for c in data.get("evaluate") or ()),
+            evaluate_cwd=str(data.get("evaluate_cwd", "")),
+            evaluate_time_s=float(data.get("evaluate_time_s", 0.0)),
+            evaluated=tuple(str(n) for n in data.get("evaluated") or ()),
         )
 
 

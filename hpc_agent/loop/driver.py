@@ -35,7 +35,7 @@ from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.edits.patches import workdir_entries
 from hpc_agent.executors.base import Executor
 from hpc_agent.loop.planning import Planning
-from hpc_agent.loop.prepare import base_files, prepare_trial
+from hpc_agent.loop.prepare import base_files, evaluator_snapshot, prepare_trial
 from hpc_agent.loop.propose import (
     EXPLORE,
     next_kind,
@@ -239,9 +239,11 @@ class Driver:
         """A folder per trial of generation g (whatever a killed driver left unwritten)."""
         exp = self.spec.experiment
         base = base_files(self.paths, exp)
+        evaluator_snapshot(self.paths, exp, base)
         entries = workdir_entries(Path(exp.workdir), [self.paths.root])
+        evaluated = self.spec.evaluated_metrics
         for t in self.state.trials_of(g):
-            prepare_trial(self.paths, t, exp, base, self.submissions.secret_env, entries)
+            prepare_trial(self.paths, t, exp, base, self.submissions.secret_env, entries, evaluated)
 
     # ------------------------------------------------------------------ 3 submit
     def submit(self, g: int, planned: Sequence[TrialRecord], width: int = 0) -> None:

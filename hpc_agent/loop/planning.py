@@ -39,6 +39,7 @@ from hpc_agent.loop.propose import (
     generations_left,
     history_keys,
     next_kind,
+    replicate_trials,
     trials,
     validated,
 )
@@ -130,6 +131,8 @@ class Planning:
             validated(spec, plan.proposals, notes), set(req.ctx.extra_seen), notes
         )
         note = "; ".join(n for n in notes if n)
+        if not proposals and spec.code_first:
+            return self._replicates(req, note)
         if not proposals:
             self.reporter.warn(
                 f"generation {g}: nothing left to propose ({note or 'the planner proposed nothing'}); "
@@ -140,6 +143,21 @@ class Planning:
         if req.controls:
             planned += control_trials(self.state, spec, g, len(planned))
         return self._planned(g, req.planner, planned, note, plan.rationale)
+
+    def _replicates(self, req: PlanRequest, note: str) -> bool:
+        """A code-first generation with no code change to run: the champion's code again
+        (:func:`hpc_agent.loop.propose.replicate_trials`), said in the plan's note and on the terminal;
+        False (the campaign ends) when there is nothing to run again either."""
+        g, why = req.generation, note or f"{req.planner} proposed no code change"
+        planned = replicate_trials(self.state, self.spec, g, max(1, req.ctx.n + req.controls), why)
+        if not planned:
+            self.reporter.warn(
+                f"generation {g}: no code change to run ({why}) and no configuration that completed to run "
+                "again; the campaign ends here"
+            )
+            return False
+        note = f"no code change to run ({why}): {len(planned)} replicate(s) of {planned[0].config}"
+        return self._planned(g, req.planner, planned, note, "")
 
     def _planned(self, g: int, planner: str, planned: tuple[PlannedTrial, ...], note: str, why: str) -> bool:
         plan_json = {"generation": g, "planner": planner, "note": note, "rationale": why}

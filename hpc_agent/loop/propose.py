@@ -55,7 +55,8 @@ def baseline(spec: CampaignSpec, generation: int, seen: set[str]) -> list[Propos
     if generation != 0 or not spec.campaign.baseline or defaults is None or Space.key(defaults) in seen:
         return []
     seen.add(Space.key(defaults))
-    return [Proposal(defaults, hypothesis="baseline: the defaults declared in [space]", source="baseline")]
+    why = "the unmodified code" if spec.code_first else "the defaults declared in [space]"
+    return [Proposal(defaults, hypothesis=f"baseline: {why}", source="baseline")]
 
 
 def validated(spec: CampaignSpec, proposals: Sequence[Proposal], notes: list[str]) -> list[Proposal]:
@@ -226,4 +227,37 @@ def control_trials(
             patch=first.patch,
             purpose="control",
         ),
+    )
+
+
+def replicate_trials(
+    state: CampaignState, spec: CampaignSpec, generation: int, n: int, why: str
+) -> tuple[PlannedTrial, ...]:
+    """A code-first generation without a code change to run (the LLM down or its replies
+    invalid, or a planner that cannot write code: ``why``): ``n`` runs of the champion's code
+    again with new seeds ("replicates", journaled as controls), which sharpen the noise
+    estimate the next change will be judged by. Without a champion, the baseline's
+    configuration while it has not crashed; nothing (the campaign ends) otherwise."""
+    target = state.champion(spec.campaign.mode)
+    if target is None:
+        target = next((c for c in state.configs() if c.source == "baseline" and c.verdict != "crash"), None)
+    if target is None or n <= 0:
+        return ()
+    runs = [state.trials[t] for t in target.trial_ids]
+    first, seed = runs[0], max(t.seed for t in runs) + 1
+    return tuple(
+        PlannedTrial(
+            trial_id=trial_id(generation, i),
+            index=i,
+            config=target.config_id,
+            seed=seed + i,
+            params=dict(target.params),
+            hypothesis=f"replicate: {target.config_id}'s code again with a new seed, no code change to run "
+            f"({why}); a sharper noise estimate",
+            parent=first.parent,
+            source="replicate",
+            patch=first.patch,
+            purpose="control",
+        )
+        for i in range(n)
     )

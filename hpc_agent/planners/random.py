@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random as _random
 
-from hpc_agent.planners.base import Plan, PlanContext, Planner, fill_random
+from hpc_agent.planners.base import CANNOT_WRITE_CODE, Plan, PlanContext, Planner, fill_random
 
 
 class RandomPlanner(Planner):
@@ -15,6 +15,8 @@ class RandomPlanner(Planner):
 
     def propose(self, ctx: PlanContext) -> Plan:
         """``ctx.n`` unseen random configurations (fewer when the space runs out)."""
+        if not ctx.space.params:
+            return Plan((), CANNOT_WRITE_CODE.format(self.name))
         rng = _random.Random(f"{ctx.seed}:{ctx.generation}")
         seen = ctx.seen_keys()
         proposals = fill_random(ctx.space, ctx.n, seen, rng, source="random")

@@ -39,7 +39,7 @@ from hpc_agent.config.defaults import DEFAULT_TPE_STARTUP_TRIALS, DEFAULT_TPE_ST
 from hpc_agent.config.space import ChoiceParam, FloatParam, IntParam, Space
 from hpc_agent.config.spec import TPE_STRATEGIES, CampaignSpec
 from hpc_agent.errors import UserError
-from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal, fill_random, fits
+from hpc_agent.planners.base import CANNOT_WRITE_CODE, Plan, PlanContext, Planner, Proposal, fill_random, fits
 from hpc_agent.planners.refine import refine_count, refinements
 
 REASKS = 8  # asks per slot before a duplicate is replaced by a random unseen configuration
@@ -87,6 +87,8 @@ class TPEPlanner(Planner):
         """``ctx.n`` unseen configurations: the history told to an in-memory study (in flight as
         RUNNING: constant liar), then asked one by one; duplicates re-asked, then
         replaced by random unseen ones."""
+        if not ctx.space.params:
+            return Plan((), CANNOT_WRITE_CODE.format(self.name))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         dists = distributions(ctx.space)
         seed = (ctx.seed * 1_000_003 + ctx.generation) % (2**32)

@@ -72,6 +72,12 @@ class ResultsPaths:
         return self.root / "base"
 
     @property
+    def evaluator(self) -> Path:
+        """The fixed evaluator's folder: the workdir with the unpatched editable files and
+        read-only copies of its small text files (``[experiment] evaluate`` runs there)."""
+        return self.root / "evaluator"
+
+    @property
     def submitit(self) -> Path:
         return self.root / "submitit"
 

@@ -120,7 +120,7 @@ class LLMPlanner(Planner):
         except LLMUnavailable as e:
             if not batch.accepted:
                 proposals, tpe_note = self._tpe(ctx, ctx.n, set(), "tpe")
-                note = f"LLM request failed: {short(e.message, 240)}; TPE planned this generation"
+                note = _down_note(self.spec, e.message)
                 return Plan(tuple(proposals), "; ".join(x for x in (note, tpe_note) if x), progress.rationale)
             batch.give_up()
             notes.append(f"LLM request failed during repairs: {short(e.message, 200)}")
@@ -364,6 +364,13 @@ class LLMPlanner(Planner):
         ):
             return None
         return made
+
+
+def _down_note(spec: CampaignSpec, message: str) -> str:
+    """The plan's note when the endpoint failed (code-first: nothing for TPE to plan; the
+    campaign replicates the champion instead)."""
+    tpe = "" if spec.code_first else "; TPE planned this generation"
+    return f"LLM request failed: {short(message, 240)}{tpe}"
 
 
 def _analysis_view(spec: CampaignSpec, ctx: AnalysisContext) -> View:

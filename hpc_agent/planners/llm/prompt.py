@@ -166,6 +166,16 @@ def system_message(spec: CampaignSpec, brief: str) -> str:
         )
     else:
         patch_rule = '- No file is editable in this campaign: "patch" must be null.'
+    params_rule = (
+        '- "params" names every parameter of the search space, exactly, each value inside its range; no '
+        "other keys."
+    )
+    if spec.code_first:
+        params_rule = '- "params" is {}: this campaign has no search space.'
+        patch_rule += (
+            ' Every experiment is a code change: "patch" is never null. Hyperparameters are constants in '
+            "the files; change them there."
+        )
     return "\n".join(
         [
             "You are the research agent of hpc-agent. You run an ML research campaign on a compute "
@@ -179,8 +189,7 @@ def system_message(spec: CampaignSpec, brief: str) -> str:
             'Reply with ONE JSON object and nothing else. Its keys: "analysis", your own words in '
             'markdown; "proposals", a list of objects with the keys "hypothesis", "params" and "patch".',
             '- "hypothesis": in a sentence or two, what you change, what you expect, and why.',
-            '- "params" names every parameter of the search space, exactly, each value inside its range; no '
-            "other keys.",
+            params_rule,
             patch_rule,
             "- Never propose a configuration that already ran or is in flight (the same params with a "
             "different patch is a different experiment).",
@@ -274,6 +283,11 @@ def _head(view: View) -> str:
     ]
     for p in spec.space.params:
         lines.append(f"- {p.name}: {_describe_param(p)}")
+    if spec.code_first:
+        lines.append(
+            "None: a code-first campaign. Each experiment is a hypothesis and a patch of the editable "
+            "files, applied to the champion's code (shown below); the baseline is the unmodified code."
+        )
     total = camp.generations
     if camp.schedule == "async":
         budget = _async_budget(view)

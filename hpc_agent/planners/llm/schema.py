@@ -122,6 +122,14 @@ class Batch:
         if hypothesis:
             where += f" ({short(hypothesis, 60)!r})"
         raw_params = item.get("params")
+        code_first = self.view.spec.code_first
+        if code_first and raw_params is None:
+            raw_params = {}  # no search space: a proposal is its patch
+        if code_first and item.get("patch") in (None, [], "", {}):
+            return None, [
+                f'{where}: "patch" is missing; this campaign has no search space, so every experiment is '
+                "a code change: give a list of edits of the editable files"
+            ]
         if not isinstance(raw_params, Mapping):
             return None, [f'{where}: "params" must be an object with every parameter of the search space']
         space = self.view.spec.space
@@ -220,6 +228,8 @@ def reply_schema(spec: CampaignSpec, with_proposals: bool = True, n: int | None 
             "additionalProperties": False,
         }
         patch: dict[str, Any] = {"anyOf": [{"type": "array", "items": edit}, {"type": "null"}]}
+        if spec.code_first:  # no search space: every proposal is a code change
+            patch = {"type": "array", "items": edit, "minItems": 1}
     else:
         patch = {"type": "null"}
     proposal = {

@@ -1,0 +1,1 @@
+../nanolm/prepare.py
