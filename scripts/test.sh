@@ -19,6 +19,13 @@ if ! command -v pdflatex >/dev/null && command -v apt-get >/dev/null; then
     || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
          --no-install-recommends texlive-latex-base texlive-latex-recommended >/dev/null; }
 fi
+echo "== chromium + chromedriver (tests/test_serve_browser.py drives the live page with Selenium)"
+if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    chromium chromium-driver >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends chromium chromium-driver >/dev/null; }
+fi
 echo "== llama.cpp server (the real LLM of tests/test_llm_real.py)"
 VENV="$VENV" bash scripts/install-llama.sh
 
@@ -35,5 +42,6 @@ echo "== pytest"
 export HPC_AGENT_REQUIRE_SLURM=1   # a SLURM test that cannot run fails instead of skipping
 export HPC_AGENT_REQUIRE_LLAMA=1   # so does a real-LLM test whose server cannot start
 export HPC_AGENT_REQUIRE_LATEX=1   # and the LaTeX compile test without pdflatex
+export HPC_AGENT_REQUIRE_BROWSER=1 # and the live page's test without chromium or selenium
 # pytest exit code 5 ("no tests collected") is a failure too: set -e keeps it
 "$VENV/bin/python" -m pytest ${PYTEST_ARGS:-} -p no:cacheprovider

@@ -21,6 +21,12 @@ from hpc_agent.errors import UserError
 @click.option("--failures", "max_failures", default=10, show_default=True, help="Failed trials to list.")
 @click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
 @click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="A row for every generation (past 12, the table shows the recent ones and a summary).",
+)
+@click.option(
     "--interval",
     "interval_s",
     type=click.FloatRange(min=0.2),
@@ -28,16 +34,21 @@ from hpc_agent.errors import UserError
     show_default=True,
     help="--watch: seconds.",
 )
-def status(results: Path, as_json: bool, max_failures: int, watch: bool, interval_s: float) -> None:
+def status(
+    results: Path, as_json: bool, max_failures: int, watch: bool, show_all: bool, interval_s: float
+) -> None:
     """Generations, trials by state, best so far, and the driver and jobs.
 
     Also the budget used and left, the stop rule that ended the search, the generations in
-    flight (async schedule), the noise floor, the verdicts and the champion.
+    flight (async schedule), the noise floor, the verdicts and the champion. Past 12
+    generations the table shows the recent ones, those in flight, a row for the others and
+    the totals, and the champion's history follows (--all: every generation).
 
     \b
     Example:
       hpc-agent status results/quickstart
       hpc-agent status results/quickstart --watch        # Ctrl-C to stop watching
+      hpc-agent status results/long-campaign --all       # a row for every generation
       hpc-agent status results/quickstart --json | jq .best
       hpc-agent status results/quickstart --json | jq .budget
     """
@@ -51,7 +62,7 @@ def status(results: Path, as_json: bool, max_failures: int, watch: bool, interva
     if watch:
         from hpc_agent.outputs.terminal import watch_status
 
-        watch_status(rdir, interval_s, max_failures)
+        watch_status(rdir, interval_s, max_failures, show_all=show_all)
         return
     report = status_report(rdir)
     if as_json:
@@ -59,7 +70,7 @@ def status(results: Path, as_json: bool, max_failures: int, watch: bool, interva
         return
     from hpc_agent.outputs.terminal import print_status
 
-    print_status(report, max_failures)
+    print_status(report, max_failures, show_all=show_all)
 
 
 # ------------------------------------------------------------------------------- export
@@ -299,3 +310,61 @@ def logs(results: Path, generation: int | None, as_json: bool, full: bool) -> No
     click.echo(
         format_log(_results_dir(str(results)), generation=generation, as_json=as_json, full=full), nl=False
     )
+
+
+# ------------------------------------------------------------------------------- serve
+
+
+@cli.command("serve")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port."
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Where to listen; keep 127.0.0.1 and reach it through an SSH tunnel.",
+)
+def serve_command(results: Path, port: int, host: str) -> None:
+    """A live web page of a campaign: it updates itself while the driver runs, and keeps
+    working when the driver stops, restarts or finishes. Read-only: it writes nothing into
+    RESULTS and takes no lock.
+
+    The head (generations, trials by state, the champion and its margin, the noise floor,
+    the budget, the planner), the progress plot, the trials in flight, the ledger (sortable,
+    filterable), each trial's page (params, hypothesis, diff, curves, stderr, provenance, the
+    rerun command), the champion's lineage and the analyses. Every request needs the token
+    in the URL it prints (then a cookie); without it, 403. No internet needed.
+
+    \b
+    Example (on the login node, then on your laptop):
+      hpc-agent serve results/quickstart --port 8765
+      ssh -N -L 8765:localhost:8765 login-node     # then open the printed URL
+    """
+    import socket
+
+    from hpc_agent.serve.app import bind, new_token, serve
+    from hpc_agent.store.paths import ResultsPaths
+
+    rdir = _results_dir(str(results))
+    if not ResultsPaths(rdir).journal.exists():
+        raise UserError(
+            f"{rdir} is not a campaign results folder (no journal.jsonl)",
+            fix="pass the folder `hpc-agent run` writes, e.g. results/<campaign name> "
+            "(the page may be started before the driver: once it has written its journal)",
+        )
+    sock = bind(host, port)
+    token = new_token()
+    bound = int(sock.getsockname()[1])
+    shown = host if host not in ("0.0.0.0", "::") else socket.gethostname()
+    click.echo(f"serving {rdir} (read-only); Ctrl-C to stop")
+    click.echo(f"open: http://{shown}:{bound}/?token={token}")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"from your laptop: ssh -N -L {bound}:localhost:{bound} {socket.gethostname()}, "
+            f"then open http://localhost:{bound}/?token={token}"
+        )
+    else:
+        click.echo(f"warning: listening on {host}: anyone who can reach this port needs only the token")
+    serve(rdir, sock, token)

@@ -192,7 +192,7 @@ class RigorSection:
 
 @dataclass(frozen=True)
 class StopSection:
-    """``[stop]``: when the search ends besides its generations (:mod:`hpc_agent.loop.budget`). Zero
+    """``[stop]``: when the search ends besides its generations (:mod:`hpc_agent.science.budget`). Zero
     (or an absent ``target``) turns a rule off."""
 
     max_trials: int = 0  # trials of the search (controls included; confirmations not)

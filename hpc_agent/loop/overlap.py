@@ -62,9 +62,9 @@ from typing import TYPE_CHECKING, Any
 
 from hpc_agent.config.defaults import ASYNC_STATUS_INTERVAL_S, PLANNER_LATENCY_RUNS
 from hpc_agent.job.trial import is_running_for
-from hpc_agent.loop.budget import SEARCH_PURPOSES
 from hpc_agent.loop.propose import CONFIRM, EXPLORE, next_kind
 from hpc_agent.loop.reconcile import next_delay
+from hpc_agent.science.budget import SEARCH_PURPOSES
 from hpc_agent.science.rigor import verdicts_due
 from hpc_agent.store.events import GenerationDone, Requeued
 from hpc_agent.store.state import SubmissionRecord, TrialRecord, TrialState

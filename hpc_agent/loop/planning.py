@@ -15,17 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from hpc_agent.job.fileio import atomic_write_text, dumps_listing
-from hpc_agent.loop.budget import (
-    GpuMeter,
-    Stop,
-    Used,
-    describe,
-    hours_since_start,
-    search_trials,
-    stop_rule,
-    trial_limit,
-    used,
-)
 from hpc_agent.loop.live import LiveDriver
 from hpc_agent.loop.propose import (
     CONFIRM,
@@ -46,6 +35,17 @@ from hpc_agent.loop.propose import (
 from hpc_agent.loop.reporter import Reporter
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal
 from hpc_agent.science.analysis import AnalysisContext, deterministic_analysis
+from hpc_agent.science.budget import (
+    GpuMeter,
+    Stop,
+    Used,
+    describe,
+    hours_since_start,
+    search_trials,
+    stop_rule,
+    trial_limit,
+    used,
+)
 from hpc_agent.science.rigor import noise
 from hpc_agent.store.events import Analyzed, Planned, PlannedTrial, PlanningStarted, Stopped
 from hpc_agent.store.results import analyses_before
@@ -90,7 +90,7 @@ class Planning:
         return self.driver.state
 
     def check_stop(self) -> Stop | None:
-        """The stop rule that holds now (:mod:`hpc_agent.loop.budget`), journaled (``stopped``) the
+        """The stop rule that holds now (:mod:`hpc_agent.science.budget`), journaled (``stopped``) the
         first time it holds in this run."""
         spec, st = self.spec, self.state
         gpu = self.gpu.hours(st) if spec.stop.max_gpu_hours else 0.0
@@ -188,12 +188,12 @@ class Planning:
         )
 
     def budget_text(self) -> str:
-        """The budget used and left, in words (:func:`hpc_agent.loop.budget.describe`)."""
+        """The budget used and left, in words (:func:`hpc_agent.science.budget.describe`)."""
         gpu = self.gpu.hours(self.state) if self.spec.stop.max_gpu_hours else 0.0
         return describe(self.spec, self._used(gpu))
 
     def _used(self, gpu_hours: float) -> Used:
-        """:func:`hpc_agent.loop.budget.used`, its counts kept until the next event (the stop rules
+        """:func:`hpc_agent.science.budget.used`, its counts kept until the next event (the stop rules
         and the budget's words are asked for several times a generation; each count goes
         through every trial); the hours are always now's."""
         key = (self.state.events, gpu_hours)

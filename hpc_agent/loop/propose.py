@@ -18,9 +18,9 @@ from hpc_agent.config.space import Space
 from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.errors import UserError
 from hpc_agent.job.trial import trial_id
-from hpc_agent.loop.budget import SEARCH_PURPOSES, Stop, search_trials, trial_limit
 from hpc_agent.loop.reporter import Reporter
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal, unique
+from hpc_agent.science.budget import SEARCH_PURPOSES, Stop, search_trials, trial_limit
 from hpc_agent.store.events import PlannedTrial
 from hpc_agent.store.state import CampaignState, ConfigResult
 
@@ -142,7 +142,7 @@ def next_kind(state: CampaignState, spec: CampaignSpec, stop: Stop | None = None
     """What the next unplanned generation is: ``explore`` (the planner's), ``confirm`` (the
     best configurations run again, ``[confirm]``), or None (the campaign is complete).
 
-    ``stop`` is the stop rule that holds (:func:`hpc_agent.loop.budget.stop_rule`): a soft one ends
+    ``stop`` is the stop rule that holds (:func:`hpc_agent.science.budget.stop_rule`): a soft one ends
     the exploration (then the final confirmation is due), a hard one ends everything."""
     if stop is not None and stop.hard:
         return None

@@ -62,11 +62,16 @@ class TrialView:
 def trial_view(results: Path, text: str) -> TrialView:
     """Everything ``show`` prints about trial ``text`` (see :func:`resolve_trial`)."""
     state = load_state(results)
+    tid = resolve_trial(state, text, str(state.spec.get("campaign", {}).get("mode", "min")))
+    return view_of(ResultsPaths(results), state, tid)
+
+
+def view_of(paths: ResultsPaths, state: CampaignState, tid: str) -> TrialView:
+    """Trial ``tid`` of a campaign whose state is already at hand (``hpc-agent serve``
+    keeps one): its record and its folder's files, gathered."""
     camp = state.spec.get("campaign", {})
     metric, mode = str(camp.get("metric", "")), str(camp.get("mode", "min"))
-    tid = resolve_trial(state, text, mode)
     t = state.trials[tid]
-    paths = ResultsPaths(results)
     tp = paths.trial(tid)
     curves, problem = read_curves(tp.metrics)
     run = _run_of(state, t)

@@ -59,12 +59,13 @@ class StatusReport:
     noise: dict[str, Any] = field(default_factory=dict)  # sigma, n, from (hpc_agent.science.rigor)
     verdicts: dict[str, int] = field(default_factory=dict)  # keep / discard / crash counts
     champion: dict[str, Any] | None = None  # the last kept configuration
+    champions: list[dict[str, Any]] = field(default_factory=list)  # every keep, oldest first
     confirmed: dict[str, Any] | None = None  # the final champion, on confirmed results
     cancelled: bool = False
     last_run_end: str = ""
     schedule: str = "sync"  # [campaign] schedule
     in_flight: list[int] = field(default_factory=list)  # generations with trials out now
-    stopped: str = ""  # the stop rule that ended the search (hpc_agent.loop.budget), "" none yet
+    stopped: str = ""  # the stop rule that ended the search (hpc_agent.science.budget), "" none yet
     stopped_detail: str = ""
     budget: dict[str, Any] = field(default_factory=dict)  # used, limits, and in words ("text")
 
@@ -136,7 +137,7 @@ def _budget(paths: ResultsPaths, state: CampaignState) -> dict[str, Any]:
     """The budget used and its limits ({} for a spec this version cannot read)."""
     from hpc_agent.config.spec import spec_from_dict
     from hpc_agent.errors import SpecError
-    from hpc_agent.loop.budget import GpuMeter, describe, used
+    from hpc_agent.science.budget import GpuMeter, describe, used
 
     try:
         spec = spec_from_dict(state.spec)
@@ -159,10 +160,25 @@ def _rigor(state: CampaignState, mode: str) -> dict[str, Any]:
         "noise": {"sigma": floor.sigma, "n": floor.n, "from": floor.how, "text": floor.describe()},
         "verdicts": {v: verdicts.count(v) for v in ("keep", "discard", "crash")},
         "champion": None if champ is None else _config_info(champ),
+        "champions": _champions(state),
         "confirmed": None
         if conf is None or original is None
         else {**_config_info(original), "confirmed": _config_info(conf)},
     }
+
+
+def _champions(state: CampaignState) -> list[dict[str, Any]]:
+    """The champion's history: every configuration kept, in the order it was kept, with its
+    generation and its objective now."""
+    kept = sorted(
+        ((float(v.get("at") or 0.0), cid) for cid, v in state.verdicts.items() if v.get("verdict") == "keep"),
+    )
+    out = []
+    for at, cid in kept:
+        c = state.config(cid)
+        if c is not None:
+            out.append({**_config_info(c), "generation": c.generation, "at": at})
+    return out
 
 
 def _config_info(c: ConfigResult) -> dict[str, Any]:

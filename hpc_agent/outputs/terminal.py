@@ -132,14 +132,25 @@ class RichReporter:
 # ------------------------------------------------------------------------------- hpc-agent status
 
 
-def print_status(report: Any, max_failures: int = 10, console: Console | None = None) -> None:
-    """Render a :class:`hpc_agent.outputs.status.StatusReport` for the terminal."""
-    (console or Console()).print(status_view(report, max_failures))
+SUMMARY_AFTER = 12  # more generations than this: the table shows the recent ones and a summary
+RECENT_GENERATIONS = 8
+CHAMPION_HISTORY = 6  # the last keeps shown when the table is summarised
 
 
-def status_view(report: Any, max_failures: int = 10) -> Group:
+def print_status(
+    report: Any, max_failures: int = 10, console: Console | None = None, show_all: bool = False
+) -> None:
+    """Render a :class:`hpc_agent.outputs.status.StatusReport` for the terminal (``show_all``: a row
+    for every generation, however many)."""
+    (console or Console()).print(status_view(report, max_failures, show_all))
+
+
+def status_view(report: Any, max_failures: int = 10, show_all: bool = False) -> Group:
     """What ``hpc-agent status`` shows of a :class:`hpc_agent.outputs.status.StatusReport`, as one
-    renderable (printed once, or refreshed in place by ``--watch``)."""
+    renderable (printed once, or refreshed in place by ``--watch``). Past
+    :data:`SUMMARY_AFTER` generations, unless ``show_all``, the table has a row for the recent
+    ones and those in flight, one for all the others together and one for the totals, and
+    the champion's history follows it."""
     drv = report.driver
     driver = f"running (pid {drv['pid']} on {drv['host']})" if drv else "not running"
     if report.cancelled:
@@ -153,8 +164,11 @@ def status_view(report: Any, max_failures: int = 10) -> Group:
     parts: list[Any] = [
         _line(f"[bold]{escape(report.name)}[/]  {escape(report.results)}"),
         _line(f"driver {driver} · {progress} · {escape(report.metric)}: {better} is better"),
-        _generations_table(report),
+        _generations_table(report, show_all),
     ]
+    summarised = not show_all and len(report.generations) > SUMMARY_AFTER
+    if summarised:
+        parts += _champion_history(report)
     if report.budget.get("text"):
         parts.append(_line(escape(report.budget["text"])))
     if report.stopped and report.stopped != "generations":
@@ -198,6 +212,7 @@ def watch_status(
     max_failures: int = 10,
     console: Console | None = None,
     rounds: int = 0,
+    show_all: bool = False,
 ) -> None:
     """``status --watch``: the status, refreshed in place every ``interval_s`` until Ctrl-C
     (which returns normally) or, with ``rounds``, that many refreshes."""
@@ -207,18 +222,21 @@ def watch_status(
 
     console = console or Console()
     done = 0
-    with Live(status_view(status_report(results), max_failures), console=console, auto_refresh=False) as live:
+    view = status_view(status_report(results), max_failures, show_all)
+    with Live(view, console=console, auto_refresh=False) as live:
         try:
             while not rounds or done < rounds:
                 time.sleep(interval_s)
-                live.update(status_view(status_report(results), max_failures), refresh=True)
+                live.update(status_view(status_report(results), max_failures, show_all), refresh=True)
                 done += 1
         except KeyboardInterrupt:
             return
 
 
-def _generations_table(report: Any) -> Table:
-    """One row per generation; at 80 columns the states wrap at words, the jobs never."""
+def _generations_table(report: Any, show_all: bool = False) -> Table:
+    """One row per generation (past :data:`SUMMARY_AFTER` of them, unless ``show_all``: the
+    recent ones and those in flight, one row for the others, one for the totals); at 80
+    columns the states wrap at words, the jobs never."""
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("gen", no_wrap=True)
     table.add_column("planner", no_wrap=True)
@@ -226,7 +244,10 @@ def _generations_table(report: Any) -> Table:
     table.add_column("states", ratio=1)
     table.add_column(f"best {report.metric}", no_wrap=True, justify="right")
     table.add_column("jobs", no_wrap=True)
-    for g in report.generations:
+    shown, hidden = _split_generations(report, show_all)
+    if hidden:
+        table.add_row(*_summary_row(report, hidden, f"{hidden[0].generation}-{hidden[-1].generation}"))
+    for g in shown:
         table.add_row(
             str(g.generation),
             g.planner.split(" (")[0],  # the kind; `status --json` has the model and endpoint
@@ -242,7 +263,64 @@ def _generations_table(report: Any) -> Table:
             "" if g.best is None else f"{g.best:.6g}",
             g.jobs or ", ".join(g.job_ids),
         )
+    if hidden:
+        table.add_row(*_summary_row(report, report.generations, "all"), style="bold")
     return table
+
+
+def _split_generations(report: Any, show_all: bool) -> tuple[list[Any], list[Any]]:
+    """(the generations with a row of their own, the others): all of them up to
+    :data:`SUMMARY_AFTER`; past it, the last :data:`RECENT_GENERATIONS` and any in flight."""
+    gens = list(report.generations)
+    if show_all or len(gens) <= SUMMARY_AFTER:
+        return gens, []
+    recent = {g.generation for g in gens[-RECENT_GENERATIONS:]} | set(report.in_flight)
+    return [g for g in gens if g.generation in recent], [g for g in gens if g.generation not in recent]
+
+
+def _summary_row(report: Any, gens: list[Any], label: str) -> tuple[str, ...]:
+    """One row for several generations: their trials, states and best."""
+    counts: dict[str, int] = {}
+    for g in gens:
+        for k, n in g.counts.items():
+            counts[k] = counts.get(k, 0) + n
+    bests = [g.best for g in gens if g.best is not None]
+    best = (min(bests) if report.mode == "min" else max(bests)) if bests else None
+    planners = sorted({g.planner.split(" (")[0] for g in gens if g.planner})
+    return (
+        label,
+        ", ".join(planners),
+        str(sum(g.trials for g in gens)),
+        describe_counts(counts, color=True) + f" [dim]({len(gens)} generations)[/]",
+        "" if best is None else f"{best:.6g}",
+        "",
+    )
+
+
+def _champion_history(report: Any) -> list[Text]:
+    """The last keeps (the champion's history), and how to see every generation."""
+    out = [
+        _line(
+            f"[dim]{len(report.generations)} generations: the recent ones and those in flight above; "
+            f"every one with `hpc-agent status {escape(report.results)} --all`[/]"
+        )
+    ]
+    kept = report.champions
+    if kept:
+        last = kept[-CHAMPION_HISTORY:]
+        head = f"champion's history: {len(kept)} kept" + (
+            f", the last {len(last)}:" if len(kept) > len(last) else ":"
+        )
+        out.append(_line(escape(head)))
+        for c in last:
+            out.append(
+                _line(
+                    escape(
+                        f"  gen {c['generation']:<5} {c['config']}  {c['objective']:.6g} ({c['runs']} run(s))"
+                    )
+                )
+            )
+    return out
 
 
 def _rigor(report: Any) -> list[Text]:

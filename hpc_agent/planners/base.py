@@ -85,7 +85,7 @@ class PlanContext:
     seed: int = 0
     extra_seen: frozenset[str] = field(default_factory=frozenset)  # keys proposed earlier this batch
     noise: Noise | None = None  # the noise floor the promotion rule holds challengers to
-    budget: str = ""  # the budget used and left, and the stop rules, in words (hpc_agent.loop.budget)
+    budget: str = ""  # the budget used and left, and the stop rules, in words (hpc_agent.science.budget)
 
     @property
     def space(self) -> Space:

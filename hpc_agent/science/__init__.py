@@ -2,7 +2,8 @@
 verdicts (:mod:`~hpc_agent.science.rigor`), the ledger export (:mod:`~hpc_agent.science.ledger`),
 a trial's code lineage (:mod:`~hpc_agent.science.lineage`), the deterministic analysis
 (:mod:`~hpc_agent.science.analysis`), the compute and tokens used
-(:mod:`~hpc_agent.science.usage`), and a driver run's code provenance
+(:mod:`~hpc_agent.science.usage`), what a campaign used against its budget and the stop rules
+(:mod:`~hpc_agent.science.budget`), and a driver run's code provenance
 (:mod:`~hpc_agent.science.provenance`).
 
 Pure functions over the store's state: it may import the store, the configuration, the edits,

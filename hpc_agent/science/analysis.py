@@ -34,7 +34,7 @@ class AnalysisContext:
     results_dir: Path | None = None
     plan_for: int | None = None  # the generation the analysis may propose for (None: no more search)
     generations_left: int = 0  # exploration generations left, ``plan_for``'s included
-    budget: str = ""  # the budget used and left, in words (hpc_agent.loop.budget.describe)
+    budget: str = ""  # the budget used and left, in words (hpc_agent.science.budget.describe)
 
 
 def deterministic_analysis(ctx: AnalysisContext) -> str:

@@ -159,7 +159,7 @@ class Cancelled(Event):
 
 @dataclass(frozen=True)
 class Stopped(Event):
-    """A stop rule ended the search (:mod:`hpc_agent.loop.budget`): ``rule`` is ``generations``,
+    """A stop rule ended the search (:mod:`hpc_agent.science.budget`): ``rule`` is ``generations``,
     ``max_trials``, ``target``, ``plateau``, ``max_hours`` or ``max_gpu_hours``; ``detail``
     says it in words. Trials in flight still finish; a rerun with a looser rule continues."""
 

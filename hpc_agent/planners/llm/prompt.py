@@ -100,7 +100,7 @@ class View:
     results_dir: Path | None = None
     extra_seen: frozenset[str] = frozenset()
     analyzing: int | None = None  # the generation just finished, when analyzing
-    budget: str = ""  # the budget used and left, in words (hpc_agent.loop.budget.describe)
+    budget: str = ""  # the budget used and left, in words (hpc_agent.science.budget.describe)
 
     def fingerprint(self) -> str:
         """What proposals were made for: the history (states and results), the champion. (Not
