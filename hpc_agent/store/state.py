@@ -142,10 +142,114 @@ class GenerationRecord:
 
 
 @dataclass
+class StateViews:
+    """The derived indexes of a campaign's state: what its queries read, kept current as the
+    fold applies events (:meth:`planned`, :meth:`trial_changed`, :meth:`judged`) so that asking
+    costs no more as the history grows. Nothing here is in the journal: every index can be
+    rebuilt from the fold (``replay``), and :meth:`snapshot` copies them for a reader on
+    another thread. The fold (:class:`CampaignState`) owns the records; the views only point
+    at them (trial ids, config ids) or cache what was computed from them."""
+
+    trials_by_config: dict[str, list[str]] = field(default_factory=dict)  # config -> its trials
+    keys: dict[str, str] = field(default_factory=dict)  # config -> its config_key
+    # configs() kept up to date: each configuration's result at its place in plan order, and
+    # the configurations whose result must be computed again (a trial or verdict changed)
+    config_list: list[ConfigResult | None] = field(default_factory=list)
+    config_at: dict[str, int] = field(default_factory=dict)
+    config_dirty: set[str] = field(default_factory=set)
+    unjudged: dict[str, None] = field(default_factory=dict)  # search configs, no verdict yet
+    best: dict[str, TrialRecord | None] = field(default_factory=dict)  # mode -> best trial
+    counts: dict[int, dict[str, int]] = field(default_factory=dict)  # generation -> by state
+    trial_changes: int = 0  # how many times a trial's record changed
+    # config -> (its unfinished search runs, its completed values)
+    tallies: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def planned(self, record: TrialRecord) -> None:
+        """A trial was planned: it joins its configuration (in plan order)."""
+        self.trials_by_config.setdefault(record.config_id, []).append(record.trial_id)
+
+    def trial_changed(self, prev: TrialRecord | None, record: TrialRecord) -> None:
+        """A trial's record changed from ``prev`` (None: new) to ``record``."""
+        self.trial_changes += 1
+        counts = self.counts.get(record.generation)
+        if counts is None:
+            counts = self.counts[record.generation] = {s.value: 0 for s in STATE_ORDER}
+        if prev is not None:
+            counts[prev.state.value] -= 1
+        counts[record.state.value] += 1
+        if record.config_id not in self.config_at and not record.purpose:
+            self.unjudged[record.config_id] = None
+        if prev is None or prev.state.is_finished() or record.state.is_finished():
+            # a configuration's result sees its trials' ends only (planned -> submitted: none)
+            self._config_changed(record.config_id)
+            self._tally(prev, record)
+        for mode, best in list(self.best.items()):  # the best so far, kept up to date
+            if best is not None and best.trial_id == record.trial_id:
+                del self.best[mode]  # the best trial itself changed: look again when asked
+            elif (
+                record.state is TrialState.COMPLETED
+                and _finite(record.objective)
+                and (best is None or _better(record, best, mode))
+            ):
+                self.best[mode] = record
+
+    def judged(self, e: ev.Judged) -> None:
+        """Configuration ``e.config`` got a verdict: its cached result carries it."""
+        at = self.config_at.get(e.config)
+        if at is not None:
+            known = self.config_list[at]
+            if known is None or e.config in self.config_dirty:
+                self.config_dirty.add(e.config)
+            else:  # only the verdict changed: no need to go through its trials again
+                self.config_list[at] = copy_with(
+                    known, verdict=e.verdict, verdict_reason=e.reason, improvement=e.improvement
+                )
+        self.unjudged.pop(e.config, None)
+
+    def _tally(self, prev: TrialRecord | None, record: TrialRecord) -> None:
+        """Keep each configuration's count of unfinished search runs and of completed values
+        (what :meth:`CampaignState.settled_unjudged` and :meth:`CampaignState.configs_with_values`
+        select by)."""
+        unfinished, values = self.tallies.get(record.config_id, (0, 0))
+        for t, sign in ((prev, -1), (record, 1)):
+            if t is None:
+                continue
+            if t.purpose != "control" and t.state not in _FINISHED:
+                unfinished += sign
+            if t.state is TrialState.COMPLETED and _finite(t.objective):
+                values += sign
+        self.tallies[record.config_id] = (unfinished, values)  # a tuple: a snapshot shares it
+
+    def _config_changed(self, cid: str) -> None:
+        """Configuration ``cid`` (new, or one of its trials or its verdict changed)."""
+        if cid not in self.config_at:
+            self.config_at[cid] = len(self.config_list)
+            self.config_list.append(None)
+        self.config_dirty.add(cid)
+
+    def snapshot(self) -> StateViews:
+        """A copy that later events do not change (the cached results and records are
+        immutable: the containers are copied, not them)."""
+        return StateViews(
+            trials_by_config={k: list(v) for k, v in self.trials_by_config.items()},
+            keys=dict(self.keys),
+            config_list=list(self.config_list),
+            config_at=dict(self.config_at),
+            config_dirty=set(self.config_dirty),
+            unjudged=dict(self.unjudged),
+            best=dict(self.best),
+            counts={g: dict(c) for g, c in self.counts.items()},
+            trial_changes=self.trial_changes,
+            tallies=dict(self.tallies),
+        )
+
+
+@dataclass
 class CampaignState:
-    """Everything the journal says, kept current by :meth:`apply`. Queries are cheap: the
-    per-configuration view and the best trial are cached and recomputed only for what an
-    event changed."""
+    """Everything the journal says, folded by :meth:`apply` (one handler per event kind), and
+    the queries on it. The derived indexes the queries read are :attr:`views`
+    (:class:`StateViews`), kept current as events apply: the per-configuration view and the
+    best trial are recomputed only for what an event changed."""
 
     name: str = ""
     spec: Mapping[str, Any] = field(default_factory=dict)
@@ -164,19 +268,7 @@ class CampaignState:
     champion_id: str | None = None  # the last configuration kept
     stopped: str = ""  # the stop rule that ended the search, as last journaled ("" none)
     stopped_detail: str = ""
-    _configs: dict[str, list[str]] = field(default_factory=dict, repr=False)  # config -> trials
-    _keys: dict[str, str] = field(default_factory=dict, repr=False)  # config -> its config_key
-    # configs() kept up to date: each configuration's result at its place in plan order, and
-    # the configurations whose result must be computed again (a trial or verdict changed)
-    _config_list: list[ConfigResult | None] = field(default_factory=list, repr=False)
-    _config_at: dict[str, int] = field(default_factory=dict, repr=False)
-    _config_dirty: set[str] = field(default_factory=set, repr=False)
-    _unjudged: dict[str, None] = field(default_factory=dict, repr=False)  # search configs, no verdict yet
-    _best: dict[str, TrialRecord | None] = field(default_factory=dict, repr=False)  # mode -> best
-    _counts: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # generation -> by state
-    trial_changes: int = field(default=0, repr=False)  # how many times a trial's record changed
-    # config -> (its unfinished search runs, its completed values)
-    _tallies: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    views: StateViews = field(default_factory=StateViews, repr=False)
 
     # ------------------------------------------------------------------ applying events
     def apply(self, event: Event) -> None:
@@ -189,84 +281,40 @@ class CampaignState:
     def _set_trial(self, record: TrialRecord) -> None:
         prev = self.trials.get(record.trial_id)
         self.trials[record.trial_id] = record
-        self.trial_changes += 1
-        counts = self._counts.get(record.generation)
-        if counts is None:
-            counts = self._counts[record.generation] = {s.value: 0 for s in STATE_ORDER}
-        if prev is not None:
-            counts[prev.state.value] -= 1
-        counts[record.state.value] += 1
-        if record.config_id not in self._config_at and not record.purpose:
-            self._unjudged[record.config_id] = None
-        if prev is None or prev.state.is_finished() or record.state.is_finished():
-            # a configuration's result sees its trials' ends only (planned -> submitted: none)
-            self._config_changed(record.config_id)
-            self._tally(prev, record)
-        for mode, best in list(self._best.items()):  # the best so far, kept up to date
-            if best is not None and best.trial_id == record.trial_id:
-                del self._best[mode]  # the best trial itself changed: look again when asked
-            elif (
-                record.state is TrialState.COMPLETED
-                and _finite(record.objective)
-                and (best is None or _better(record, best, mode))
-            ):
-                self._best[mode] = record
+        self.views.trial_changed(prev, record)
 
-    def _tally(self, prev: TrialRecord | None, record: TrialRecord) -> None:
-        """Keep each configuration's count of unfinished search runs and of completed values
-        (what :meth:`settled_unjudged` and :meth:`configs_with_values` select by)."""
-        unfinished, values = self._tallies.get(record.config_id, (0, 0))
-        for t, sign in ((prev, -1), (record, 1)):
-            if t is None:
-                continue
-            if t.purpose != "control" and t.state not in _FINISHED:
-                unfinished += sign
-            if t.state is TrialState.COMPLETED and _finite(t.objective):
-                values += sign
-        self._tallies[record.config_id] = (unfinished, values)  # a tuple: a snapshot shares it
-
-    def _config_changed(self, cid: str) -> None:
-        """Configuration ``cid`` (new, or one of its trials or its verdict changed)."""
-        if cid not in self._config_at:
-            self._config_at[cid] = len(self._config_list)
-            self._config_list.append(None)
-        self._config_dirty.add(cid)
+    @property
+    def trial_changes(self) -> int:
+        """How many times a trial's record changed (the driver's "anything to gather?")."""
+        return self.views.trial_changes
 
     def snapshot(self) -> CampaignState:
         """A copy that later events do not change (its records are immutable: the containers
-        are copied, not the records), for a reader on another thread."""
+        are copied, not the records), for a reader on another thread; the views too."""
         return replace(
             self,
             generations=dict(self.generations),
             trials=dict(self.trials),
             submissions=dict(self.submissions),
             verdicts=dict(self.verdicts),
-            _configs={k: list(v) for k, v in self._configs.items()},
-            _keys=dict(self._keys),
-            _config_list=list(self._config_list),
-            _config_at=dict(self._config_at),
-            _config_dirty=set(self._config_dirty),
-            _unjudged=dict(self._unjudged),
-            _best=dict(self._best),
-            _counts={g: dict(c) for g, c in self._counts.items()},
-            _tallies=dict(self._tallies),
+            views=self.views.snapshot(),
         )
 
     # ------------------------------------------------------------------ queries
     def trials_of(self, generation: int) -> list[TrialRecord]:
         """The trials of one generation, in plan order."""
-        g = self.generations.get(generation)
-        return [self.trials[t] for t in g.trial_ids] if g else []
+        record = self.generations.get(generation)
+        return [self.trials[t] for t in record.trial_ids] if record else []
 
     def completed_generations(self) -> int:
         """How many generations are done."""
-        return sum(1 for g in self.generations.values() if g.done)
+        return sum(1 for record in self.generations.values() if record.done)
 
     def next_generation(self) -> int:
         """The generation to work on: the first one not done."""
-        for g in sorted(self.generations):
-            if not self.generations[g].done:
-                return g
+        for generation in sorted(self.generations):
+            if not self.generations[generation].done:
+                return generation
         return max(self.generations, default=-1) + 1
 
     def pending_submissions(self) -> list[SubmissionRecord]:
@@ -276,79 +324,76 @@ class CampaignState:
     def counts(self, generation: int | None = None) -> dict[str, int]:
         """Trials by state (of one generation, or all); kept up to date as events apply."""
         out = {s.value: 0 for s in STATE_ORDER}
-        for g, counts in self._counts.items():
-            if generation is None or g == generation:
-                for k, n in counts.items():
-                    out[k] += n
+        for gen, counts in self.views.counts.items():
+            if generation is None or gen == generation:
+                for state, n in counts.items():
+                    out[state] += n
         return out
 
     def unfinished(self) -> int:
         """How many trials are not finished (planned, submitted), from the kept counts."""
         done = {s.value for s in _FINISHED}
-        return sum(n for counts in self._counts.values() for s, n in counts.items() if s not in done)
+        return sum(n for counts in self.views.counts.values() for s, n in counts.items() if s not in done)
 
     def best(self, mode: str) -> TrialRecord | None:
         """The best completed trial (single seed view)."""
-        if mode not in self._best:
+        views = self.views
+        if mode not in views.best:
             done = [
                 t for t in self.trials.values() if t.state is TrialState.COMPLETED and _finite(t.objective)
             ]
             sign = 1.0 if mode == "min" else -1.0
-            self._best[mode] = min(
+            views.best[mode] = min(
                 done, key=lambda t: (sign * (t.objective or 0.0), t.trial_id), default=None
             )
-        return self._best[mode]
+        return views.best[mode]
 
     def configs(self) -> list[ConfigResult]:
         """Trials grouped by proposal, in the order they were planned: the unit the planners
         learn from (mean objective over seeds)."""
-        self._refresh_configs()
-        return list(self._config_list)  # type: ignore[arg-type]  # none left: all refreshed
+        for cid in list(self.views.config_dirty):  # only those that changed since the last call
+            self._refresh(cid)
+        return list(self.views.config_list)  # type: ignore[arg-type]  # none left: all refreshed
 
     def config(self, cid: str) -> ConfigResult | None:
         """One configuration's result (None: no such configuration)."""
-        at = self._config_at.get(cid)
+        at = self.views.config_at.get(cid)
         if at is None:
             return None
-        if cid in self._config_dirty:
+        if cid in self.views.config_dirty:
             self._refresh(cid)
-        return self._config_list[at]
+        return self.views.config_list[at]
 
     def settled_unjudged(self) -> list[ConfigResult]:
         """The configurations of the search without a verdict yet whose runs have all
         finished, in plan order: what :func:`hpc_agent.science.rigor.verdicts_due` judges, computed
         without the whole history or the pending ones."""
-        out = []
-        for cid in self._unjudged:
-            if self._tallies[cid][0] == 0:
-                out.append(self.config(cid))
+        tallies = self.views.tallies
+        out = [self.config(cid) for cid in self.views.unjudged if tallies[cid][0] == 0]
         return [c for c in out if c is not None]
 
     def configs_with_values(self, n: int) -> list[ConfigResult]:
         """The configurations with at least ``n`` completed values, in plan order (what the
         noise floor pools, :func:`hpc_agent.science.rigor.noise`), computing no other."""
-        out = [self.config(cid) for cid in self._config_at if self._tallies[cid][1] >= n]
+        tallies = self.views.tallies
+        out = [self.config(cid) for cid in self.views.config_at if tallies[cid][1] >= n]
         return [c for c in out if c is not None]
 
-    def _refresh_configs(self) -> None:
-        """Compute the results of the configurations that changed since the last call (only
-        those: the list is kept, so asking for it costs no more as the history grows)."""
-        for cid in list(self._config_dirty):
-            self._refresh(cid)
-
     def _refresh(self, cid: str) -> None:
-        trials = [self.trials[t] for t in self._configs[cid]]
-        self._config_list[self._config_at[cid]] = _config_result(cid, trials, self.verdicts.get(cid))
-        self._config_dirty.discard(cid)
+        views = self.views
+        trials = [self.trials[t] for t in views.trials_by_config[cid]]
+        views.config_list[views.config_at[cid]] = _config_result(cid, trials, self.verdicts.get(cid))
+        views.config_dirty.discard(cid)
 
     def config_keys(self) -> set[str]:
         """Every experiment planned so far, as :func:`hpc_agent.config.space.config_key` keys (each
         computed once, when first asked for)."""
-        for cid, trial_ids in self._configs.items():
-            if cid not in self._keys:
+        keys = self.views.keys
+        for cid, trial_ids in self.views.trials_by_config.items():
+            if cid not in keys:
                 t = self.trials[trial_ids[0]]
-                self._keys[cid] = config_key(t.params, t.patch, t.parent)
-        return set(self._keys.values())
+                keys[cid] = config_key(t.params, t.patch, t.parent)
+        return set(keys.values())
 
     def champion(self, mode: str) -> ConfigResult | None:
         """The champion: the last configuration the promotion rule kept (:mod:`hpc_agent.science.rigor`);
@@ -498,7 +543,7 @@ def _on_planned(st: CampaignState, e: ev.Planned) -> None:
             of=p.of,
             budget_multiplier=p.budget_multiplier,
         )
-        st._configs.setdefault(rec.config_id, []).append(rec.trial_id)
+        st.views.planned(rec)
         st._set_trial(rec)
     st.generations[e.generation] = replace(
         _generation(st, e.generation),
@@ -596,16 +641,7 @@ def _on_judged(st: CampaignState, e: ev.Judged) -> None:
         "improvement": e.improvement,
         "at": e.t,
     }
-    at = st._config_at.get(e.config)
-    if at is not None:
-        known = st._config_list[at]
-        if known is None or e.config in st._config_dirty:
-            st._config_dirty.add(e.config)
-        else:  # only the verdict changed: no need to go through its trials again
-            st._config_list[at] = copy_with(
-                known, verdict=e.verdict, verdict_reason=e.reason, improvement=e.improvement
-            )
-    st._unjudged.pop(e.config, None)
+    st.views.judged(e)
     if e.verdict == "keep":
         st.champion_id = e.config
 
