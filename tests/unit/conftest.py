@@ -1,0 +1,47 @@
+"""Shared fixtures of the package-by-package tests: one finished campaign, played once per
+session by the scripted in-process executor (no process runs), for the tests that only read a
+results folder. Tests that write copy nothing from it: they build their own in ``tmp_path``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import write_campaign
+from hpc_agent.config.spec import CampaignSpec, load_spec
+from hpc_agent.loop.campaign import Campaign
+from hpc_agent.planners.random import RandomPlanner
+from hpc_agent.store.paths import ResultsPaths
+from hpc_agent.store.results import load_state
+from hpc_agent.store.state import CampaignState
+from hpc_agent.testing import Fate, ScriptedExecutor
+
+
+def objective(params: dict) -> float:
+    """What a completed trial logs: the tiny experiment's loss, smooth in ``x``."""
+    return (float(params["x"]) - 0.3) ** 2 + (0.0 if params["mode"] == "a" else 0.1)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A campaign run to its end: 2 generations of 3 trials, trial 0000-0001 failed once
+    (max_retries = 0: it stays failed)."""
+
+    camp: Path
+    results: Path
+    spec: CampaignSpec
+    state: CampaignState
+    paths: ResultsPaths
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
+    root = tmp_path_factory.mktemp("finished")
+    camp = write_campaign(root / "camp", generations=2, batch_size=3, experiment="max_retries = 0")
+    results = root / "results-camp"
+    ex = ScriptedExecutor(objective=objective, fates={"0000-0001": [Fate("fail")]})
+    spec = load_spec(camp)
+    assert Campaign(spec, results, ex, RandomPlanner()).run().status == "done"
+    return Finished(camp, results, spec, load_state(results), ResultsPaths(results))
