@@ -45,3 +45,16 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
     spec = load_spec(camp)
     assert Campaign(spec, results, ex, RandomPlanner()).run().status == "done"
     return Finished(camp, results, spec, load_state(results), ResultsPaths(results))
+
+
+def interrupted(root: Path) -> Finished:
+    """A campaign whose driver was killed (``kill -9``) just after the scheduler took its first
+    generation: 3 trials submitted, none finished, no driver running."""
+    from hpc_agent.testing import DriverKilled
+
+    camp = write_campaign(root / "camp", generations=1, batch_size=3)
+    results = root / "results-camp"
+    spec = load_spec(camp)
+    with pytest.raises(DriverKilled):
+        Campaign(spec, results, ScriptedExecutor(kill_in_submit="after"), RandomPlanner()).run()
+    return Finished(camp, results, spec, load_state(results), ResultsPaths(results))
