@@ -58,3 +58,35 @@ def interrupted(root: Path) -> Finished:
     with pytest.raises(DriverKilled):
         Campaign(spec, results, ScriptedExecutor(kill_in_submit="after"), RandomPlanner()).run()
     return Finished(camp, results, spec, load_state(results), ResultsPaths(results))
+
+
+class BareDriver:
+    """A :class:`hpc_agent.loop.live.LiveDriver` and nothing more: the spec, the results folder
+    opened as a run does (:func:`open_results`), a planner, the scripted executor, and
+    ``record`` that writes the real journal and then applies the events to the state. What
+    :class:`~hpc_agent.loop.planning.Planning` and :class:`~hpc_agent.loop.submit.Submissions`
+    are built on, without the driver's loop."""
+
+    def __init__(self, camp: Path, results: Path, executor: ScriptedExecutor | None = None) -> None:
+        from hpc_agent.loop.reporter import SilentReporter
+        from hpc_agent.store.results import open_results
+
+        self.spec = load_spec(camp)
+        self.paths = ResultsPaths(results)
+        self.journal, _ = open_results(self.spec, results)
+        self.state = load_state(results)
+        self.planner = RandomPlanner()
+        self.fallback_planner = None
+        self.executor = executor or ScriptedExecutor(objective=objective)
+        self.reporter = SilentReporter()
+
+    def record(self, *events) -> None:  # type: ignore[no-untyped-def]
+        """Journal first, then the state."""
+        for e in self.journal.write(events).events:
+            self.state.apply(e)
+
+
+@pytest.fixture
+def bare_driver(tmp_path: Path) -> BareDriver:
+    camp = write_campaign(tmp_path / "camp", generations=2, batch_size=3)
+    return BareDriver(camp, tmp_path / "results-camp")
