@@ -22,7 +22,7 @@ def test_the_table_ranks_completed_trials_best_first(finished: Finished) -> None
     best = finished.state.best("min")
     assert best is not None and f"**{best.objective:.4g}**" in rows[0]
     csv = render(table, "csv")
-    assert csv.splitlines()[0].startswith("trial_id") and len(csv.splitlines()) == 4
+    assert csv.splitlines()[0] == "x,mode,loss" and len(csv.splitlines()) == 4
     latex = render(table, "latex", caption="Results", label="tab:r", source="results/x")
     assert "\\toprule" in latex and "\\caption{Results}" in latex and "results/x" in latex
 
