@@ -90,3 +90,20 @@ class BareDriver:
 def bare_driver(tmp_path: Path) -> BareDriver:
     camp = write_campaign(tmp_path / "camp", generations=2, batch_size=3)
     return BareDriver(camp, tmp_path / "results-camp")
+
+
+def planned_and_prepared(driver: BareDriver, generation: int = 0) -> list[str]:
+    """Plan ``generation`` with the driver's planner and prepare its trials' folders (as the
+    driver's first two phases do); their folders, in order."""
+    from hpc_agent.loop.planning import Planning
+    from hpc_agent.loop.prepare import base_files, prepare_trial
+
+    planning = Planning(driver)
+    req = planning.start(generation, "explore")
+    assert req is not None
+    planning.finish(req, req.ask(driver.planner, None, driver.reporter))
+    base = base_files(driver.paths, driver.spec.experiment)
+    trials = driver.state.trials_of(generation)
+    for t in trials:
+        prepare_trial(driver.paths, t, driver.spec.experiment, base, unset_env=[])
+    return [str(driver.paths.trial(t.trial_id).root) for t in trials]
