@@ -4,6 +4,7 @@ HPC_AGENT_REQUIRE_SLURM=1)."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
@@ -77,9 +78,10 @@ def test_the_executor_runs_a_submission_on_the_cluster(slurm: None, bare_driver:
     dirs = planned_and_prepared(bare_driver)[:2]
     paths = bare_driver.paths
     ex = SlurmExecutor.create(parallelism=2, poll_interval_s=0.5, profile="local", overrides={})
+    token = secrets.token_hex(4)  # the cluster remembers ended jobs: find must see only these
     req = SubmitRequest(
-        token="unit1", generation=0, campaign="tiny", trial_ids=tuple(Path(d).name for d in dirs),
-        trial_dirs=tuple(dirs), queue_dir=str(paths.submission(0, "unit1")), submitit_dir=str(paths.submitit),
+        token=token, generation=0, campaign="tiny", trial_ids=tuple(Path(d).name for d in dirs),
+        trial_dirs=tuple(dirs), queue_dir=str(paths.submission(0, token)), submitit_dir=str(paths.submitit),
         timeout_min=2,
     )
     sub = ex.submit(req)
