@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import write_campaign
+
 from hpc_agent.config.spec import CampaignSpec, load_spec
 from hpc_agent.loop.campaign import Campaign
 from hpc_agent.planners.random import RandomPlanner

@@ -24,15 +24,22 @@ def test_the_task_runs_its_trial_and_refuses_a_missing_index(tmp_path: Path) -> 
         folder = tmp_path / f"0000-000{i}"
         (folder / "code").mkdir(parents=True)
         (folder / "params.json").write_text("{}")
-        Launch(trial=folder.name, command=(sys.executable, "-c", f"print({i})"), time_budget_s=30).write(folder)
+        Launch(trial=folder.name, command=(sys.executable, "-c", f"print({i})"), time_budget_s=30).write(
+            folder
+        )
         folders.append(str(folder))
     tasks = tmp_path / "array.tasks.json"
     tasks.write_text(json.dumps({"trials": folders, "token": "", "time_limit_s": 300}))
 
     def task(index: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SLURM_ARRAY_TASK_ID": index}
-        return subprocess.run([sys.executable, "-m", "hpc_agent.slurm_task", str(tasks)], env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "hpc_agent.slurm_task", str(tasks)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     done = task("1")
     assert done.returncode == 0 and done.stdout.strip() == f"hpc-agent: trial {folders[1]}: completed"

@@ -28,9 +28,19 @@ def test_the_package_exports_the_tracking_api() -> None:
     assert set(hpc_agent.__all__) >= {"params", "log", "checkpoint_dir", "time_left", "__version__"}
 
 
-def test_outside_a_campaign_the_calls_still_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for var in ("HPC_AGENT_PARAMS", "HPC_AGENT_METRICS", "HPC_AGENT_CHECKPOINT_DIR", "HPC_AGENT_TRIAL_DIR",
-                "HPC_AGENT_TIME_BUDGET_S", "HPC_AGENT_START_TIME", "HPC_AGENT_SEED", "HPC_AGENT_FIDELITY"):
+def test_outside_a_campaign_the_calls_still_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in (
+        "HPC_AGENT_PARAMS",
+        "HPC_AGENT_METRICS",
+        "HPC_AGENT_CHECKPOINT_DIR",
+        "HPC_AGENT_TRIAL_DIR",
+        "HPC_AGENT_TIME_BUDGET_S",
+        "HPC_AGENT_START_TIME",
+        "HPC_AGENT_SEED",
+        "HPC_AGENT_FIDELITY",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     assert track.params({"lr": 0.1}) == {"lr": 0.1}
@@ -57,5 +67,5 @@ def test_inside_a_trial_the_environment_is_read(monkeypatch: pytest.MonkeyPatch,
     assert "step" not in lines[1] and lines[1]["loss"] == 0.25
     assert track.seed() == 3 and track.fidelity() == 2.5 and track.time_budget_s() == 100.0
     assert 55 < track.time_left() <= 60
-    with pytest.raises(TypeError, match="hpc_agent.log: loss='high' is not a number"):
+    with pytest.raises(TypeError, match=r"hpc_agent\.log: loss='high' is not a number"):
         track.log(loss="high")

@@ -53,11 +53,25 @@ def test_errors_become_messages_and_exit_codes(group: click.Group) -> None:
 
 def test_the_group_has_every_command_with_an_example() -> None:
     assert package_cli is cli
-    assert {"run", "rerun", "status", "show", "export", "report", "plot", "logs", "cancel", "init", "profiles"} <= set(cli.commands)
+    assert {
+        "run",
+        "rerun",
+        "status",
+        "show",
+        "export",
+        "report",
+        "plot",
+        "logs",
+        "cancel",
+        "init",
+        "profiles",
+    } <= set(cli.commands)
     version = CliRunner().invoke(cli, ["--version"])
     assert version.exit_code == 0 and __version__ in version.output
     for name, command in cli.commands.items():
-        assert "xample" in (command.help or "") + (command.epilog or ""), f"`hpc-agent {name} --help` has no example"
+        assert "xample" in (command.help or "") + (command.epilog or ""), (
+            f"`hpc-agent {name} --help` has no example"
+        )
 
 
 def test_results_may_be_named_by_the_folder(finished: Finished, tmp_path: Path) -> None:

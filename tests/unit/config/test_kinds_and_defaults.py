@@ -7,8 +7,8 @@ import importlib
 from pathlib import Path
 
 import pytest
-
 from conftest import write_campaign
+
 from hpc_agent.config import defaults
 from hpc_agent.config.kinds import EXECUTOR_KINDS, PLANNER_KINDS
 from hpc_agent.config.spec import load_spec

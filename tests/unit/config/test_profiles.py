@@ -33,11 +33,19 @@ def test_the_shipped_profiles_are_found_and_all_load() -> None:
 
 def test_a_profile_file_by_path_and_overrides(tmp_path: Path) -> None:
     f = tmp_path / "mine.toml"
-    f.write_text('description = "mine"\npartition = "gpu"\ngres = "gpu:1"\nadditional_parameters = { nice = 10 }\n')
+    f.write_text(
+        'description = "mine"\npartition = "gpu"\ngres = "gpu:1"\nadditional_parameters = { nice = 10 }\n'
+    )
     assert profile_path(str(f)) == f.resolve()
     p = load_profile(str(f), {"mem_gb": 8})
     assert (p.name, p.partition, p.gres, p.mem_gb, p.extra) == ("mine", "gpu", "gpu:1", 8, {"nice": 10})
-    assert p.to_dict() == {"description": "mine", "partition": "gpu", "gres": "gpu:1", "mem_gb": 8, "additional_parameters": {"nice": 10}}
+    assert p.to_dict() == {
+        "description": "mine",
+        "partition": "gpu",
+        "gres": "gpu:1",
+        "mem_gb": 8,
+        "additional_parameters": {"nice": 10},
+    }
     assert load_profile() == Profile()
 
 
@@ -47,7 +55,7 @@ def test_unknown_keys_and_bad_names_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError) as e:
         load_profile(str(f))
     assert "unknown key(s) partiton" in str(e.value) and "partition" in (e.value.fix or "")
-    with pytest.raises(UserError, match="--profile nope.toml: no such file"):
+    with pytest.raises(UserError, match=r"--profile nope\.toml: no such file"):
         profile_path("nope.toml")
     with pytest.raises(UserError):
         load_profile("", {"cpus_per_task": "many"})

@@ -21,7 +21,10 @@ TABLE = {
 def test_parse_and_validate() -> None:
     space = parse_space(TABLE)
     assert space.names == ("lr", "layers", "act")
-    assert space.validate({"lr": 0.01, "layers": 3, "act": "gelu"}) == ({"lr": 0.01, "layers": 3, "act": "gelu"}, [])
+    assert space.validate({"lr": 0.01, "layers": 3, "act": "gelu"}) == (
+        {"lr": 0.01, "layers": 3, "act": "gelu"},
+        [],
+    )
     _, errors = space.validate({"lr": 0.5, "layers": 4, "act": "tanh", "dropout": 0.1})
     assert errors[0] == "unknown parameter(s) ['dropout']; valid parameters are: ['lr', 'layers', 'act']"
     assert len(errors) == 4 and not space.contains({"lr": 0.5, "layers": 3, "act": "relu"})

@@ -3,12 +3,12 @@ to_dict / spec_from_dict / to_toml; the two hashes."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import write_campaign
+
 from hpc_agent.config.spec import load_spec, resolve_spec_path, spec_from_dict, to_toml
 from hpc_agent.errors import SpecError
 

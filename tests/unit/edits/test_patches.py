@@ -42,10 +42,16 @@ def test_check_path_takes_an_editable_file() -> None:
 
 
 def test_edits_apply_in_order_and_each_search_must_be_unique() -> None:
-    new, errors = apply_patch(CODE, [{"file": "train.py", "search": "lr = 0.1", "replace": "lr = 0.2"}], ["train.py"])
+    new, errors = apply_patch(
+        CODE, [{"file": "train.py", "search": "lr = 0.1", "replace": "lr = 0.2"}], ["train.py"]
+    )
     assert errors == [] and new["train.py"].startswith("lr = 0.2\n")
-    same, errors = apply_patch(CODE, [{"file": "train.py", "search": "= relu", "replace": "= gelu"}], ["train.py"])
-    assert same == CODE and errors == ["edit 1: the search text occurs 2 times in train.py; include more context"]
+    same, errors = apply_patch(
+        CODE, [{"file": "train.py", "search": "= relu", "replace": "= gelu"}], ["train.py"]
+    )
+    assert same == CODE and errors == [
+        "edit 1: the search text occurs 2 times in train.py; include more context"
+    ]
 
 
 def test_one_bad_edit_invalidates_the_whole_patch_and_says_why() -> None:
@@ -59,7 +65,8 @@ def test_one_bad_edit_invalidates_the_whole_patch_and_says_why() -> None:
     new, errors = apply_patch(CODE, edits, ["train.py"])
     assert new == CODE
     assert errors == [
-        "edit 2: the search text was not found in train.py; the closest line is 'lr = 0.2' (copy it exactly, including indentation)",
+        "edit 2: the search text was not found in train.py; the closest line is 'lr = 0.2' "
+        "(copy it exactly, including indentation)",
         "edit 3: unknown key(s) ['why']; valid keys are ['file', 'search', 'replace']",
         "edit 4: expected an object with keys ['file', 'search', 'replace']",
         "edit 5: 'search' must be a non-empty string (text copied from train.py)",
@@ -87,12 +94,17 @@ def test_the_code_folder_links_everything_but_the_editable_files(tmp_path: Path)
     assert workdir_entries(work, skip=[work / "results"]) == ["data.csv", "pkg", "train.py"]
     base = tmp_path / "base"
     snapshot(work, ["train.py", "pkg/model.py"], base)
-    assert read_files(base, ["train.py", "pkg/model.py"]) == {"train.py": CODE["train.py"], "pkg/model.py": "m = 1\n"}
+    assert read_files(base, ["train.py", "pkg/model.py"]) == {
+        "train.py": CODE["train.py"],
+        "pkg/model.py": "m = 1\n",
+    }
     dest = tmp_path / "code"
     build_code_dir(work, {"train.py": "patched\n", "pkg/model.py": "m = 2\n"}, dest, skip=[work / "results"])
     assert sorted(os.listdir(dest)) == ["data.csv", "pkg", "train.py"]
     assert (dest / "data.csv").is_symlink() and not (dest / "train.py").is_symlink()
-    assert (dest / "train.py").read_text() == "patched\n" and (dest / "train.py").stat().st_mode & 0o777 == 0o755
+    assert (dest / "train.py").read_text() == "patched\n" and (
+        dest / "train.py"
+    ).stat().st_mode & 0o777 == 0o755
     assert (dest / "pkg").is_dir() and not (dest / "pkg").is_symlink()
     assert (dest / "pkg" / "util.py").is_symlink() and (dest / "pkg" / "model.py").read_text() == "m = 2\n"
     assert (work / "train.py").read_text() == CODE["train.py"]  # the original untouched

@@ -47,9 +47,15 @@ def test_the_local_executor_runs_a_submission(bare_driver: BareDriver) -> None:
     assert ex.describe() == "local (2 at a time)" and default_parallelism() >= 1
     paths = bare_driver.paths
     req = SubmitRequest(
-        token="tok1", generation=0, campaign="tiny", trial_ids=tuple(Path(d).name for d in dirs),
-        trial_dirs=tuple(dirs), queue_dir=str(paths.submission(0, "tok1")), submitit_dir=str(paths.submitit),
-        timeout_min=5, width=1,
+        token="tok1",
+        generation=0,
+        campaign="tiny",
+        trial_ids=tuple(Path(d).name for d in dirs),
+        trial_dirs=tuple(dirs),
+        queue_dir=str(paths.submission(0, "tok1")),
+        submitit_dir=str(paths.submitit),
+        timeout_min=5,
+        width=1,
     )
     try:
         sub = ex.submit(req)

@@ -53,7 +53,9 @@ def test_slurm_output_is_read() -> None:
         parse_sbatch_job_id("sbatch: error: nope")
     config = parse_scontrol_config("MaxArraySize = 1001\nAccountingStorageType = accounting_storage/none\n")
     assert max_array_size(config) == 1001 and max_array_size({}) > 0
-    assert expand_job_id("123_[0-2,5%2]") == ["123_0", "123_1", "123_2", "123_5"] and expand_job_id("9") == ["9"]
+    assert expand_job_id("123_[0-2,5%2]") == ["123_0", "123_1", "123_2", "123_5"] and expand_job_id("9") == [
+        "9"
+    ]
     rows = parse_queue_rows("7_[0-1]|PENDING|Priority|\n8_0|RUNNING|None|vm\n8_0.batch|RUNNING||\n")
     assert set(rows) == {"7_0", "7_1", "8_0"} and rows["8_0"].node == "vm"
     assert state_word("CANCELLED by 0") == "CANCELLED" and state_word("CANCELLED+") == "CANCELLED"
@@ -65,10 +67,18 @@ def test_slurm_output_is_read() -> None:
 
 def test_the_sbatch_script_runs_the_task_list(tmp_path: Path) -> None:
     text = sbatch_text(
-        Profile(partition="gpu", mem_gb=2), folder=tmp_path, python="/usr/bin/python3",
-        job_name="hpca.x.g0000.ab", time_min=5, n_tasks=3, array_parallelism=2, tasks_file="t.json",
+        Profile(partition="gpu", mem_gb=2),
+        folder=tmp_path,
+        python="/usr/bin/python3",
+        job_name="hpca.x.g0000.ab",
+        time_min=5,
+        n_tasks=3,
+        array_parallelism=2,
+        tasks_file="t.json",
     )
-    assert "#SBATCH --array=0-2%2" in text and "#SBATCH --partition=gpu" in text and "#SBATCH --mem=2G" in text
+    assert (
+        "#SBATCH --array=0-2%2" in text and "#SBATCH --partition=gpu" in text and "#SBATCH --mem=2G" in text
+    )
     assert "hpc_agent.slurm_task" in text and "t.json" in text and "#SBATCH --time=5" in text
 
 
@@ -80,8 +90,13 @@ def test_the_executor_runs_a_submission_on_the_cluster(slurm: None, bare_driver:
     ex = SlurmExecutor.create(parallelism=2, poll_interval_s=0.5, profile="local", overrides={})
     token = secrets.token_hex(4)  # the cluster remembers ended jobs: find must see only these
     req = SubmitRequest(
-        token=token, generation=0, campaign="tiny", trial_ids=tuple(Path(d).name for d in dirs),
-        trial_dirs=tuple(dirs), queue_dir=str(paths.submission(0, token)), submitit_dir=str(paths.submitit),
+        token=token,
+        generation=0,
+        campaign="tiny",
+        trial_ids=tuple(Path(d).name for d in dirs),
+        trial_dirs=tuple(dirs),
+        queue_dir=str(paths.submission(0, token)),
+        submitit_dir=str(paths.submitit),
         timeout_min=2,
     )
     sub = ex.submit(req)

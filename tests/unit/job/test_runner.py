@@ -19,12 +19,16 @@ def trial(tmp_path: Path, script: str, budget: float = 30.0) -> Path:
     (folder / "code").mkdir(parents=True)
     (folder / "code" / "train.py").write_text(script)
     (folder / "params.json").write_text(json.dumps({"x": 0.5, "seed": 0}))
-    Launch(trial="0000-0000", command=(sys.executable, "train.py"), time_budget_s=budget, kill_grace_s=0.5).write(folder)
+    Launch(
+        trial="0000-0000", command=(sys.executable, "train.py"), time_budget_s=budget, kill_grace_s=0.5
+    ).write(folder)
     return folder
 
 
 def run(folder: Path, token: str = "") -> str:
-    code = f"from hpc_agent.job.runner import run_trial; print(run_trial({str(folder)!r}, {token!r}, 'job-1'))"
+    code = (
+        f"from hpc_agent.job.runner import run_trial; print(run_trial({str(folder)!r}, {token!r}, 'job-1'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     return out.stdout.strip().splitlines()[-1]
 
@@ -42,7 +46,11 @@ def test_a_command_that_exits_0_completes(tmp_path: Path) -> None:
     folder = trial(tmp_path, LOGS)
     assert run(folder) == "completed"
     status = read_status(folder)
-    assert status is not None and (status["state"], status["exit_code"], status["attempt"]) == ("completed", 0, 1)
+    assert status is not None and (status["state"], status["exit_code"], status["attempt"]) == (
+        "completed",
+        0,
+        1,
+    )
     assert status["job_id"] == "job-1"
     assert (folder / "metrics.jsonl").read_text() == '{"step": 0, "loss": 0.5}\n'
     assert (folder / "stdout.log").read_text() == "hello\n"
@@ -71,5 +79,5 @@ def test_a_trial_of_another_submission_is_not_run(tmp_path: Path) -> None:
 
 
 def test_an_unprepared_trial_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="launch.json is missing"):
+    with pytest.raises(RuntimeError, match=r"launch\.json is missing"):
         run_trial(str(tmp_path))

@@ -8,7 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from hpc_agent.job.provenance import read_trial_provenance, trial_environment, visible_gpus, which, write_trial_provenance
+from hpc_agent.job.provenance import (
+    read_trial_provenance,
+    trial_environment,
+    visible_gpus,
+    which,
+    write_trial_provenance,
+)
 from hpc_agent.job.script import (
     append_lines,
     fill_command,
@@ -30,7 +36,16 @@ def test_placeholders_are_filled_from_the_params_and_seed() -> None:
     assert unknown_placeholders(("x", "{lr}", "{nope}", "{overrides}"), ["lr"]) == ["nope"]
     params = {"lr": 0.001, "fast": True}
     assert fill_command(cmd, params, 7) == (
-        "python", "train.py", "--lr=0.001", "--lr", "0.001", "--fast", "true", "--seed", "7", "${HOME}"
+        "python",
+        "train.py",
+        "--lr=0.001",
+        "--lr",
+        "0.001",
+        "--fast",
+        "true",
+        "--seed",
+        "7",
+        "${HOME}",
     )
     assert fill_command(("python", "{overrides}"), params, 0) == ("python", "lr=0.001", "fast=true")
     assert fill_command(("python", "train.py"), params, 0) == ("python", "train.py")

@@ -62,7 +62,9 @@ def test_assignment_and_launch_round_trip(tmp_path: Path) -> None:
     assert not assigned_to(tmp_path, "t1") and assigned_to(tmp_path, "t2")
     assign(tmp_path, None)
     assert not assigned_to(tmp_path, "t2")
-    launch = Launch(trial="0000-0000", command=("python", "train.py"), time_budget_s=60, env={"A": "1"}, seed=4)
+    launch = Launch(
+        trial="0000-0000", command=("python", "train.py"), time_budget_s=60, env={"A": "1"}, seed=4
+    )
     launch.write(tmp_path)
     assert Launch.read(tmp_path) == launch and Launch.read(tmp_path / "none") is None
     paths = TrialPaths(tmp_path)
@@ -81,14 +83,18 @@ def test_checkpoint_written_since(tmp_path: Path) -> None:
 def test_atomic_writes_and_small_reads(tmp_path: Path) -> None:
     target = tmp_path / "new" / "x.json"
     atomic_write_json(target, {"b": 1, "a": [1, 2]})
-    assert read_json(target) == {"b": 1, "a": [1, 2]} and not [p for p in target.parent.iterdir() if p.name.startswith(".")]
+    assert read_json(target) == {"b": 1, "a": [1, 2]} and not [
+        p for p in target.parent.iterdir() if p.name.startswith(".")
+    ]
     atomic_write_text(target, "not json")
     assert read_json(target) is None and read_json(tmp_path / "missing") is None
     write_new(str(tmp_path / "w"), "hello")
     assert read_bytes(tmp_path / "w") == b"hello"
     text = dumps_listing({"generation": 1}, "trials", [{"id": 1}, {"id": 2}])
     assert json.loads(text) == {"generation": 1, "trials": [{"id": 1}, {"id": 2}]}
-    assert text == '{\n  "generation": 1,\n  "trials": [\n    {"id": 1},\n    {"id": 2}\n  ]\n}\n'  # an item a line
+    assert (
+        text == '{\n  "generation": 1,\n  "trials": [\n    {"id": 1},\n    {"id": 2}\n  ]\n}\n'
+    )  # an item a line
     log = tmp_path / "log"
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert tail_text(log, max_lines=2).splitlines() == ["line 98", "line 99"]

@@ -31,7 +31,9 @@ def client(fake: FakeLLM, log: Path, **kw: object) -> LLMClient:
 
 def test_a_round_trip_returns_the_parsed_reply_and_logs_it(tmp_path: Path) -> None:
     with FakeLLM([{"json": {"a": 1}}]) as fake:
-        reply = client(fake, tmp_path / "llm.jsonl").complete(HELLO, schema=SCHEMA, purpose="propose", generation=0)
+        reply = client(fake, tmp_path / "llm.jsonl").complete(
+            HELLO, schema=SCHEMA, purpose="propose", generation=0
+        )
         (req,) = fake.chat_requests
     assert (reply.data, reply.parse_error, reply.mode) == ({"a": 1}, "", "json_schema")
     assert req.response_format == "json_schema" and req.messages == HELLO
@@ -55,7 +57,9 @@ def test_a_refused_format_falls_back_and_is_remembered(tmp_path: Path) -> None:
 def test_a_server_that_keeps_failing_raises_llm_unavailable_and_logs_the_attempts(tmp_path: Path) -> None:
     with FakeLLM([{"status": 503, "forever": True}]) as fake:
         with pytest.raises(LLMUnavailable):
-            client(fake, tmp_path / "llm.jsonl").complete(HELLO, schema=SCHEMA, purpose="propose", generation=0)
+            client(fake, tmp_path / "llm.jsonl").complete(
+                HELLO, schema=SCHEMA, purpose="propose", generation=0
+            )
     (rec,) = [json.loads(line) for line in (tmp_path / "llm.jsonl").read_text().splitlines()]
     assert rec["error"] and len(rec["retries"]) == 3  # the first try and two retries
 

@@ -13,11 +13,17 @@ def test_planner_section_first_then_the_environment() -> None:
     env = {"OPENAI_BASE_URL": "http://env:1/v1/", "HPC_AGENT_MODEL": "env-model"}
     cfg = resolve_config(PlannerSection(), env)
     assert (cfg.base_url, cfg.model, cfg.model_from, cfg.base_url_from) == (
-        "http://env:1/v1", "env-model", "HPC_AGENT_MODEL", "OPENAI_BASE_URL"
+        "http://env:1/v1",
+        "env-model",
+        "HPC_AGENT_MODEL",
+        "OPENAI_BASE_URL",
     )
     cfg = resolve_config(PlannerSection(base_url="https://mine/v1", model="mine"), env)
     assert (cfg.base_url, cfg.model, cfg.model_from, cfg.base_url_from) == (
-        "https://mine/v1", "mine", "[planner] model", "[planner] base_url"
+        "https://mine/v1",
+        "mine",
+        "[planner] model",
+        "[planner] base_url",
     )
 
 

@@ -22,7 +22,9 @@ def test_records_carry_the_version_and_never_the_secret(tmp_path: Path) -> None:
 
 def test_old_records_read_as_version_1(tmp_path: Path) -> None:
     path = tmp_path / "llm.jsonl"
-    path.write_text(json.dumps({"purpose": "propose"}) + "\n" + json.dumps({"v": 2, "purpose": "analyze"}) + "\n")
+    path.write_text(
+        json.dumps({"purpose": "propose"}) + "\n" + json.dumps({"v": 2, "purpose": "analyze"}) + "\n"
+    )
     assert [r["v"] for r in read_log(path)] == [1, 2]
 
 
@@ -34,8 +36,25 @@ def test_usage_counts_round_trips_and_leaves_preflight_out() -> None:
 def test_memory_learns_modes_parameters_and_the_context(tmp_path: Path) -> None:
     log = ExchangeLog(tmp_path / "llm.jsonl")
     url = "http://user:pass1234@host/v1"
-    log.append({"base_url": "http://***@host/v1", "model": "m", "negotiation": [{"response_format": "json_schema", "rejected": "no"}, {"temperature": 0.7, "rejected": "no"}]})
-    log.append({"base_url": "http://***@host/v1", "model": "m", "context_limit": 4096, "prompt_tokens": 300, "prompt_tokens_estimate": 200})
+    log.append(
+        {
+            "base_url": "http://***@host/v1",
+            "model": "m",
+            "negotiation": [
+                {"response_format": "json_schema", "rejected": "no"},
+                {"temperature": 0.7, "rejected": "no"},
+            ],
+        }
+    )
+    log.append(
+        {
+            "base_url": "http://***@host/v1",
+            "model": "m",
+            "context_limit": 4096,
+            "prompt_tokens": 300,
+            "prompt_tokens_estimate": 200,
+        }
+    )
     log.append({"base_url": "http://***@host/v1", "model": "other", "context_limit": 99})
     memory = log.remembered(url, "m")
     assert memory.rejected_modes == {"json_schema"} and memory.rejected_params == {"temperature"}

@@ -15,7 +15,9 @@ from hpc_agent.testing.fake_llm import FakeLLM
 def check(fake: FakeLLM, model: str, key: str = "k") -> tuple[LLMConfig, dict]:
     api = openai.OpenAI(api_key=key, base_url=fake.base_url, max_retries=0, timeout=5)
     rec: dict = {}
-    cfg = check_endpoint(api, LLMConfig(base_url=fake.base_url, model=model, model_from="[planner] model"), rec)
+    cfg = check_endpoint(
+        api, LLMConfig(base_url=fake.base_url, model=model, model_from="[planner] model"), rec
+    )
     return cfg, rec
 
 

@@ -26,8 +26,14 @@ def send(fake: FakeLLM, max_retries: int, waits: list[float], retries: list[dict
         return api.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
 
     return send_with_retries(
-        create, mode="text", sent={}, max_retries=max_retries, timeout_s=5,
-        sleep=waits.append, wait_idle=lambda limit: 0.0, retries=retries,
+        create,
+        mode="text",
+        sent={},
+        max_retries=max_retries,
+        timeout_s=5,
+        sleep=waits.append,
+        wait_idle=lambda limit: 0.0,
+        retries=retries,
     )
 
 
@@ -51,7 +57,12 @@ def test_spent_retries_raise_llm_unavailable_with_each_attempt_recorded() -> Non
 
 
 def test_a_prompt_over_the_context_is_context_exceeded_at_once() -> None:
-    body = {"error": {"message": "This model's maximum context length is 2048 tokens. However, you requested 3000 tokens (2900 in the messages)"}}
+    body = {
+        "error": {
+            "message": "This model's maximum context length is 2048 tokens. "
+            "However, you requested 3000 tokens (2900 in the messages)"
+        }
+    }
     with FakeLLM([{"status": 400, "body": body}]) as fake:
         with pytest.raises(ContextExceeded) as e:
             send(fake, 3, [], [])

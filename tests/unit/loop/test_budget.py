@@ -11,7 +11,16 @@ import pytest
 
 from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.job.provenance import PROVENANCE
-from hpc_agent.loop.budget import GpuMeter, Used, describe, hours_since_start, search_trials, stop_rule, trial_limit, used
+from hpc_agent.loop.budget import (
+    GpuMeter,
+    Used,
+    describe,
+    hours_since_start,
+    search_trials,
+    stop_rule,
+    trial_limit,
+    used,
+)
 from hpc_agent.store.paths import ResultsPaths
 from unit.conftest import Finished
 
@@ -41,9 +50,19 @@ def test_used_counts_the_search_and_the_champion(finished: Finished) -> None:
         ({"max_trials": 4}, "max_trials", False),
     ],
 )
-def test_each_stop_rule_holds_when_its_limit_is_reached(finished: Finished, stop: dict, rule: str, hard: bool) -> None:
+def test_each_stop_rule_holds_when_its_limit_is_reached(
+    finished: Finished, stop: dict, rule: str, hard: bool
+) -> None:
     spec = with_stop(finished.spec, **stop)
-    u = Used(trials=4, finished=4, trial_limit=trial_limit(spec), hours=1.5, gpu_hours=3.0, since_champion=3, champion=0.1)
+    u = Used(
+        trials=4,
+        finished=4,
+        trial_limit=trial_limit(spec),
+        hours=1.5,
+        gpu_hours=3.0,
+        since_champion=3,
+        champion=0.1,
+    )
     s = stop_rule(spec, u, generations_planned=0)
     assert s is not None and (s.rule, s.hard) == (rule, hard)
 
@@ -56,7 +75,9 @@ def test_no_rule_holds_below_every_limit_and_the_generations_end_a_sync_search(f
     assert s is not None and (s.rule, s.detail) == ("generations", "all 2 generations planned")
     text = describe(spec, u)
     assert text.startswith("Budget used: 2 trials planned; 1.00 of 10 h (9.00 h left).")
-    assert "the champion reaches loss 0" in text and "50 trials finish without a new champion (1 so far)" in text
+    assert (
+        "the champion reaches loss 0" in text and "50 trials finish without a new champion (1 so far)" in text
+    )
 
 
 def test_the_gpu_meter_counts_hours_times_gpus(finished: Finished, tmp_path: Path) -> None:
@@ -64,5 +85,7 @@ def test_the_gpu_meter_counts_hours_times_gpus(finished: Finished, tmp_path: Pat
     paths = ResultsPaths(tmp_path / "r")
     assert GpuMeter(paths).hours(finished.state) == 0.0
     t = finished.state.trials["0000-0000"]
-    (paths.trial(t.trial_id).root / PROVENANCE).write_text(json.dumps({"v": 1, "attempts": [{"gpu_count": 4}]}))
+    (paths.trial(t.trial_id).root / PROVENANCE).write_text(
+        json.dumps({"v": 1, "attempts": [{"gpu_count": 4}]})
+    )
     assert GpuMeter(paths).hours(finished.state) == pytest.approx(4 * (t.total_duration_s or 0) / 3600)

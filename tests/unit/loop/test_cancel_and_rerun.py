@@ -41,7 +41,9 @@ def test_a_rerun_is_a_generation_of_its_own(finished: Finished, tmp_path: Path) 
     original = state.trials["0000-0002"]
     assert [t.trial_id for t in new] == ["0002-0000", "0002-0001"]
     assert [t.seed for t in new] == [original.seed, original.seed + 1]
-    assert all(t.purpose == "rerun" and t.of == original.config_id and t.budget_multiplier == 2.0 for t in new)
+    assert all(
+        t.purpose == "rerun" and t.of == original.config_id and t.budget_multiplier == 2.0 for t in new
+    )
     assert all(dict(t.params) == dict(original.params) and t.parent == "0000-0002" for t in new)
     assert json.loads(ResultsPaths(results).plan(2).read_text())["planner"] == "rerun"
 

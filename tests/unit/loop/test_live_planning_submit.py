@@ -10,7 +10,7 @@ import pytest
 
 from hpc_agent.errors import UserError
 from hpc_agent.loop.live import LiveDriver
-from hpc_agent.loop.planning import PlanRequest, Planning
+from hpc_agent.loop.planning import Planning, PlanRequest
 from hpc_agent.loop.submit import Submissions
 from hpc_agent.planners.base import Plan, Proposal
 from hpc_agent.store.journal import Journal
@@ -87,7 +87,9 @@ def test_a_refused_submission_is_submit_failed_and_a_user_error(bare_driver: Bar
     assert req is not None
     planning.finish(req, req.ask(bare_driver.planner, None, bare_driver.reporter))
     bare_driver.executor.refuse_next = "sbatch: error: invalid partition"
-    with pytest.raises(UserError, match="the scheduler refused generation 0's jobs: sbatch: error: invalid partition"):
+    with pytest.raises(
+        UserError, match="the scheduler refused generation 0's jobs: sbatch: error: invalid partition"
+    ):
         Submissions(bare_driver).submit(0, bare_driver.state.trials_of(0))
     assert kinds(bare_driver)[-1] == "submit_failed"
     assert all(t.state is TrialState.PLANNED for t in bare_driver.state.trials_of(0))

@@ -51,9 +51,15 @@ def test_a_patched_child_starts_from_its_parents_code(finished: Finished, tmp_pa
     assert (folder.code / "train.py").read_text().endswith("# child's change\n")
     diff = (folder.root / "patch.diff").read_text()
     assert "+# child's change" in diff
-    bad = replace(finished.state.trials["0001-0001"], parent=parent.trial_id, patch=({**edit, "search": "absent"},))
+    bad = replace(
+        finished.state.trials["0001-0001"], parent=parent.trial_id, patch=({**edit, "search": "absent"},)
+    )
     prepare_trial(paths, bad, exp, base, unset_env=[])
-    assert (paths.trial(bad.trial_id).root / "patch.diff").read_text().startswith("# patch did not apply:\n# edit 1:")
+    assert (
+        (paths.trial(bad.trial_id).root / "patch.diff")
+        .read_text()
+        .startswith("# patch did not apply:\n# edit 1:")
+    )
 
 
 def test_the_evaluator_folder_is_made_once_read_only(finished: Finished, tmp_path: Path) -> None:

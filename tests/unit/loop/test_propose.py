@@ -38,18 +38,27 @@ def test_invalid_and_duplicate_proposals_are_dropped_with_a_note(finished: Finis
     assert len(seen) == len(state.configs())  # one key per experiment
     old = dict(state.trials["0000-0000"].params)
     notes: list[str] = []
-    props = [Proposal({"x": 5.0, "mode": "a"}), Proposal(old), Proposal({"x": 0.25, "mode": "b"}), Proposal({"x": 0.25, "mode": "b"})]
+    props = [
+        Proposal({"x": 5.0, "mode": "a"}),
+        Proposal(old),
+        Proposal({"x": 0.25, "mode": "b"}),
+        Proposal({"x": 0.25, "mode": "b"}),
+    ]
     ok = validated(spec, props, notes)
     assert len(ok) == 3 and notes[0].startswith("dropped an invalid proposal (")
     kept = fresh(ok, set(seen), notes)
-    assert [p.params for p in kept] == [{"x": 0.25, "mode": "b"}] and notes[1] == "dropped 2 duplicate proposal(s)"
+    assert [p.params for p in kept] == [{"x": 0.25, "mode": "b"}] and notes[
+        1
+    ] == "dropped 2 duplicate proposal(s)"
 
 
 def test_each_proposal_becomes_one_trial_per_seed_sharing_its_config_id() -> None:
     planned = trials(3, [Proposal({"x": 0.1}, "h1"), Proposal({"x": 0.2}, "h2")], seeds=[0, 1])
     assert [(t.trial_id, t.config, t.seed) for t in planned] == [
-        ("0003-0000", "0003-0000", 0), ("0003-0001", "0003-0000", 1),
-        ("0003-0002", "0003-0002", 0), ("0003-0003", "0003-0002", 1),
+        ("0003-0000", "0003-0000", 0),
+        ("0003-0001", "0003-0000", 1),
+        ("0003-0002", "0003-0002", 0),
+        ("0003-0003", "0003-0002", 1),
     ]
     assert planned[2].hypothesis == "h2" and dict(planned[3].params) == {"x": 0.2}
 

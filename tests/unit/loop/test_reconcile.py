@@ -72,9 +72,12 @@ def test_the_requeue_rules(bare_driver: BareDriver) -> None:
 
 def test_gone_outcome_cancel_and_delay(bare_driver: BareDriver) -> None:
     assert gone_outcome(None, None)[0] == "lost" and "before it started" in gone_outcome(None, None)[1]
-    job = JobStatus("1", "gone", "TIMEOUT", "", "", "timeout", "the job hit its time limit", "raise timeout_min")
+    job = JobStatus(
+        "1", "gone", "TIMEOUT", "", "", "timeout", "the job hit its time limit", "raise timeout_min"
+    )
     assert gone_outcome(job, {"state": "running"}) == (
-        "timeout", "the job hit its time limit while running; raise timeout_min"
+        "timeout",
+        "the job hit its time limit while running; raise timeout_min",
     )
     c = cancelled_by_campaign("0000-0000")
     assert c.state == "cancelled" and c.by_campaign_cancel

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import write_campaign
+
 from hpc_agent.config.spec import load_spec
 from hpc_agent.errors import UserError
 from hpc_agent.loop.campaign import SCHEDULES, Campaign
@@ -47,13 +47,18 @@ def test_the_sync_schedule_runs_one_generation_at_a_time(tmp_path: Path) -> None
 
 
 def test_the_async_schedule_overlaps_generations(tmp_path: Path) -> None:
-    spec = load_spec(write_campaign(tmp_path / "c", generations=2, batch_size=2, campaign='schedule = "async"'))
+    spec = load_spec(
+        write_campaign(tmp_path / "c", generations=2, batch_size=2, campaign='schedule = "async"')
+    )
     ex = ScriptedExecutor(objective=objective, duration=lambda p: 0.05)
     result = driver_with(AsyncSchedule)(spec, tmp_path / "r", ex, RandomPlanner()).run()
     assert result.status == "done" and result.counts["completed"] == 4
     state = load_state(tmp_path / "r")
     assert sum(1 for t in state.trials.values() if t.purpose in ("", "control")) == 4
-    assert AsyncSchedule(driver_with(AsyncSchedule)(spec, tmp_path / "r2", ex, RandomPlanner())).slots == spec.campaign.slots
+    assert (
+        AsyncSchedule(driver_with(AsyncSchedule)(spec, tmp_path / "r2", ex, RandomPlanner())).slots
+        == spec.campaign.slots
+    )
 
 
 def test_campaign_picks_the_schedule_its_spec_names(tmp_path: Path) -> None:

@@ -26,7 +26,9 @@ from unit.conftest import Finished
 def test_the_data_behind_the_figures(finished: Finished) -> None:
     df = load_table(finished.paths, finished.state, finished.spec)
     done = completed(df)
-    assert done.height == 5 and done.get_column("trial_id").to_list() == sorted(done.get_column("trial_id").to_list())
+    assert done.height == 5 and done.get_column("trial_id").to_list() == sorted(
+        done.get_column("trial_id").to_list()
+    )
     assert best_so_far([3.0, 1.0, 2.0, 0.5], "min") == [3.0, 1.0, 1.0, 0.5]
     assert best_so_far([3.0, 1.0, 4.0], "max") == [3.0, 3.0, 4.0]
     best = top_trials(df, "min", 2)
@@ -38,7 +40,9 @@ def test_the_data_behind_the_figures(finished: Finished) -> None:
 
 
 def test_influence_ranks_what_explains_the_objective() -> None:
-    done = pl.DataFrame({"x": [0.1, 0.2, 0.3, 0.4], "mode": ["a", "a", "a", "a"], "objective": [1.0, 2.0, 3.0, 4.0]})
+    done = pl.DataFrame(
+        {"x": [0.1, 0.2, 0.3, 0.4], "mode": ["a", "a", "a", "a"], "objective": [1.0, 2.0, 3.0, 4.0]}
+    )
     assert influence(done, ["x", "mode"]) == [("x", pytest.approx(1.0))]  # mode never varied
 
 

@@ -36,11 +36,13 @@ def test_load_table_rebuilds_a_stale_table(finished: Finished, tmp_path: Path) -
 
 
 def test_progress_table_tracks_the_best_so_far() -> None:
-    df = pl.DataFrame({
-        "generation": [0, 0, 1, 1, 2],
-        "state": ["completed", "failed", "completed", "completed", "failed"],
-        "objective": [2.0, None, 3.0, 1.0, None],
-    })
+    df = pl.DataFrame(
+        {
+            "generation": [0, 0, 1, 1, 2],
+            "state": ["completed", "failed", "completed", "completed", "failed"],
+            "objective": [2.0, None, 3.0, 1.0, None],
+        }
+    )
     out = progress_table(df, "min")
     assert out.get_column("trials").to_list() == [2, 2, 1]
     assert out.get_column("best_of_generation").to_list() == [2.0, 1.0, None]
@@ -67,7 +69,9 @@ def test_report_html_embeds_images_and_escapes_html() -> None:
 def test_write_report_writes_markdown_html_and_figures(finished: Finished, tmp_path: Path) -> None:
     shutil.copytree(finished.results, tmp_path / "r")
     written = write_report(tmp_path / "r")
-    assert written.markdown.read_text().startswith("# ") and written.html.read_text().lstrip().startswith("<!")
+    assert written.markdown.read_text().startswith("# ") and written.html.read_text().lstrip().startswith(
+        "<!"
+    )
     assert {p.suffix for p in written.figures} == {".png", ".pdf"}
     paths = ResultsPaths(tmp_path / "r")
     fi = FigureInput(load_table(paths, finished.state, finished.spec), finished.spec, paths)

@@ -19,7 +19,8 @@ def test_the_best_trial_is_shown_whole(finished: Finished) -> None:
     assert v.record.trial_id == best.trial_id and v.is_best and v.metric == "loss"
     assert v.curves["loss"] == [(0.0, best.objective)]
     text = render_trial(v)
-    head = f"trial {best.trial_id} · generation {best.generation} · completed · loss {best.objective:.6g} (the best trial)"
+    head = f"trial {best.trial_id} · generation {best.generation} · completed · loss {best.objective:.6g}"
+    head += " (the best trial)"
     assert text.splitlines()[0] == head
     wrapped = [line for line in text.splitlines() if str(finished.results.parent) not in line]  # paths: whole
     assert max(map(len, wrapped)) <= 80

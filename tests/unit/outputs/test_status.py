@@ -15,7 +15,9 @@ def test_the_status_of_a_finished_campaign(finished: Finished) -> None:
     assert r.counts["completed"] == 5 and r.counts["failed"] == 1 and r.driver is None
     best = finished.state.best("min")
     assert best is not None and r.best is not None and r.best["objective"] == best.objective
-    assert [g.generation for g in r.generations] == [0, 1] and all(g.done and g.analyzed for g in r.generations)
+    assert [g.generation for g in r.generations] == [0, 1] and all(
+        g.done and g.analyzed for g in r.generations
+    )
     assert r.generations[0].trials == 3 and r.generations[0].counts["failed"] == 1
     (failure,) = r.failures
     assert failure["trial_id"] == "0000-0001" and "scripted failure" in failure["reason"]

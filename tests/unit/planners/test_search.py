@@ -21,8 +21,14 @@ from unit.conftest import Finished
 
 def context(finished: Finished, n: int = 4) -> PlanContext:
     state = finished.state
-    return PlanContext(finished.spec, 2, n, tuple(state.configs()), state.champion("min"),
-                       extra_seen=frozenset(state.config_keys()))
+    return PlanContext(
+        finished.spec,
+        2,
+        n,
+        tuple(state.configs()),
+        state.champion("min"),
+        extra_seen=frozenset(state.config_keys()),
+    )
 
 
 def test_the_registry_makes_each_kind(finished: Finished, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,7 +60,11 @@ def test_the_seams_helpers(finished: Finished) -> None:
     kept, dups = unique([a, b], set())
     assert kept == [a] and dups == [b]
     filled = fill_random(space, 3, {a.key()}, random.Random(0), "random")
-    assert len(filled) == 3 and all(fits(space, p.params) for p in filled) and a.key() not in {p.key() for p in filled}
+    assert (
+        len(filled) == 3
+        and all(fits(space, p.params) for p in filled)
+        and a.key() not in {p.key() for p in filled}
+    )
     assert not fits(space, {"x": 9.0, "mode": "a"})
     assert set(distributions(space)) == {"x", "mode"}
 
@@ -62,7 +72,11 @@ def test_the_seams_helpers(finished: Finished) -> None:
 def test_refinement_neighbours_the_best(finished: Finished) -> None:
     assert refine_count(8, 0, 4) < refine_count(8, 3, 4) <= 8
     x = finished.spec.space.params[0]
-    assert to_unit(x, x.low) == 0.0 and to_unit(x, x.high) == 1.0 and from_unit(x, 0.5) == pytest.approx((x.low + x.high) / 2)
+    assert (
+        to_unit(x, x.low) == 0.0
+        and to_unit(x, x.high) == 1.0
+        and from_unit(x, 0.5) == pytest.approx((x.low + x.high) / 2)
+    )
     rng = random.Random(1)
     best = finished.state.champion("min")
     assert best is not None

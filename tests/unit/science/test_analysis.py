@@ -16,8 +16,10 @@ def test_the_analysis_names_the_best_the_failure_and_the_effects(finished: Finis
     text = deterministic_analysis(AnalysisContext(spec, 0, state, table))
     assert text.startswith("# Generation 0: analysis\n")
     assert "3 trials: 2 completed, 1 failed. Objective: loss (lower is better" in text
-    best = min((t for t in state.trials.values() if t.generation == 0 and t.objective is not None),
-               key=lambda t: t.objective or 0.0)
+    best = min(
+        (t for t in state.trials.values() if t.generation == 0 and t.objective is not None),
+        key=lambda t: t.objective or 0.0,
+    )
     assert f"Best of this generation: **{best.objective:.6g}** ({best.trial_id}, x=" in text
     assert "## Failures\n- 0000-0001 failed: exit code 1: scripted failure" in text
     later = deterministic_analysis(AnalysisContext(spec, 1, state, table))
@@ -25,7 +27,9 @@ def test_the_analysis_names_the_best_the_failure_and_the_effects(finished: Finis
 
 
 def test_parameter_effects_ranks_numbers_by_rank_correlation_and_choices_by_mean() -> None:
-    done = pl.DataFrame({"x": [0.1, 0.2, 0.3, 0.4], "mode": ["a", "b", "a", "b"], "objective": [1.0, 2.0, 3.0, 4.0]})
+    done = pl.DataFrame(
+        {"x": [0.1, 0.2, 0.3, 0.4], "mode": ["a", "b", "a", "b"], "objective": [1.0, 2.0, 3.0, 4.0]}
+    )
     x, mode = parameter_effects(done, ["x", "mode", "absent"], "min")
     assert x == "x: strong effect (Spearman ρ = +1.00); lower values did better"
     assert mode == "mode: mean objective by value, best first: a: 2 (n=2), b: 3 (n=2)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from hpc_agent.science.lineage import champion_lineage, lineage
 from unit.conftest import Finished
 

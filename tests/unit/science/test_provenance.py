@@ -10,8 +10,11 @@ from hpc_agent.store.paths import ResultsPaths
 
 
 def git(where: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(where), "-c", "user.email=t@t", "-c", "user.name=t", *args],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(where), "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_a_dirty_repository_is_recorded_with_its_diff(tmp_path: Path) -> None:

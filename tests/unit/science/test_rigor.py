@@ -8,7 +8,15 @@ from dataclasses import replace
 import pytest
 
 from hpc_agent.config.spec import RigorSection
-from hpc_agent.science.rigor import Noise, confirmations, final_champion, judge, noise, student_t_cdf, verdicts_due
+from hpc_agent.science.rigor import (
+    Noise,
+    confirmations,
+    final_champion,
+    judge,
+    noise,
+    student_t_cdf,
+    verdicts_due,
+)
 from hpc_agent.store.state import ConfigResult
 from unit.conftest import Finished
 
@@ -31,12 +39,20 @@ def test_the_promotion_rule() -> None:
     champ = config("champ", (1.0, 1.0))
     floor = Noise(0.1, 10, "seeds")
     assert judge(config("x", ()), champ, floor, rule, "min")[0] == "crash"
-    assert judge(config("x", (0.5,)), None, floor, rule, "min")[:2] == ("keep", "the first configuration to complete")
+    assert judge(config("x", (0.5,)), None, floor, rule, "min")[:2] == (
+        "keep",
+        "the first configuration to complete",
+    )
     worse = judge(config("x", (1.5,)), champ, floor, rule, "min")
     assert worse[0] == "discard" and worse[1] == "worse than the champion champ by 0.5"
     assert judge(config("x", (0.99,)), champ, floor, rule, "min")[0] == "discard"  # within the noise
     verdict, why, improvement, se = judge(config("x", (0.5,)), champ, floor, rule, "min")
-    assert verdict == "keep" and improvement == pytest.approx(0.5) and se is not None and why.startswith("better by 0.5")
+    assert (
+        verdict == "keep"
+        and improvement == pytest.approx(0.5)
+        and se is not None
+        and why.startswith("better by 0.5")
+    )
     assert judge(config("x", (1.5,)), champ, floor, rule, "max")[0] == "keep"
     welch = replace(rule, rule="welch")
     assert judge(config("x", (0.5, 0.52)), config("c", (1.0, 1.02)), floor, welch, "min")[0] == "keep"

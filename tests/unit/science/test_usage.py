@@ -48,8 +48,14 @@ def test_llm_used_adds_up_the_exchanges_and_leaves_preflight_out(tmp_path: Path)
     records = [
         {"purpose": "preflight", "tokens_in": 99, "model": "m0"},
         {"purpose": "propose", "tokens_in": 100, "tokens_out": 20, "cost": 0.5, "model": "m1"},
-        {"purpose": "propose", "tokens_in": 10, "tokens_out": 2, "error": "timeout", "model": "m1",
-         "retries": [{"wait_s": 1.0}, {"wait_s": None}]},
+        {
+            "purpose": "propose",
+            "tokens_in": 10,
+            "tokens_out": 2,
+            "error": "timeout",
+            "model": "m1",
+            "retries": [{"wait_s": 1.0}, {"wait_s": None}],
+        },
         {"purpose": "analyze", "tokens_in": 1, "tokens_out": 1, "cost": 0.25, "model": "m2"},
     ]
     paths.llm_log.write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -14,8 +14,8 @@ from hpc_agent.errors import CampaignError
 from hpc_agent.store.events import (
     EVENTS,
     Judged,
-    PlannedTrial,
     Planned,
+    PlannedTrial,
     Requeued,
     TrialEnded,
     copy_with,
@@ -26,8 +26,17 @@ from hpc_agent.store.journal import FileLock, Journal, TornLineWarning, lock_hol
 
 
 def test_every_event_round_trips_through_its_record() -> None:
-    planned = Planned(generation=0, planner="tpe", note="n", trials=(PlannedTrial("0000-0000", 0, "0000-0000", 1, {"x": 0.5}),))
-    for event in (planned, TrialEnded(trial="0000-0000", state="completed", objective=0.5, reason=""), Requeued(trial="0000-0000", reason="lost")):
+    planned = Planned(
+        generation=0,
+        planner="tpe",
+        note="n",
+        trials=(PlannedTrial("0000-0000", 0, "0000-0000", 1, {"x": 0.5}),),
+    )
+    for event in (
+        planned,
+        TrialEnded(trial="0000-0000", state="completed", objective=0.5, reason=""),
+        Requeued(trial="0000-0000", reason="lost"),
+    ):
         record = to_record(event, 12.3456)
         assert record["v"] >= 1 and record["t"] == 12.346 and record["event"] == event.kind
         again = parse(record)

@@ -24,7 +24,9 @@ from unit.conftest import Finished
 
 def files(tmp_path: Path) -> dict[str, Path]:
     good, torn, bad = tmp_path / "good.jsonl", tmp_path / "torn.jsonl", tmp_path / "bad.jsonl"
-    good.write_text('{"step": 0, "loss": 3.0, "acc": 0.1}\n{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 2.5}\n')
+    good.write_text(
+        '{"step": 0, "loss": 3.0, "acc": 0.1}\n{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 2.5}\n'
+    )
     torn.write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "lo')
     bad.write_text('{"step": 0, "loss": "high"}\n')
     return {"a": good, "b": torn, "c": bad}

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import write_campaign
+
 from hpc_agent.config.spec import load_spec
 from hpc_agent.errors import UserError
 from hpc_agent.store.paths import ResultsPaths, array_folder_name
@@ -31,7 +31,11 @@ def test_the_layout(tmp_path: Path) -> None:
     assert p.trial("0003-0007").root == tmp_path / "gen-0003" / "trials" / "0003-0007"
     assert p.trial_dir("0003-0007") == str(p.trial("0003-0007").root)
     assert p.ended(3) == tmp_path / "gen-0003" / "ended"
-    assert p.array_folder(3, "ab") == tmp_path / "submitit" / array_folder_name(3, "ab") == p.submitit / "g0003.ab"
+    assert (
+        p.array_folder(3, "ab")
+        == tmp_path / "submitit" / array_folder_name(3, "ab")
+        == p.submitit / "g0003.ab"
+    )
     assert p.run_provenance(2).name == "run-0002.json"
 
 
@@ -45,7 +49,11 @@ def test_a_folder_belongs_to_one_campaign(finished: Finished, tmp_path: Path) ->
     with pytest.raises(UserError, match="is not an hpc-agent results folder"):
         check_results(finished.spec, tmp_path / "junk")
     journal, messages = open_results(finished.spec, tmp_path / "new")
-    assert journal.exists() and messages == [] and load_state(tmp_path / "new").spec["campaign"]["name"] == "tiny"
+    assert (
+        journal.exists()
+        and messages == []
+        and load_state(tmp_path / "new").spec["campaign"]["name"] == "tiny"
+    )
     with pytest.raises(UserError):
         load_state(tmp_path / "nothing-here")
 

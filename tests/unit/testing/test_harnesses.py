@@ -27,7 +27,9 @@ def request(driver: BareDriver, dirs: list[str], token: str = "t1") -> SubmitReq
 
 
 def test_the_package_exports_the_harnesses() -> None:
-    assert testing.ScriptedExecutor is ScriptedExecutor and testing.FakeLLM is FakeLLM and testing.Fate is Fate
+    assert (
+        testing.ScriptedExecutor is ScriptedExecutor and testing.FakeLLM is FakeLLM and testing.Fate is Fate
+    )
     assert set(FATES) >= {"complete", "fail", "preempt", "vanish", "hang"}
 
 
@@ -41,7 +43,7 @@ def test_the_scripted_executor_plays_each_fate_when_polled(bare_driver: BareDriv
     assert read_status(dirs[0])["state"] == "completed" and read_status(dirs[1])["state"] == "failed"  # type: ignore[index]
     assert (Path(dirs[0]) / "metrics.jsonl").read_text() == '{"step": 0, "loss": 0.25}\n'
     ex.finish(ids[2], objective=0.1)
-    assert read_status(dirs[2])["state"] == "completed" and ex.executions == {i: 1 for i in ids}  # type: ignore[index]
+    assert read_status(dirs[2])["state"] == "completed" and ex.executions == dict.fromkeys(ids, 1)  # type: ignore[index]
     assert ex.find(request(bare_driver, dirs)) == sorted(sub.job_ids)
 
 
@@ -57,8 +59,11 @@ def test_the_scripted_executor_refuses_and_dies_when_told(bare_driver: BareDrive
 
 
 def post(fake: FakeLLM, body: dict[str, Any], key: str = "") -> tuple[int, Any]:
-    req = urllib.request.Request(f"{fake.base_url}/chat/completions", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    req = urllib.request.Request(
+        f"{fake.base_url}/chat/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -68,9 +73,16 @@ def post(fake: FakeLLM, body: dict[str, Any], key: str = "") -> tuple[int, Any]:
 
 def test_the_fake_llm_answers_its_script_over_http() -> None:
     msgs = [{"role": "user", "content": "hi"}]
-    with FakeLLM(["hello", {"json": {"a": 1}}, {"status": 429, "body": {"error": {"message": "slow down"}}}]) as fake:
-        assert post(fake, {"model": "fake-model", "messages": msgs})[1]["choices"][0]["message"]["content"] == "hello"
-        assert json.loads(post(fake, {"model": "fake-model", "messages": msgs})[1]["choices"][0]["message"]["content"]) == {"a": 1}
+    with FakeLLM(
+        ["hello", {"json": {"a": 1}}, {"status": 429, "body": {"error": {"message": "slow down"}}}]
+    ) as fake:
+        assert (
+            post(fake, {"model": "fake-model", "messages": msgs})[1]["choices"][0]["message"]["content"]
+            == "hello"
+        )
+        assert json.loads(
+            post(fake, {"model": "fake-model", "messages": msgs})[1]["choices"][0]["message"]["content"]
+        ) == {"a": 1}
         code, body = post(fake, {"model": "fake-model", "messages": msgs})
         assert code == 429 and body["error"]["message"] == "slow down"
         assert post(fake, {"model": "unknown", "messages": msgs})[0] == 404  # refused without a step
@@ -84,7 +96,10 @@ def test_the_fake_llm_refuses_a_wrong_key_and_unknown_formats() -> None:
     with FakeLLM(["ok"], api_key="right", accept=("text",)) as fake:
         assert post(fake, {"model": "fake-model", "messages": msgs}, key="wrong")[0] == 401
         schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
-        assert post(fake, {"model": "fake-model", "messages": msgs, "response_format": schema}, key="right")[0] == 400
+        assert (
+            post(fake, {"model": "fake-model", "messages": msgs, "response_format": schema}, key="right")[0]
+            == 400
+        )
         assert post(fake, {"model": "fake-model", "messages": msgs}, key="right")[0] == 200
     with pytest.raises(ValueError):
         check_step({"fault": "explode"})
