@@ -304,10 +304,8 @@ UNIT_TESTS = Path(__file__).resolve().parent / "unit"
 # modules that are only entry points, each reached by the tests that name the reason
 ENTRY_POINTS: dict[str, str] = {
     "hpc_agent.__main__": "`python -m hpc_agent`: calls the Click group, nothing else",
-    "hpc_agent.cli.run": "Click commands (run, rerun): tests/test_cli.py drives them with CliRunner",
-    "hpc_agent.cli.results": "Click commands (status, show, export, report, plot, logs): tests/test_cli.py",
-    "hpc_agent.cli.admin": "Click commands (cancel, init, profiles): tests/test_cli.py",
-    "hpc_agent.testing.llama_server": "a harness around the real llama.cpp server: tests/test_llm_real.py",
+    "hpc_agent.testing.llama_server": "starts the real llama.cpp server (a model download): "
+    "tests/test_llm_real.py runs it where scripts/test.sh installed it",
 }
 
 
