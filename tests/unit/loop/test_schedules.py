@@ -18,7 +18,7 @@ from hpc_agent.loop.sync import SyncSchedule
 from hpc_agent.planners.random import RandomPlanner
 from hpc_agent.store.journal import Journal
 from hpc_agent.store.results import load_state
-from hpc_agent.testing import ScriptedExecutor
+from hpc_agent.testing import Fate, ScriptedExecutor
 from unit.conftest import objective
 
 
@@ -50,15 +50,20 @@ def test_the_async_schedule_overlaps_generations(tmp_path: Path) -> None:
     spec = load_spec(
         write_campaign(tmp_path / "c", generations=2, batch_size=2, campaign='schedule = "async"')
     )
-    ex = ScriptedExecutor(objective=objective, duration=lambda p: 0.05)
+    slow = {"0000-0001": [Fate(duration_s=0.8)]}  # its slot stays busy; the other frees at once
+    ex = ScriptedExecutor(objective=objective, fates=slow)
     result = driver_with(AsyncSchedule)(spec, tmp_path / "r", ex, RandomPlanner()).run()
     assert result.status == "done" and result.counts["completed"] == 4
+    records = Journal(tmp_path / "r" / "journal.jsonl").read()
+    planned_1 = next(i for i, e in enumerate(records) if e["event"] == "planned" and e["generation"] == 1)
+    slow_end = next(
+        i for i, e in enumerate(records) if e["event"] == "trial_ended" and e["trial"] == "0000-0001"
+    )
+    assert planned_1 < slow_end  # generation 1 was planned into the freed slot, not after a barrier
     state = load_state(tmp_path / "r")
     assert sum(1 for t in state.trials.values() if t.purpose in ("", "control")) == 4
-    assert (
-        AsyncSchedule(driver_with(AsyncSchedule)(spec, tmp_path / "r2", ex, RandomPlanner())).slots
-        == spec.campaign.slots
-    )
+    schedule = AsyncSchedule(driver_with(AsyncSchedule)(spec, tmp_path / "r2", ex, RandomPlanner()))
+    assert schedule.slots == spec.campaign.slots
 
 
 def test_campaign_picks_the_schedule_its_spec_names(tmp_path: Path) -> None:
