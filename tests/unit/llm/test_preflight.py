@@ -46,4 +46,4 @@ def test_a_wrong_key_is_refused() -> None:
     with FakeLLM(api_key="right") as fake:
         with pytest.raises(UserError) as e:
             check(fake, "fake-model", key="wrong")
-    assert "401" in str(e.value) or "key" in str(e.value).lower()
+    assert "refused the API key (HTTP 401" in str(e.value) and "--planner tpe" in (e.value.fix or "")

@@ -34,9 +34,12 @@ def context(finished: Finished, n: int = 4) -> PlanContext:
 def test_the_registry_makes_each_kind(finished: Finished, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    assert resolve_planner_kind(finished.spec)[0] in ("tpe", "random", "llm")
     auto = replace(finished.spec, planner=replace(finished.spec.planner, kind="auto"))
-    assert resolve_planner_kind(auto)[0] == "tpe"
+    assert resolve_planner_kind(auto)[0] == "tpe"  # no endpoint configured
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert resolve_planner_kind(auto)[0] == "llm"
+    pinned = replace(finished.spec, planner=replace(finished.spec.planner, kind="random"))
+    assert resolve_planner_kind(pinned) == ("random", "--planner random")
     assert isinstance(make_planner("tpe", finished.spec), TPEPlanner)
     assert isinstance(make_planner("random", finished.spec), RandomPlanner)
     with pytest.raises(UserError, match="--planner 'x': expected one of auto"):
