@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+from hpc_agent.loop.prepare import base_files, prepare_trial
 from hpc_agent.science.lineage import champion_lineage, lineage
+from hpc_agent.store.events import Planned, PlannedTrial, PlanningStarted
+from hpc_agent.store.journal import Journal
+from hpc_agent.store.paths import ResultsPaths
+from hpc_agent.store.results import load_state
 from unit.conftest import Finished
 
 
@@ -22,3 +30,31 @@ def test_champion_lineage_ends_at_the_champion(finished: Finished) -> None:
 
 def test_unknown_trial_has_no_lineage(finished: Finished) -> None:
     assert lineage(finished.paths, finished.state, "9999-9999", ["train.py"]) == []
+
+
+def test_a_patched_child_shows_its_own_diff(finished: Finished, tmp_path: Path) -> None:
+    results = tmp_path / "r"
+    shutil.copytree(finished.results, results)
+    paths = ResultsPaths(results)
+    base = (paths.base / "train.py").read_text()
+    line = base.splitlines()[1]
+    edit = {"file": "train.py", "search": line, "replace": line + "  # changed"}
+    child = PlannedTrial(
+        "0002-0000", 0, "0002-0000", 0, {"x": 0.3, "mode": "a"}, "a code change", parent="0000-0000",
+        source="llm", patch=(edit,),
+    )  # fmt: skip
+    Journal(paths.journal).write(
+        [PlanningStarted(generation=2, planner="llm"), Planned(2, "llm", trials=(child,))]
+    )
+    state = load_state(results)
+    prepare_trial(
+        paths,
+        state.trials["0002-0000"],
+        finished.spec.experiment,
+        base_files(paths, finished.spec.experiment),
+        [],
+    )
+    first, second = lineage(paths, state, "0002-0000", ["train.py"])
+    assert (first.trial_id, first.diff) == ("0000-0000", "")  # the base code
+    assert (second.trial_id, second.parent, second.hypothesis) == ("0002-0000", "0000-0000", "a code change")
+    assert f"-{line}\n+{line}  # changed\n" in second.diff
