@@ -12,7 +12,7 @@ import ast
 import importlib
 import inspect
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hpc_agent"
@@ -303,6 +303,104 @@ def test_public_functions_and_classes_state_their_contract() -> None:
                 if not inspect.getdoc(getattr(cls, attr)):
                     undocumented.append(f"{name}.{node.name}.{attr}")
     assert undocumented == []
+
+
+# ------------------------------------------------------------------ tests that follow the packages
+# Each public module of hpc_agent/ is imported by a test of its own folder: hpc_agent.loop.propose
+# by a test module under tests/unit/loop/, a root module (hpc_agent.track) by one directly in
+# tests/unit/. A package's __init__ counts as a module when it holds more than its docstring.
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
+# modules that are only entry points, each reached by the tests that name the reason
+ENTRY_POINTS: dict[str, str] = {
+    "hpc_agent.__main__": "`python -m hpc_agent`: calls the Click group, nothing else",
+    "hpc_agent.testing.llama_server": "starts the real llama.cpp server (a model download): "
+    "tests/test_llm_real.py runs it where scripts/test.sh installed it",
+}
+
+
+def imported_modules(source: str, known: set[str]) -> set[str]:
+    """The hpc_agent modules a test module's source imports (``import a.b``, ``from a.b import
+    c`` where ``c`` is a module or a name in ``a.b``), function-level imports included."""
+    out: set[str] = set()
+    for node in _imports(ast.parse(source), type_checking=True):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in known}
+        elif node.module and node.level == 0:
+            subs = {f"{node.module}.{a.name}" for a in node.names} & known
+            # `from pkg import module` names the module; `from pkg import name` names pkg
+            if node.module in known and len(subs) < len(node.names):
+                out.add(node.module)
+            out |= subs
+    return out
+
+
+def home_of(module: str) -> str:
+    """The folder, relative to tests/unit/, whose tests must import ``module``: its first-level
+    package's (``loop`` for ``hpc_agent.loop.propose``), ``""`` for a root module."""
+    parts = module.split(".")
+    is_package = (PACKAGE.parent.joinpath(*parts) / "__init__.py").exists()
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and is_package) else ""
+
+
+def modules_without_their_tests(
+    wanted: set[str], tests: dict[str, str], home: Callable[[str], str] = home_of
+) -> list[str]:
+    """The modules of ``wanted`` no test module of their home imports; ``tests`` maps a test's
+    path relative to tests/unit/ (``loop/test_propose.py``) to its source."""
+    found: dict[str, set[str]] = {}
+    for rel, source in tests.items():
+        folder = rel.split("/")[0] if "/" in rel else ""
+        for module in imported_modules(source, wanted):
+            found.setdefault(module, set()).add(folder)
+    return sorted(m for m in wanted if home(m) not in found.get(m, set()))
+
+
+def public_modules() -> set[str]:
+    """Every module of hpc_agent/ with code (a package's __init__ only when it holds more than
+    its docstring), none with a private name."""
+    out = set()
+    for name, path in modules().items():
+        if any(part.startswith("_") and part != "__main__" for part in name.split(".")):
+            continue
+        body = ast.parse(path.read_text()).body
+        if path.name == "__init__.py" and len(body) <= 1 + sum(
+            isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in body
+        ):
+            continue  # a docstring (and `from __future__`) only
+        out.add(name)
+    return out
+
+
+def test_every_public_module_has_a_test_of_its_own_package() -> None:
+    tests = {str(p.relative_to(UNIT_TESTS)): p.read_text() for p in sorted(UNIT_TESTS.rglob("test_*.py"))}
+    wanted = public_modules() - set(ENTRY_POINTS)
+    assert modules_without_their_tests(wanted, tests) == []
+    assert set(ENTRY_POINTS) <= set(modules()), "an entry point in ENTRY_POINTS no longer exists"
+
+
+def test_the_module_test_check_can_fail() -> None:
+    """A module imported only by a test of another folder, a module no test imports, a root
+    module imported from a folder's test: all three caught; the right homes pass."""
+    wanted = {"hpc_agent.loop.propose", "hpc_agent.loop.submit", "hpc_agent.track", "hpc_agent.store.paths"}
+    tests = {
+        "store/test_paths.py": "from hpc_agent.store.paths import X\nfrom hpc_agent.loop import propose",
+        "loop/test_cancel.py": "import hpc_agent.track",
+        "test_errors.py": "from hpc_agent import errors",
+    }
+    homes = {
+        "hpc_agent.loop.propose": "loop",
+        "hpc_agent.loop.submit": "loop",
+        "hpc_agent.track": "",
+        "hpc_agent.store.paths": "store",
+    }
+    missing = modules_without_their_tests(wanted, tests, homes.__getitem__)
+    assert missing == ["hpc_agent.loop.propose", "hpc_agent.loop.submit", "hpc_agent.track"]
+    tests["loop/test_propose.py"] = "def f():\n    from hpc_agent.loop.propose import x\n"
+    tests["loop/test_submit.py"] = "import hpc_agent.loop.submit"
+    tests["test_track.py"] = "from hpc_agent import track"
+    assert modules_without_their_tests(wanted, tests, homes.__getitem__) == []
+    assert home_of("hpc_agent.loop.propose") == "loop" and home_of("hpc_agent.track") == ""
+    assert home_of("hpc_agent.planners.llm.schema") == "planners" and home_of("hpc_agent.store") == "store"
 
 
 if __name__ == "__main__":
