@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from hpc_agent.errors import UserError
-from hpc_agent.loop.budget import Stop
 from hpc_agent.loop.propose import (
     ask_planner,
     baseline,
@@ -29,6 +28,7 @@ from hpc_agent.loop.propose import (
 from hpc_agent.loop.reporter import SilentReporter
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal
 from hpc_agent.planners.random import RandomPlanner
+from hpc_agent.science.budget import Stop
 from unit.conftest import Finished
 
 

@@ -37,7 +37,7 @@ from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.store.results import acquire_driver_lock
 from hpc_agent.testing import ScriptedExecutor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def scripted(camp: Path, executor: ScriptedExecutor | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""hpc_agent.loop.budget: what a campaign used and the stop rules, soft and hard."""
+"""hpc_agent.science.budget: what a campaign used and the stop rules, soft and hard."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.job.provenance import PROVENANCE
-from hpc_agent.loop.budget import (
+from hpc_agent.science.budget import (
     GpuMeter,
     Used,
     describe,
