@@ -28,15 +28,13 @@ from hpc_agent.errors import SpecError, UserError
 
 M = TypeVar("M", bound=BaseModel)
 
-_TYPE_NAMES = {
-    "int_type": "int",
-    "float_type": "float",
-    "string_type": "str",
-    "bool_type": "bool",
-    "tuple_type": "list",
-    "dict_type": "table",
-    "int_parsing": "int",
-    "float_parsing": "float",
+_TYPE_NAMES = {  # pydantic's error type -> the value expected, in the words of a TOML file
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "tuple_type": "a list",
+    "dict_type": "a table",
 }
 _BOUNDS = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
 
@@ -75,34 +73,39 @@ def validated(
     error: type[UserError] = SpecError,
     fix: str = "",
     sep: str = " ",
+    keys_in_fix: bool = False,
 ) -> M:
     """``table`` read into ``model``, or ``error`` naming the key (``where`` is the table's
     TOML name, ``[campaign]``) and the bad value. ``fix`` replaces the generic fix of a wrong
-    type or range; ``sep`` goes between ``where`` and the key (``": "`` for a profile file)."""
+    type or range; ``sep`` goes between ``where`` and the key (``": "`` for a profile file);
+    ``keys_in_fix`` lists the valid keys in the fix of an unknown one too."""
     if not isinstance(table, Mapping):
         raise error(f"{where} must be a table, got {table!r}")
     try:
         return model.model_validate(table, context=dict(context or {}))
     except ValidationError as e:
-        message, default_fix = _words(model, e, where, sep)
-        raise error(
-            message, fix=fix if fix and not message.startswith(f"{where}: unknown") else default_fix
-        ) from None
+        message, default_fix = _words(model, e, where, sep, fix, keys_in_fix)
+        raise error(message, fix=default_fix) from None
 
 
-def _words(model: type[BaseModel], err: ValidationError, where: str, sep: str) -> tuple[str, str]:
-    """The first of pydantic's errors in the project's words: (message, fix)."""
+def _words(
+    model: type[BaseModel], err: ValidationError, where: str, sep: str, fix: str, keys_in_fix: bool
+) -> tuple[str, str]:
+    """The first of pydantic's errors in the project's words: (message, fix). ``fix``, when
+    given, replaces the generic fix of a wrong type or range (``{key}`` names the key)."""
     errors = err.errors(include_url=False)
     unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
         what = "key" if len(unknown) == 1 else "keys"
         return (
             f"{where}: unknown {what} {unknown}; valid keys are: {model.valid_keys()}",  # type: ignore[attr-defined]
-            f"remove or rename {unknown[0]!r}",
+            f"remove or rename {unknown[0]!r}"
+            + (f"; valid keys are: {', '.join(model.valid_keys())}" if keys_in_fix else ""),  # type: ignore[attr-defined]
         )
     first = errors[0]
     kind, loc, value = first["type"], first["loc"], first.get("input")
     key = ".".join(str(p) for p in loc[:1])
+    fix = fix.format(key=key)
     field = model.model_fields.get(key)
     extra = _extra(field)
     if kind == "spec":
@@ -110,9 +113,12 @@ def _words(model: type[BaseModel], err: ValidationError, where: str, sep: str) -
         return f"{where}{ctx['text']}", str(ctx.get("fix") or "")
     if kind == "missing":
         return f"{where}: missing {key}", f"add {extra.get('example') or key + ' = ...'}"
+    expects = extra.get("expects")
     if len(loc) > 1:  # an item of a list or a table
-        name = _TYPE_NAMES.get(kind, "valid value")
-        return f"{where}{sep}{key}: {value!r} is not a {name}", f"make every item of {key} a {name}"
+        name = _TYPE_NAMES.get(kind, "a valid value")
+        if expects:
+            return f"{where}{sep}{key}: {value!r} is not allowed: expected {expects}", fix or f"correct {key}"
+        return f"{where}{sep}{key}: {value!r} is not {name}", fix or f"make every item of {key} {name}"
     is_float = field is not None and _is_float(field.annotation)
     head = f"{where}{sep}{key} = {float(value) if is_float and type(value) is int else value!r}"
     if kind == "literal_error":
@@ -120,22 +126,23 @@ def _words(model: type[BaseModel], err: ValidationError, where: str, sep: str) -
         return f"{head}: expected one of {options}", f'set {key} = "{options[0]}"'
     if kind in _BOUNDS:
         what = extra.get("what") or ("a number" if is_float else "an integer")
-        fix = (
+        fix = fix or (
             f"set {key} to a number {_range(field)}"
             if is_float
             else f"set {key} to a whole number such as {_example(field)}"
         )
-        return f"{head}: expected {what} {_range(field)}", str(extra.get("fix") or fix)
+        return f"{head}: expected {expects or what + ' ' + _range(field)}", str(extra.get("fix") or fix)
     if kind == "finite_number":
         return f"{head}: expected a finite number", str(extra.get("fix") or f"set {key} to a number")
     if kind in _TYPE_NAMES:
-        return f"{head}: expected {_TYPE_NAMES[kind]}", f"set {key} to a {_TYPE_NAMES[kind]}"
-    return f"{head}: {first['msg']}", f"correct {key}"  # pragma: no cover - a kind not declared here
+        return f"{head}: expected {expects or _TYPE_NAMES[kind]}", fix or f"set {key} to {_TYPE_NAMES[kind]}"
+    return f"{head}: {first['msg']}", fix or f"correct {key}"  # pragma: no cover - a kind not declared here
 
 
 def _extra(field: FieldInfo | None) -> dict[str, Any]:
     """What a field declares for its messages: ``example`` (when missing), ``what`` (the
-    expected kind of value, "a number of hours") and ``fix``."""
+    kind of number, "a number of hours", its range follows), ``expects`` (the whole expected
+    value, instead of the type's name) and ``fix``."""
     extra = field.json_schema_extra if field is not None else None
     return dict(extra) if isinstance(extra, dict) else {}
 
