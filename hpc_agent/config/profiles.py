@@ -35,7 +35,7 @@ _RESERVED_SBATCH = ("array", "job-name", "output", "error", "open-mode", "wckey"
 
 _FIX = "correct {key} (see the commented profiles in slurm_templates/)"
 _TABLE = 'a table of sbatch options (e.g. { mail-type = "END" })'
-_NAME = {"expects": 'a string without spaces (e.g. "gpu")'}
+_NAME: dict[str, Any] = {"expects": 'a string without spaces (e.g. "gpu")'}
 Name = Annotated[str, Field(json_schema_extra=_NAME)]  # checked by Profile._no_spaces
 Count = Annotated[int, Field(ge=0)]
 Amount = Annotated[float, Field(ge=0)]

@@ -125,13 +125,14 @@ def _words(
         options = _options(field.annotation if field else None)
         return f"{head}: expected one of {options}", f'set {key} = "{options[0]}"'
     if kind in _BOUNDS:
+        bounds = _range(field, first.get("ctx") or {})
         what = extra.get("what") or ("a number" if is_float else "an integer")
         fix = fix or (
-            f"set {key} to a number {_range(field)}"
+            f"set {key} to a number {bounds}"
             if is_float
             else f"set {key} to a whole number such as {_example(field)}"
         )
-        return f"{head}: expected {expects or what + ' ' + _range(field)}", str(extra.get("fix") or fix)
+        return f"{head}: expected {expects or what + ' ' + bounds}", str(extra.get("fix") or fix)
     if kind == "finite_number":
         return f"{head}: expected a finite number", str(extra.get("fix") or f"set {key} to a number")
     if kind in _TYPE_NAMES:
@@ -147,10 +148,11 @@ def _extra(field: FieldInfo | None) -> dict[str, Any]:
     return dict(extra) if isinstance(extra, dict) else {}
 
 
-def _range(field: FieldInfo | None) -> str:
-    """``>= 1``, ``> 0`` or ``in (0, 1)``: the bounds a field declares."""
+def _range(field: FieldInfo | None, ctx: Mapping[str, Any]) -> str:
+    """``>= 1``, ``> 0`` or ``in (0, 1)``: the bounds a field declares (or, inside a union,
+    the one pydantic reports in ``ctx``)."""
     low = high = None
-    for m in field.metadata if field else ():
+    for m in (field.metadata if field else ()) or [_Bound(**ctx)]:
         for attr, closed in (("ge", "["), ("gt", "(")):
             if getattr(m, attr, None) is not None:
                 low = (getattr(m, attr), closed)
@@ -158,10 +160,22 @@ def _range(field: FieldInfo | None) -> str:
             if getattr(m, attr, None) is not None:
                 high = (getattr(m, attr), closed)
     if low and high:
-        return f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
+        return f"in {low[1]}{_num(low[0])}, {_num(high[0])}{high[1]}"
     if low:
-        return f"{'>=' if low[1] == '[' else '>'} {low[0]}"
-    return f"{'<=' if high and high[1] == ']' else '<'} {high[0] if high else ''}"
+        return f"{'>=' if low[1] == '[' else '>'} {_num(low[0])}"
+    return f"{'<=' if high and high[1] == ']' else '<'} {_num(high[0]) if high else ''}"
+
+
+def _num(bound: Any) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+class _Bound:
+    """A bound as pydantic's error reports it (``{"gt": 0}``)."""
+
+    def __init__(self, **ctx: Any) -> None:
+        for attr in ("ge", "gt", "le", "lt"):
+            setattr(self, attr, ctx.get(attr))
 
 
 def _example(field: FieldInfo | None) -> int:

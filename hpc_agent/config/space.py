@@ -22,17 +22,17 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, field_validator, model_validator
+
+from hpc_agent.config.schema import Section, problem, validated
 from hpc_agent.errors import SpecError
 
 _SORTED = json.JSONEncoder(sort_keys=True).encode  # json.dumps(sort_keys=True) makes one a call
 
 Scalar = str | int | float | bool
 
-_FLOAT_KEYS = ("type", "low", "high", "log", "step", "default")
-_INT_KEYS = ("type", "low", "high", "log", "step", "default")
-_CHOICE_KEYS = ("type", "values", "default")
 _TYPES = ("float", "int", "choice")
 
 
@@ -160,7 +160,7 @@ class ChoiceParam:
     """One of a list of values (strings, numbers or booleans)."""
 
     name: str
-    values: tuple[Scalar, ...]
+    values: tuple[Scalar, ...] = Field(json_schema_extra={"example": 'values = ["relu", "tanh"]'})
     default: Scalar | None = None
 
     kind = "choice"
@@ -296,6 +296,77 @@ _SPACE_FIX = (
 )
 
 
+class _Range(Section):
+    """A float or int parameter as campaign.toml declares it (checks shared by both)."""
+
+    low: float = Field(json_schema_extra={"example": "low = 1e-4 (the lower bound)"})
+    high: float = Field(json_schema_extra={"example": "high = 0.1 (the upper bound)"})
+    log: bool = False
+    default: Any = None  # checked against the parameter it belongs to
+
+    @model_validator(mode="after")
+    def _searchable(self) -> _Range:
+        low, high, log = self.low, self.high, self.log
+        if low > high:
+            raise problem(f": low ({low}) > high ({high})", "swap them, or fix the bound")
+        if low == high:
+            raise problem(f": low == high ({low}): nothing to search", "widen the range")
+        if log and low <= 0:
+            raise problem(
+                f": log scale needs low > 0, got low = {low}",
+                "use a positive lower bound (e.g. 1e-6), or set log = false",
+            )
+        if log and self._stepped():
+            raise problem(": log scale and step cannot be combined", "drop one of them")
+        return self
+
+    def _stepped(self) -> bool:
+        return False
+
+
+class _FloatInput(_Range):
+    type: Literal["float"] = "float"
+    step: Annotated[float, Field(gt=0)] | None = None
+
+    def _stepped(self) -> bool:
+        return self.step is not None
+
+
+_BOUND: dict[str, Any] = {"expects": "integer bounds for an int parameter", "example": "low = 16 (the lower bound)"}
+
+
+class _IntInput(_Range):
+    type: Literal["int"] = "int"
+    low: int = Field(json_schema_extra=_BOUND)
+    high: int = Field(json_schema_extra={**_BOUND, "example": "high = 256 (the upper bound)"})
+    step: Annotated[int, Field(ge=1)] = 1
+
+    def _stepped(self) -> bool:
+        return self.step != 1
+
+
+class _ChoiceInput(Section):
+    type: Literal["choice"] = "choice"
+    values: tuple[Scalar, ...] = Field(json_schema_extra={"example": 'values = ["relu", "tanh"]'})
+    default: Any = None
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _listed(cls, values: Any) -> Any:
+        if not isinstance(values, (list, tuple)) or not values:
+            shown = list(values) if isinstance(values, tuple) else values
+            raise problem(f": values must be a non-empty list, got {shown!r}", _SPACE_FIX)
+        bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
+        if bad:
+            raise problem(f": values must be strings, numbers or booleans, got {bad[0]!r}")
+        if len({json.dumps(v) for v in values}) != len(values):
+            raise problem(f": values contain duplicates: {list(values)!r}", "list each value once")
+        return tuple(values)
+
+
+_INPUTS: dict[str, type[Section]] = {"float": _FloatInput, "int": _IntInput, "choice": _ChoiceInput}
+
+
 def _parse_param(name: str, raw: Any, where: str) -> Param:
     if not name.isidentifier():
         raise SpecError(f"{where}: parameter name {name!r} must be a Python identifier", fix=_SPACE_FIX)
@@ -303,78 +374,37 @@ def _parse_param(name: str, raw: Any, where: str) -> Param:
         raw = {"type": "choice", "values": raw}
     if not isinstance(raw, Mapping):
         raise SpecError(f"{where}: expected a table or a list of choices, got {raw!r}", fix=_SPACE_FIX)
-    kind = raw.get("type")
-    if kind is None:
-        if "values" in raw:
-            kind = "choice"
-        elif isinstance(raw.get("low"), int) and isinstance(raw.get("high"), int) and not raw.get("log"):
-            kind = "int"
-        else:
-            kind = "float"
+    kind = raw.get("type", _implied_type(raw))
     if kind not in _TYPES:
         raise SpecError(f"{where}: type {kind!r} is not one of {list(_TYPES)}", fix=_SPACE_FIX)
-    valid = {"float": _FLOAT_KEYS, "int": _INT_KEYS, "choice": _CHOICE_KEYS}[kind]
-    unknown = sorted(set(raw) - set(valid))
+    model = _INPUTS[kind]
+    unknown = sorted(set(raw) - set(model.model_fields))
     if unknown:
         raise SpecError(
-            f"{where}: unknown key(s) {unknown} for a {kind} parameter; valid keys are: {list(valid)}",
+            f"{where}: unknown key(s) {unknown} for a {kind} parameter; valid keys are: {model.valid_keys()}",
             fix=f"remove or rename {unknown[0]!r}",
         )
-    if kind == "choice":
-        return _parse_choice(name, raw, where)
-    return _parse_range(name, raw, where, kind)
-
-
-def _parse_choice(name: str, raw: Mapping[str, Any], where: str) -> ChoiceParam:
-    values = raw.get("values")
-    if not isinstance(values, list) or not values:
-        raise SpecError(f"{where}: values must be a non-empty list, got {values!r}", fix=_SPACE_FIX)
-    bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
-    if bad:
-        raise SpecError(f"{where}: values must be strings, numbers or booleans, got {bad[0]!r}")
-    if len({json.dumps(v) for v in values}) != len(values):
-        raise SpecError(f"{where}: values contain duplicates: {values!r}", fix="list each value once")
-    param: ChoiceParam = _with_default(ChoiceParam(name, tuple(values)), raw, where)
-    return param
-
-
-def _parse_range(name: str, raw: Mapping[str, Any], where: str, kind: str) -> Param:
-    for key in ("low", "high"):
-        if key not in raw:
-            raise SpecError(f"{where}: missing {key!r} for a {kind} parameter", fix=_SPACE_FIX)
-        if not _is_number(raw[key]):
-            raise SpecError(f"{where}: {key} must be a number, got {raw[key]!r}")
-    low, high, log = raw["low"], raw["high"], raw.get("log", False)
-    if not isinstance(log, bool):
-        raise SpecError(f"{where}: log must be true or false, got {log!r}")
-    if low > high:
-        raise SpecError(f"{where}: low ({low}) > high ({high})", fix="swap them, or fix the bound")
-    if low == high:
-        raise SpecError(f"{where}: low == high ({low}): nothing to search", fix="widen the range")
-    if log and low <= 0:
-        raise SpecError(
-            f"{where}: log scale needs low > 0, got low = {low}",
-            fix="use a positive lower bound (e.g. 1e-6), or set log = false",
-        )
-    step = raw.get("step")
+    given = validated(model, raw, where)
     param: Param
-    if kind == "int":
-        if not (isinstance(low, int) and isinstance(high, int)):
-            raise SpecError(f"{where}: an int parameter needs integer bounds, got [{low}, {high}]")
-        step = 1 if step is None else step
-        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-            raise SpecError(f"{where}: step must be a positive integer, got {step!r}")
-        if log and step != 1:
-            raise SpecError(f"{where}: log scale and step cannot be combined", fix="drop one of them")
-        param = IntParam(name, low, high, log, step)
+    if isinstance(given, _ChoiceInput):
+        param = ChoiceParam(name, given.values)
+    elif isinstance(given, _IntInput):
+        param = IntParam(name, given.low, given.high, given.log, given.step)
     else:
-        if step is not None and (not _is_number(step) or step <= 0):
-            raise SpecError(f"{where}: step must be a positive number, got {step!r}")
-        if log and step is not None:
-            raise SpecError(f"{where}: log scale and step cannot be combined", fix="drop one of them")
-        param = FloatParam(name, float(low), float(high), log, None if step is None else float(step))
-    out: Param = _with_default(param, raw, where)
-    return out
+        assert isinstance(given, _FloatInput)  # _INPUTS has three kinds
+        param = FloatParam(name, given.low, given.high, given.log, given.step)
+    with_default: Param = _with_default(param, raw, where)
+    return with_default
+
+
+def _implied_type(raw: Mapping[str, Any]) -> str:
+    """The type of a parameter that does not say: a choice with values, an int with integer
+    bounds (and no log scale), else a float."""
+    if "values" in raw:
+        return "choice"
+    if isinstance(raw.get("low"), int) and isinstance(raw.get("high"), int) and not raw.get("log"):
+        return "int"
+    return "float"
 
 
 def _with_default(param: Any, raw: Mapping[str, Any], where: str) -> Any:

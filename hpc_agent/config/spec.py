@@ -248,7 +248,7 @@ def _pairs(value: Any, key: str) -> Any:
         return tuple((str(k), v) for k, v in value.items())
     if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
         return value
-    raise problem(f" {key} = {value!r}: expected table", f"write {key} as a table: {key} = {{ ... }}")
+    raise problem(f" {key} = {value!r}: expected a table", f"write {key} as a table: {key} = {{ ... }}")
 
 
 class ExperimentSection(Section):

@@ -144,7 +144,7 @@ def _budget(paths: ResultsPaths, state: CampaignState) -> dict[str, Any]:
         return {}
     gpu = GpuMeter(paths).hours(state) if spec.stop.max_gpu_hours else 0.0
     u = used(state, spec, gpu)
-    limits = {k: v for k, v in asdict(spec.stop).items() if v is not None and (v or k == "target")}
+    limits = {k: v for k, v in spec.stop.model_dump().items() if v is not None and (v or k == "target")}
     return {**u.to_dict(), "limits": limits, "text": describe(spec, u)}
 
 
