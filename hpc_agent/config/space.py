@@ -332,7 +332,10 @@ class _FloatInput(_Range):
         return self.step is not None
 
 
-_BOUND: dict[str, Any] = {"expects": "integer bounds for an int parameter", "example": "low = 16 (the lower bound)"}
+_BOUND: dict[str, Any] = {
+    "expects": "integer bounds for an int parameter",
+    "example": "low = 16 (the lower bound)",
+}
 
 
 class _IntInput(_Range):
