@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator
-
 from hpc_agent.config.defaults import DEFAULT_SIGNAL_DELAY_S
-from hpc_agent.config.schema import Section, problem, validated
+from hpc_agent.config.schema import Check, Range, Section, Words, problem, validated
 from hpc_agent.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -35,12 +34,39 @@ _RESERVED_SBATCH = ("array", "job-name", "output", "error", "open-mode", "wckey"
 
 _FIX = "correct {key} (see the commented profiles in slurm_templates/)"
 _TABLE = 'a table of sbatch options (e.g. { mail-type = "END" })'
-_NAME: dict[str, Any] = {"expects": 'a string without spaces (e.g. "gpu")'}
-Name = Annotated[str, Field(json_schema_extra=_NAME)]  # checked by Profile._no_spaces
-Count = Annotated[int, Field(ge=0)]
-Amount = Annotated[float, Field(ge=0)]
+_NAME = 'a string without spaces (e.g. "gpu")'
 
 
+def _no_spaces(value: str, info: Any) -> str:
+    if any(c.isspace() for c in value):
+        raise problem(f": {{key}} = {value!r}: expected {_NAME}", _FIX)
+    return value
+
+
+def _one_line(value: Any, info: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+def _sbatch_options(value: Any, info: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value  # refused by the type, with the table's words
+    return tuple(_sbatch_option(k, v, value) for k, v in value.items() if v is not False)
+
+
+Name = Annotated[str, Check(_no_spaces), Words(expects=_NAME)]
+Count = Annotated[int, Range(ge=0)]
+Amount = Annotated[float, Range(ge=0)]
+Lines = Annotated[
+    tuple[str, ...],
+    Check(_one_line, before=True),
+    Words(expects='a list of shell lines (e.g. ["module load cuda/12.1"])'),
+]
+SbatchOptions = Annotated[
+    tuple[tuple[str, Any], ...], Check(_sbatch_options, before=True), Words(expects=_TABLE)
+]
+
+
+@dataclass(frozen=True)
 class Profile(Section):
     """One cluster profile, validated. ``name`` and ``path`` say where it came from (set by
     :func:`load_profile`, never read from a file)."""
@@ -60,46 +86,19 @@ class Profile(Section):
     exclude: Name = ""  # -x, nodes to avoid
     reservation: Name = ""  # --reservation
     timeout_min: Count = 0  # --time; 0 = derived from [experiment] (time budget + grace + overhead)
-    setup: Annotated[  # shell lines run in the job before the trial (module load ...); one string: one line
-        tuple[str, ...],
-        Field(json_schema_extra={"expects": 'a list of shell lines (e.g. ["module load cuda/12.1"])'}),
-    ] = ()
+    setup: Lines = ()  # shell lines run in the job before the trial (module load ...); one string: one line
     requeue: bool = False  # let SLURM itself requeue a job after a node failure or a preemption
     signal_delay_s: Count = DEFAULT_SIGNAL_DELAY_S  # stop the trial this long before the job's limit
     array_parallelism: Count = 0  # at most this many trials at once (%N); 0 = no limit
     max_array_size: Count = 0  # at most this many tasks per array; 0 = the cluster's MaxArraySize
-    additional_parameters: Annotated[  # any other sbatch option
-        tuple[tuple[str, Any], ...], Field(json_schema_extra={"expects": _TABLE})
-    ] = ()
+    additional_parameters: SbatchOptions = ()  # any other sbatch option
     python: str = ""  # command that starts Python in the job; "" = the driver's interpreter
     poll_interval_s: Amount = 0.0  # seconds between squeue polls; 0 = 30 s
 
     @classmethod
     def valid_keys(cls) -> list[str]:
         """The keys a profile file (or ``[executor]``) may set."""
-        return [k for k in cls.model_fields if k not in ("name", "path")]
-
-    @field_validator("setup", mode="before")
-    @classmethod
-    def _one_line(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else value
-
-    @field_validator("partition", "account", "qos", "gres", "exclude", "reservation")
-    @classmethod
-    def _no_spaces(cls, value: str, info: ValidationInfo) -> str:
-        if any(c.isspace() for c in value):
-            raise problem(
-                f": {info.field_name} = {value!r}: expected {_NAME['expects']}",
-                _FIX.format(key=info.field_name),
-            )
-        return value
-
-    @field_validator("additional_parameters", mode="before")
-    @classmethod
-    def _sbatch_options(cls, value: Any) -> Any:
-        if not isinstance(value, Mapping):
-            return value  # refused by the type, with the table's words
-        return tuple(_sbatch_option(k, v, value) for k, v in value.items() if v is not False)
+        return [f.name for f in fields(cls) if f.name not in ("name", "path")]
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -111,7 +110,7 @@ class Profile(Section):
         out: dict[str, Any] = {}
         for key in PROFILE_KEYS:
             value = getattr(self, key)
-            if value == Profile.model_fields[key].default:
+            if value == _DEFAULTS[key]:
                 continue
             if key == "setup":
                 value = list(value)
@@ -142,6 +141,7 @@ def _sbatch_option(key: Any, value: Any, table: Mapping[str, Any]) -> tuple[str,
 
 # Every key a profile (or [executor] in campaign.toml) may set. Unknown keys fail listing these.
 PROFILE_KEYS: tuple[str, ...] = tuple(Profile.valid_keys())
+_DEFAULTS = {f.name: f.default for f in fields(Profile)}
 
 
 # ------------------------------------------------------------------------------- finding
@@ -199,14 +199,12 @@ def load_profile(name: str = "", overrides: Mapping[str, Any] | None = None) -> 
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise UserError(f"profile {path}: invalid TOML ({e})", fix="fix the file's syntax") from None
-        profile = _validated(data, f"profile {path}").model_copy(
-            update={"name": path.stem, "path": str(path)}
-        )
+        profile = replace(_validated(data, f"profile {path}"), name=path.stem, path=str(path))
     else:
         profile = Profile()
     if overrides:
         given = _validated(overrides, "[executor] in campaign.toml")
-        profile = profile.model_copy(update={k: getattr(given, k) for k in overrides})
+        profile = replace(profile, **{k: getattr(given, k) for k in overrides})
     return profile
 
 

@@ -1,32 +1,32 @@
-"""One declaration per input: the base of the pydantic models that read campaign.toml's
-sections, the space's parameters and the SLURM profiles, and the one place that turns
-pydantic's errors into the project's messages.
+"""One declaration per input: how campaign.toml's sections, the space's parameters and the
+SLURM profiles are declared and checked, and the one place that turns pydantic's errors into
+the project's messages.
 
-Why pydantic: a section is declared once, as a class of typed fields with their defaults and
-ranges, and that one declaration gives the type checks (strict: ``"3"`` is no integer, ``true``
-no number), the ranges (``Field(ge=1)``), unknown keys refused (``extra="forbid"``) and a JSON
-schema, instead of a hand-written check per key. What a type cannot say (a folder exists, two
-keys agree) is a validator raising :func:`problem`.
+An input is declared once, as a frozen dataclass whose fields carry their type, default and,
+in ``Annotated``, their range (:class:`Range`), their own checks (:class:`Check`) and the
+words of their messages (:class:`Words`). :func:`validated` reads a table into it through
+pydantic: strict types (``"3"`` is no integer, ``true`` no number), the ranges, unknown keys
+refused (``extra="forbid"``). Why pydantic: one declaration gives the types, the ranges,
+``extra="forbid"`` and a JSON schema, instead of a hand-written check per key; and why
+dataclasses under it: a results folder's reader (``hpc-agent status``) imports the
+declarations without paying for pydantic, which is imported on the first validation only.
 
-:func:`validated` reads one table into one model and raises the project's own error
-(:class:`~hpc_agent.errors.SpecError` by default) in today's words: ``error:`` naming the key
-as its TOML path (``[campaign] batch_size = 0``) and the bad value, what was expected, and a
-``fix:``. An unknown key lists the valid ones.
+Errors read as they always have: ``error:`` naming the key as its TOML path (``[campaign]
+batch_size = 0``) and the bad value, what was expected, and a ``fix:``; an unknown key lists
+the valid ones. A check a type cannot express (a folder exists, two keys agree) raises
+:func:`problem`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticCustomError
 
 from hpc_agent.errors import SpecError, UserError
 
-M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound="Section")
 
 _TYPE_NAMES = {  # pydantic's error type -> the value expected, in the words of a TOML file
     "int_type": "an integer",
@@ -39,33 +39,109 @@ _TYPE_NAMES = {  # pydantic's error type -> the value expected, in the words of 
 _BOUNDS = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
 
 
-class Section(BaseModel):
-    """A table of campaign.toml (or of a profile): strict types, unknown keys refused, frozen.
-    A TOML array is read as a tuple, so that a section is hashable and immutable."""
+class Problem(ValueError):
+    """A check a type cannot express failed. ``text`` follows the table's name (``" name =
+    'x': expected ..."`` or ``": set goal or goal_file, not both"``); ``{key}`` in it names
+    the key the check belongs to."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, hide_input_in_errors=False)
+    def __init__(self, text: str, fix: str = "") -> None:
+        super().__init__(text)
+        self.text, self.fix = text, fix
 
-    @model_validator(mode="before")
-    @classmethod
-    def _arrays_as_tuples(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return data
+
+def problem(text: str, fix: str = "") -> Problem:
+    """The error of a check (raise it from a :class:`Check` or a section's hooks)."""
+    return Problem(text, fix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Words:
+    """What a field says in its messages: ``example`` (the fix when it is missing), ``what``
+    (the kind of number, "a number of hours": its range follows), ``expects`` (the whole
+    expected value, instead of the type's name) and ``fix``."""
+
+    example: str = ""
+    what: str = ""
+    expects: str = ""
+    fix: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a number (``Range(ge=1)``); ``finite`` refuses inf and nan."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = False
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        schema = dict(handler(source))
+        target = schema if schema.get("type") in ("int", "float") else schema.get("schema", schema)
+        target.update({k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "finite"})
+        if self.finite:
+            target["allow_inf_nan"] = False
+        return schema
+
+    def describe(self) -> str:
+        """``>= 1``, ``> 0`` or ``in (0, 1)``."""
+        low = (self.ge, "[") if self.ge is not None else (self.gt, "(") if self.gt is not None else None
+        high = (self.le, "]") if self.le is not None else (self.lt, ")") if self.lt is not None else None
+        if low and high:
+            return f"in {low[1]}{_num(low[0])}, {_num(high[0])}{high[1]}"
+        if low:
+            return f"{'>=' if low[1] == '[' else '>'} {_num(low[0])}"
+        return f"{'<=' if high and high[1] == ']' else '<'} {_num(high[0]) if high else ''}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A field's own check (or, ``before=True``, its conversion of the raw value):
+    ``fn(value, info)`` returns the value or raises :func:`problem`; ``info.context`` holds
+    ``base`` (the spec's folder), ``info.data`` the fields checked before it."""
+
+    fn: Callable[[Any, Any], Any]
+    before: bool = False
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        from pydantic_core import core_schema
+
+        if self.before:
+            return core_schema.with_info_before_validator_function(self.fn, handler(source))
+        return core_schema.with_info_after_validator_function(self.fn, handler(source))
+
+
+class Section:
+    """The base of a declared table (subclasses are frozen dataclasses). ``_before`` may
+    reshape the raw table (keys that are not fields), ``_after`` checks keys together."""
 
     @classmethod
     def valid_keys(cls) -> list[str]:
         """The keys an input table may hold (listed when one is unknown)."""
-        return [name for name, f in cls.model_fields.items() if not f.exclude]
+        return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
+    @classmethod
+    def _before(cls, data: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        return data
 
-def problem(text: str, fix: str = "") -> PydanticCustomError:
-    """A check a type cannot express; ``text`` follows the table's name (``" name = 'x':
-    expected ..."`` or ``": set goal or goal_file, not both"``)."""
-    return PydanticCustomError("spec", "{text}", {"text": text, "fix": fix})
+    def _after(self) -> None:
+        return None
+
+    @classmethod
+    def unchecked(cls: type[S], table: Mapping[str, Any]) -> S:
+        """A table this version wrote itself (a journaled, resolved spec) rebuilt without
+        checks, and without importing pydantic; an unknown key raises TypeError."""
+        data = _arrays_as_tuples(cls._before(dict(table), {}))
+        for name, hint in _hints(cls).items():
+            for check in _metadata(hint, Check):
+                if check.before and name in data:
+                    data[name] = check.fn(data[name], None)
+        return cls(**data)
 
 
 def validated(
-    model: type[M],
+    section: type[S],
     table: Any,
     where: str,
     *,
@@ -74,133 +150,145 @@ def validated(
     fix: str = "",
     sep: str = " ",
     keys_in_fix: bool = False,
-) -> M:
-    """``table`` read into ``model``, or ``error`` naming the key (``where`` is the table's
+) -> S:
+    """``table`` read into ``section``, or ``error`` naming the key (``where`` is the table's
     TOML name, ``[campaign]``) and the bad value. ``fix`` replaces the generic fix of a wrong
-    type or range; ``sep`` goes between ``where`` and the key (``": "`` for a profile file);
-    ``keys_in_fix`` lists the valid keys in the fix of an unknown one too."""
+    type or range (``{key}`` names the key); ``sep`` goes between ``where`` and the key
+    (``": "`` for a profile file); ``keys_in_fix`` lists the valid keys in the fix of an
+    unknown one too."""
+    from pydantic import ValidationError
+
     if not isinstance(table, Mapping):
         raise error(f"{where} must be a table, got {table!r}")
+    ctx = dict(context or {})
     try:
-        return model.model_validate(table, context=dict(context or {}))
+        data = _arrays_as_tuples(section._before(dict(table), ctx))
+        model = _model(section).model_validate(data, context=ctx)
+        out = section(**{f.name: getattr(model, f.name) for f in dataclasses.fields(section)})  # type: ignore[arg-type]
+        out._after()
+        return out
+    except Problem as p:
+        raise error(f"{where}{p.text}", fix=p.fix or None) from None
     except ValidationError as e:
-        message, default_fix = _words(model, e, where, sep, fix, keys_in_fix)
-        raise error(message, fix=default_fix) from None
+        message, default_fix = _words(section, e.errors(include_url=False), where, sep, fix, keys_in_fix)
+        raise error(message, fix=default_fix or None) from None
+
+
+def _model(section: type[Section]) -> Any:
+    """The pydantic model of a declaration (built once, on its first validation)."""
+    if section in _MODELS:
+        return _MODELS[section]
+    from pydantic import ConfigDict, create_model
+
+    config = ConfigDict(strict=True, extra="forbid", frozen=True, hide_input_in_errors=False)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        default = ... if f.default is dataclasses.MISSING else f.default
+        fields[f.name] = (_hints(section)[f.name], default)
+    model = _MODELS[section] = create_model(section.__name__, __config__=config, **fields)
+    return model
+
+
+def _hints(section: type) -> dict[str, Any]:
+    if section not in _HINTS:
+        _HINTS[section] = typing.get_type_hints(section, include_extras=True)
+    return _HINTS[section]
+
+
+_MODELS: dict[type, Any] = {}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _arrays_as_tuples(data: dict[str, Any]) -> dict[str, Any]:
+    """A TOML array is read as a tuple, so that a section is hashable and immutable."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+def _metadata(hint: Any, kind: type[Any]) -> list[Any]:
+    """The ``Annotated`` metadata of ``kind`` in a hint (through ``X | None``)."""
+    out = []
+    if typing.get_origin(hint) is typing.Annotated:
+        out += [m for m in hint.__metadata__ if isinstance(m, kind)]
+        hint = typing.get_args(hint)[0]
+    for arg in typing.get_args(hint) if typing.get_origin(hint) is not typing.Literal else ():
+        out += _metadata(arg, kind)
+    return out
 
 
 def _words(
-    model: type[BaseModel], err: ValidationError, where: str, sep: str, fix: str, keys_in_fix: bool
+    section: type[Section], errors: list[Any], where: str, sep: str, fix: str, keys_in_fix: bool
 ) -> tuple[str, str]:
-    """The first of pydantic's errors in the project's words: (message, fix). ``fix``, when
-    given, replaces the generic fix of a wrong type or range (``{key}`` names the key)."""
-    errors = err.errors(include_url=False)
+    """The first of pydantic's errors in the project's words: (message, fix)."""
     unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
         what = "key" if len(unknown) == 1 else "keys"
+        listed = f"; valid keys are: {', '.join(section.valid_keys())}" if keys_in_fix else ""
         return (
-            f"{where}: unknown {what} {unknown}; valid keys are: {model.valid_keys()}",  # type: ignore[attr-defined]
-            f"remove or rename {unknown[0]!r}"
-            + (f"; valid keys are: {', '.join(model.valid_keys())}" if keys_in_fix else ""),  # type: ignore[attr-defined]
+            f"{where}: unknown {what} {unknown}; valid keys are: {section.valid_keys()}",
+            f"remove or rename {unknown[0]!r}{listed}",
         )
     first = errors[0]
     kind, loc, value = first["type"], first["loc"], first.get("input")
-    key = ".".join(str(p) for p in loc[:1])
-    fix = fix.format(key=key)
-    field = model.model_fields.get(key)
-    extra = _extra(field)
-    if kind == "spec":
-        ctx = first.get("ctx") or {}
-        return f"{where}{ctx['text']}", str(ctx.get("fix") or "")
+    key = str(loc[0]) if loc else ""
+    ctx = first.get("ctx") or {}
+    if kind == "value_error" and isinstance(ctx.get("error"), Problem):
+        return f"{where}{ctx['error'].text.replace('{key}', key)}", ctx["error"].fix.replace("{key}", key)
+    hint = _hints(section).get(key)
+    words = (_metadata(hint, Words) or [Words()])[0]
+    fix = fix.replace("{key}", key)
     if kind == "missing":
-        return f"{where}: missing {key}", f"add {extra.get('example') or key + ' = ...'}"
-    expects = extra.get("expects")
+        return f"{where}: missing {key}", f"add {words.example or key + ' = ...'}"
     if len(loc) > 1:  # an item of a list or a table
-        name = _TYPE_NAMES.get(kind, "a valid value")
-        if expects:
-            return f"{where}{sep}{key}: {value!r} is not allowed: expected {expects}", fix or f"correct {key}"
-        return f"{where}{sep}{key}: {value!r} is not {name}", fix or f"make every item of {key} {name}"
-    is_float = field is not None and _is_float(field.annotation)
+        name = words.expects or _TYPE_NAMES.get(kind, "a valid value")
+        text = f"is not allowed: expected {name}" if words.expects else f"is not {name}"
+        return f"{where}{sep}{key}: {value!r} {text}", fix or f"make every item of {key} {name}"
+    is_float = float in _bases(hint)
     head = f"{where}{sep}{key} = {float(value) if is_float and type(value) is int else value!r}"
     if kind == "literal_error":
-        options = _options(field.annotation if field else None)
+        options = _options(hint)
         return f"{head}: expected one of {options}", f'set {key} = "{options[0]}"'
     if kind in _BOUNDS:
-        bounds = _range(field, first.get("ctx") or {})
-        what = extra.get("what") or ("a number" if is_float else "an integer")
-        fix = fix or (
-            f"set {key} to a number {bounds}"
-            if is_float
-            else f"set {key} to a whole number such as {_example(field)}"
+        reported = Range(ge=ctx.get("ge"), gt=ctx.get("gt"), le=ctx.get("le"), lt=ctx.get("lt"))
+        bounds = (_metadata(hint, Range) or [reported])[0]
+        what = words.what or ("a number" if is_float else "an integer")
+        example = (
+            f"a number {bounds.describe()}" if is_float else f"a whole number such as {_example(bounds)}"
         )
-        return f"{head}: expected {expects or what + ' ' + bounds}", str(extra.get("fix") or fix)
+        return f"{head}: expected {words.expects or what + ' ' + bounds.describe()}", (
+            words.fix or fix or f"set {key} to {example}"
+        )
     if kind == "finite_number":
-        return f"{head}: expected a finite number", str(extra.get("fix") or f"set {key} to a number")
+        return f"{head}: expected a finite number", words.fix or fix or f"set {key} to a number"
     if kind in _TYPE_NAMES:
-        return f"{head}: expected {expects or _TYPE_NAMES[kind]}", fix or f"set {key} to {_TYPE_NAMES[kind]}"
+        return (
+            f"{head}: expected {words.expects or _TYPE_NAMES[kind]}",
+            fix or f"set {key} to {_TYPE_NAMES[kind]}",
+        )
     return f"{head}: {first['msg']}", fix or f"correct {key}"  # pragma: no cover - a kind not declared here
 
 
-def _extra(field: FieldInfo | None) -> dict[str, Any]:
-    """What a field declares for its messages: ``example`` (when missing), ``what`` (the
-    kind of number, "a number of hours", its range follows), ``expects`` (the whole expected
-    value, instead of the type's name) and ``fix``."""
-    extra = field.json_schema_extra if field is not None else None
-    return dict(extra) if isinstance(extra, dict) else {}
+def _bases(hint: Any) -> tuple[Any, ...]:
+    """The types of a hint, through ``Annotated`` and ``X | None``."""
+    if typing.get_origin(hint) is typing.Annotated:
+        return _bases(typing.get_args(hint)[0])
+    args = typing.get_args(hint)
+    if args and typing.get_origin(hint) is not typing.Literal and typing.get_origin(hint) is not tuple:
+        return tuple(b for arg in args for b in _bases(arg))
+    return (hint,)
 
 
-def _range(field: FieldInfo | None, ctx: Mapping[str, Any]) -> str:
-    """``>= 1``, ``> 0`` or ``in (0, 1)``: the bounds a field declares (or, inside a union,
-    the one pydantic reports in ``ctx``)."""
-    low = high = None
-    for m in (field.metadata if field else ()) or [_Bound(**ctx)]:
-        for attr, closed in (("ge", "["), ("gt", "(")):
-            if getattr(m, attr, None) is not None:
-                low = (getattr(m, attr), closed)
-        for attr, closed in (("le", "]"), ("lt", ")")):
-            if getattr(m, attr, None) is not None:
-                high = (getattr(m, attr), closed)
-    if low and high:
-        return f"in {low[1]}{_num(low[0])}, {_num(high[0])}{high[1]}"
-    if low:
-        return f"{'>=' if low[1] == '[' else '>'} {_num(low[0])}"
-    return f"{'<=' if high and high[1] == ']' else '<'} {_num(high[0]) if high else ''}"
+def _options(hint: Any) -> list[Any]:
+    for b in _bases(hint):
+        if typing.get_origin(b) is typing.Literal:
+            return list(typing.get_args(b))
+    return []  # pragma: no cover - a literal error on a field without a Literal
+
+
+def _example(bounds: Range) -> int:
+    """A whole number inside an integer field's range (the fix's example)."""
+    low = int(bounds.ge or 0)
+    return max(low, 4) if low else 2
 
 
 def _num(bound: Any) -> str:
     return f"{bound:g}" if isinstance(bound, float) else str(bound)
-
-
-class _Bound:
-    """A bound as pydantic's error reports it (``{"gt": 0}``)."""
-
-    def __init__(self, **ctx: Any) -> None:
-        for attr in ("ge", "gt", "le", "lt"):
-            setattr(self, attr, ctx.get(attr))
-
-
-def _example(field: FieldInfo | None) -> int:
-    """A whole number inside an integer field's range (the fix's example)."""
-    bounds = [getattr(m, "ge", None) for m in (field.metadata if field else ())]
-    low = next((b for b in bounds if b is not None), 0)
-    return max(low, 4) if low else 2
-
-
-def _args(annotation: Any) -> tuple[Any, ...]:
-    """The alternatives of ``X | None`` and of ``Annotated``, flattened."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _args(typing.get_args(annotation)[0])
-    args = typing.get_args(annotation)
-    if args and typing.get_origin(annotation) is not typing.Literal:
-        return tuple(a for arg in args for a in (_args(arg) or (arg,)))
-    return (annotation,)
-
-
-def _is_float(annotation: Any) -> bool:
-    return float in _args(annotation)
-
-
-def _options(annotation: Any) -> list[Any]:
-    for a in _args(annotation):
-        if typing.get_origin(a) is typing.Literal:
-            return list(typing.get_args(a))
-    return []  # pragma: no cover - a literal error on a field without a Literal

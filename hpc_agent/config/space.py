@@ -24,9 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-
-from hpc_agent.config.schema import Section, problem, validated
+from hpc_agent.config.schema import Check, Range, Section, Words, problem, validated
 from hpc_agent.errors import SpecError
 
 _SORTED = json.JSONEncoder(sort_keys=True).encode  # json.dumps(sort_keys=True) makes one a call
@@ -160,7 +158,7 @@ class ChoiceParam:
     """One of a list of values (strings, numbers or booleans)."""
 
     name: str
-    values: tuple[Scalar, ...] = Field(json_schema_extra={"example": 'values = ["relu", "tanh"]'})
+    values: tuple[Scalar, ...]
     default: Scalar | None = None
 
     kind = "choice"
@@ -266,6 +264,16 @@ class Space:
         """The space as the spec writes it."""
         return {p.name: p.to_dict() for p in self.params}
 
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Mapping[str, Any]]) -> Space:
+        """A space as :meth:`to_dict` wrote it, rebuilt without checks (a journaled spec)."""
+        kinds: dict[str, Any] = {"float": FloatParam, "int": IntParam, "choice": ChoiceParam}
+        params = []
+        for name, raw in table.items():
+            args = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "type"}
+            params.append(kinds[raw["type"]](name=name, **args))
+        return cls(tuple(params))
+
     @staticmethod
     def key(params: Mapping[str, object]) -> str:
         """Canonical text of a configuration: equal configurations give equal keys."""
@@ -296,16 +304,16 @@ _SPACE_FIX = (
 )
 
 
+@dataclass(frozen=True)
 class _Range(Section):
     """A float or int parameter as campaign.toml declares it (checks shared by both)."""
 
-    low: float = Field(json_schema_extra={"example": "low = 1e-4 (the lower bound)"})
-    high: float = Field(json_schema_extra={"example": "high = 0.1 (the upper bound)"})
+    low: Annotated[float, Words(example="low = 1e-4 (the lower bound)")]
+    high: Annotated[float, Words(example="high = 0.1 (the upper bound)")]
     log: bool = False
     default: Any = None  # checked against the parameter it belongs to
 
-    @model_validator(mode="after")
-    def _searchable(self) -> _Range:
+    def _after(self) -> None:
         low, high, log = self.low, self.high, self.log
         if low > high:
             raise problem(f": low ({low}) > high ({high})", "swap them, or fix the bound")
@@ -318,53 +326,53 @@ class _Range(Section):
             )
         if log and self._stepped():
             raise problem(": log scale and step cannot be combined", "drop one of them")
-        return self
 
     def _stepped(self) -> bool:
         return False
 
 
+@dataclass(frozen=True)
 class _FloatInput(_Range):
     type: Literal["float"] = "float"
-    step: Annotated[float, Field(gt=0)] | None = None
+    step: Annotated[float | None, Range(gt=0)] = None
 
     def _stepped(self) -> bool:
         return self.step is not None
 
 
-_BOUND: dict[str, Any] = {
-    "expects": "integer bounds for an int parameter",
-    "example": "low = 16 (the lower bound)",
-}
+_BOUND = "integer bounds for an int parameter"
 
 
+@dataclass(frozen=True)
 class _IntInput(_Range):
+    low: Annotated[int, Words(expects=_BOUND, example="low = 16 (the lower bound)")]
+    high: Annotated[int, Words(expects=_BOUND, example="high = 256 (the upper bound)")]
     type: Literal["int"] = "int"
-    low: int = Field(json_schema_extra=_BOUND)
-    high: int = Field(json_schema_extra={**_BOUND, "example": "high = 256 (the upper bound)"})
-    step: Annotated[int, Field(ge=1)] = 1
+    step: Annotated[int, Range(ge=1)] = 1
 
     def _stepped(self) -> bool:
         return self.step != 1
 
 
-class _ChoiceInput(Section):
-    type: Literal["choice"] = "choice"
-    values: tuple[Scalar, ...] = Field(json_schema_extra={"example": 'values = ["relu", "tanh"]'})
-    default: Any = None
+def _listed(values: Any, info: Any) -> Any:
+    if not isinstance(values, (list, tuple)) or not values:
+        shown = list(values) if isinstance(values, tuple) else values
+        raise problem(f": values must be a non-empty list, got {shown!r}", _SPACE_FIX)
+    bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
+    if bad:
+        raise problem(f": values must be strings, numbers or booleans, got {bad[0]!r}")
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise problem(f": values contain duplicates: {list(values)!r}", "list each value once")
+    return tuple(values)
 
-    @field_validator("values", mode="before")
-    @classmethod
-    def _listed(cls, values: Any) -> Any:
-        if not isinstance(values, (list, tuple)) or not values:
-            shown = list(values) if isinstance(values, tuple) else values
-            raise problem(f": values must be a non-empty list, got {shown!r}", _SPACE_FIX)
-        bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
-        if bad:
-            raise problem(f": values must be strings, numbers or booleans, got {bad[0]!r}")
-        if len({json.dumps(v) for v in values}) != len(values):
-            raise problem(f": values contain duplicates: {list(values)!r}", "list each value once")
-        return tuple(values)
+
+@dataclass(frozen=True)
+class _ChoiceInput(Section):
+    values: Annotated[
+        tuple[Any, ...], Check(_listed, before=True), Words(example='values = ["relu", "tanh"]')
+    ]
+    type: Literal["choice"] = "choice"
+    default: Any = None
 
 
 _INPUTS: dict[str, type[Section]] = {"float": _FloatInput, "int": _IntInput, "choice": _ChoiceInput}
@@ -381,7 +389,7 @@ def _parse_param(name: str, raw: Any, where: str) -> Param:
     if kind not in _TYPES:
         raise SpecError(f"{where}: type {kind!r} is not one of {list(_TYPES)}", fix=_SPACE_FIX)
     model = _INPUTS[kind]
-    unknown = sorted(set(raw) - set(model.model_fields))
+    unknown = sorted(set(raw) - set(model.valid_keys()))
     if unknown:
         raise SpecError(
             f"{where}: unknown key(s) {unknown} for a {kind} parameter; valid keys are: {model.valid_keys()}",

@@ -22,11 +22,9 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
-
-from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpc_agent.config.defaults import (
     DEFAULT_BATCH_SIZE,
@@ -53,7 +51,7 @@ from hpc_agent.config.defaults import (
 )
 from hpc_agent.config.kinds import EXECUTOR_KINDS, PLANNER_KINDS
 from hpc_agent.config.profiles import PROFILE_KEYS
-from hpc_agent.config.schema import Section, problem, validated
+from hpc_agent.config.schema import Check, Range, Section, Words, problem, validated
 from hpc_agent.config.space import Space, check_names, parse_space
 from hpc_agent.errors import SpecError
 from hpc_agent.job.script import pattern_problem, unknown_placeholders
@@ -87,29 +85,74 @@ RESERVED_PARAMS = ("seed",)  # injected by hpc-agent into every trial's params
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]{0,127}$")
 
-Count = Annotated[int, Field(ge=0)]  # 0 usually means "off" or "derived"
-Positive = Annotated[int, Field(ge=1)]
-Seconds = Annotated[float, Field(gt=0, json_schema_extra={"what": "a number of seconds"})]
 
-
-def _base(info: ValidationInfo) -> Path:
+def _base(info: Any) -> Path:
     """The folder relative paths resolve against (the spec's; ``/`` for a resolved spec)."""
-    return Path((info.context or {}).get("base", "/"))
+    return Path(((info.context if info else None) or {}).get("base", "/"))
 
 
+def _name(name: str, info: Any) -> str:
+    if not _NAME_RE.match(name):
+        raise problem(
+            f" name = {name!r}: expected letters, digits, '.', '_' or '-' (at most 64)",
+            "rename the campaign; the name becomes a folder and a SLURM job name",
+        )
+    return name
+
+
+def _metric(metric: str, info: Any) -> str:
+    if not _METRIC_RE.match(metric):
+        raise problem(f" metric = {metric!r}: expected a JSON key such as 'val_loss'")
+    return metric
+
+
+def _metric_names(names: tuple[str, ...], info: Any) -> tuple[str, ...]:
+    bad = [m for m in names if not _METRIC_RE.match(m)]
+    if bad:
+        raise problem(f" {{key}}: {bad[0]!r} is not a metric name", 'e.g. {key} = ["val_acc"]')
+    return names
+
+
+def _seeds(seeds: Any, info: Any) -> Any:
+    """A count n means seeds 0..n-1; a list is taken as it is (each seed once)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise problem(
+                f" seeds = {seeds!r}: expected an integer >= 1", "set seeds to a whole number such as 4"
+            )
+        return tuple(range(seeds))
+    if not isinstance(seeds, (list, tuple)):
+        raise problem(
+            f" seeds = {seeds!r}: expected int or list", "set seeds to a count, or a list of integers"
+        )
+    listed = list(seeds)
+    if not listed or any(isinstance(s, bool) or not isinstance(s, int) for s in listed):
+        raise problem(f" seeds = {listed!r}: expected a count or a non-empty list of integers")
+    if len(set(listed)) != len(listed):
+        raise problem(f" seeds = {listed!r}: seeds repeat")
+    return tuple(listed)
+
+
+Count = Annotated[int, Range(ge=0)]  # 0 usually means "off" or "derived"
+Positive = Annotated[int, Range(ge=1)]
+Seconds = Annotated[float, Range(gt=0), Words(what="a number of seconds")]
+MetricNames = Annotated[tuple[str, ...], Check(_metric_names)]
+
+
+@dataclass(frozen=True)
 class CampaignSection(Section):
     """``[campaign]``: what to optimize and how much of it to run."""
 
-    name: str = Field(json_schema_extra={"example": 'name = "my-campaign" (it names the results folder)'})
-    metric: str = Field(json_schema_extra={"example": 'metric = "val_loss" (the key your code logs)'})
+    name: Annotated[str, Check(_name), Words(example='name = "my-campaign" (it names the results folder)')]
+    metric: Annotated[str, Check(_metric), Words(example='metric = "val_loss" (the key your code logs)')]
     mode: Mode = "min"
     objective: Objective = "last"
-    goal: str = ""  # read from goal_file when that is given
-    report_metrics: tuple[str, ...] = ()
-    holdout_metrics: tuple[str, ...] = ()  # gathered and exported, never shown to a planner
+    goal: Annotated[str, Check(lambda goal, info: goal.strip())] = ""  # or read from goal_file
+    report_metrics: MetricNames = ()
+    holdout_metrics: MetricNames = ()  # gathered and exported, never shown to a planner
     generations: Positive = DEFAULT_GENERATIONS
     batch_size: Positive = DEFAULT_BATCH_SIZE
-    seeds: tuple[int, ...] = (0,)  # each proposal runs once per seed; a count n means (0..n-1)
+    seeds: Annotated[tuple[int, ...], Check(_seeds, before=True)] = (0,)  # each proposal runs once per seed
     seed: int = 0  # the planners' seed: same history + same seed = same plan
     baseline: bool = True  # start with the space's defaults when every parameter has one
     schedule: Schedule = DEFAULT_SCHEDULE  # type: ignore[assignment]
@@ -119,95 +162,35 @@ class CampaignSection(Section):
     @classmethod
     def valid_keys(cls) -> list[str]:
         """The fields, and ``goal_file`` (read into ``goal``)."""
-        keys = list(cls.model_fields)
+        keys = [f.name for f in fields(cls)]
         return [*keys[:5], "goal_file", *keys[5:]]
 
-    @model_validator(mode="before")
     @classmethod
-    def _read_goal_file(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, Mapping) or "goal_file" not in data:
+    def _before(cls, data: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        """``goal_file`` read into ``goal``; the objective left out of the report metrics."""
+        if isinstance(data.get("report_metrics"), (list, tuple)):
+            data["report_metrics"] = [m for m in data["report_metrics"] if m != data.get("metric")]
+        if "goal_file" not in data:
             return data
-        data = dict(data)
         goal_file = data.pop("goal_file")
         if not isinstance(goal_file, str):
-            raise problem(f" goal_file = {goal_file!r}: expected str", "set goal_file to a str")
+            raise problem(f" goal_file = {goal_file!r}: expected a string", "set goal_file to a string")
         if goal_file and data.get("goal"):
             raise problem(": set goal or goal_file, not both")
         if goal_file:
-            path = (_base(info) / goal_file).resolve()
+            path = (Path(context.get("base", "/")) / goal_file).resolve()
             if not path.is_file():
                 raise problem(f" goal_file = {goal_file!r}: no such file ({path})")
             data["goal"] = path.read_text(encoding="utf-8")
         return data
 
-    @model_validator(mode="before")
-    @classmethod
-    def _report_less_objective(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and isinstance(data.get("report_metrics"), (list, tuple)):
-            metric = data.get("metric")
-            return {**data, "report_metrics": tuple(m for m in data["report_metrics"] if m != metric)}
-        return data
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, name: str) -> str:
-        if not _NAME_RE.match(name):
-            raise problem(
-                f" name = {name!r}: expected letters, digits, '.', '_' or '-' (at most 64)",
-                "rename the campaign; the name becomes a folder and a SLURM job name",
-            )
-        return name
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, metric: str) -> str:
-        if not _METRIC_RE.match(metric):
-            raise problem(f" metric = {metric!r}: expected a JSON key such as 'val_loss'")
-        return metric
-
-    @field_validator("goal")
-    @classmethod
-    def _goal(cls, goal: str) -> str:
-        return goal.strip()
-
-    @field_validator("report_metrics", "holdout_metrics")
-    @classmethod
-    def _metric_names(cls, names: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        bad = [m for m in names if not _METRIC_RE.match(m)]
-        if bad:
-            key = info.field_name
-            raise problem(f" {key}: {bad[0]!r} is not a metric name", f'e.g. {key} = ["val_acc"]')
-        return names
-
-    @field_validator("seeds", mode="before")
-    @classmethod
-    def _seeds(cls, seeds: Any) -> Any:
-        if isinstance(seeds, int) and not isinstance(seeds, bool):
-            if seeds < 1:
-                raise problem(
-                    f" seeds = {seeds!r}: expected an integer >= 1", "set seeds to a whole number such as 4"
-                )
-            return tuple(range(seeds))
-        if not isinstance(seeds, (list, tuple)):
-            raise problem(
-                f" seeds = {seeds!r}: expected int or list", "set seeds to a count, or a list of integers"
-            )
-        listed = list(seeds)
-        if not listed or any(isinstance(s, bool) or not isinstance(s, int) for s in listed):
-            raise problem(f" seeds = {listed!r}: expected a count or a non-empty list of integers")
-        if len(set(listed)) != len(listed):
-            raise problem(f" seeds = {listed!r}: seeds repeat")
-        return tuple(listed)
-
-    @model_validator(mode="after")
-    def _holdout_apart(self) -> CampaignSection:
+    def _after(self) -> None:
         shared = [m for m in self.holdout_metrics if m == self.metric or m in self.report_metrics]
         if shared:
             raise problem(
                 f" holdout_metrics: {shared[0]!r} is also the objective or a report metric",
                 "a held-out metric is never shown to a planner: list it in holdout_metrics only",
             )
-        return self
 
     @property
     def batch_trials(self) -> int:
@@ -236,13 +219,13 @@ def _command(value: Any, key: str) -> Any:
     elif isinstance(value, (list, tuple)) and not all(isinstance(c, str) for c in value):
         raise problem(f" {key}: a list command must hold strings only, got {list(value)!r}")
     elif not isinstance(value, (list, tuple)):
-        raise problem(f" {key} = {value!r}: expected str or list", f'set {key} = "{example}"')
+        raise problem(f" {key} = {value!r}: expected a string or a list", f'set {key} = "{example}"')
     if not value:
         raise problem(f" {key} is empty", f'set {key} = "{example}"')
     return tuple(value)
 
 
-def _pairs(value: Any, key: str) -> Any:
+def _pairs(value: Any, key: str) -> tuple[tuple[str, Any], ...]:
     """A TOML table as (key, value) pairs, in order (frozen and hashable)."""
     if isinstance(value, Mapping):
         return tuple((str(k), v) for k, v in value.items())
@@ -251,89 +234,91 @@ def _pairs(value: Any, key: str) -> Any:
     raise problem(f" {key} = {value!r}: expected a table", f"write {key} as a table: {key} = {{ ... }}")
 
 
+def _workdir(raw: str, info: Any) -> str:
+    workdir = (_base(info) / raw).resolve()
+    if not workdir.is_dir():
+        raise problem(f" workdir = {raw!r}: no such folder ({workdir})")
+    return str(workdir)
+
+
+def _editable(names: tuple[str, ...], info: Any) -> tuple[str, ...]:
+    workdir = info.data.get("workdir") if info else None
+    for name in names:
+        if not name:
+            raise problem(f" editable: {name!r} is not a file name")
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise problem(
+                f" editable: {name!r} must be a path inside workdir, without '..'",
+                'list files relative to workdir, e.g. editable = ["train.py"]',
+            )
+        if workdir and not (Path(workdir) / name).is_file():
+            raise problem(f" editable: {name!r} is not a file in workdir ({Path(workdir) / name})")
+    return tuple(str(Path(e)) for e in names)
+
+
+def _env(value: Any, info: Any) -> tuple[tuple[str, str], ...]:
+    pairs = _pairs(value, "env")
+    for k, v in pairs:
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise problem(f" env.{k} = {v!r}: expected a string or a number")
+        if k.startswith("HPC_AGENT_"):
+            raise problem(f" env.{k}: HPC_AGENT_* variables are set by hpc-agent itself")
+    return tuple((k, str(v)) for k, v in pairs)
+
+
+def _patterns(value: Any, info: Any) -> tuple[tuple[str, Any], ...]:
+    """``parse = { metric = 'regex with a group' }``: each name a metric, each pattern checked."""
+    pairs = _pairs(value, "parse")
+    for name, pattern in pairs:
+        example = f"{name} = '^{name}:\\s*([-+0-9.eE]+)'"
+        if not _METRIC_RE.match(name):
+            raise problem(f" parse: {name!r} is not a metric name", "use the name your campaign reads")
+        if not isinstance(pattern, str):
+            raise problem(
+                f" parse.{name} = {pattern!r}: expected a regular expression (a string)",
+                f"write it in single quotes: {example}",
+            )
+        why = pattern_problem(pattern)
+        if why:
+            raise problem(
+                f" parse.{name} = {pattern!r}: the pattern {why}",
+                f"e.g. {example} (single quotes keep the backslashes)",
+            )
+    return pairs
+
+
+Command = Annotated[tuple[str, ...], Check(lambda value, info: _command(value, "command"), before=True)]
+Evaluate = Annotated[tuple[str, ...], Check(lambda value, info: _command(value, "evaluate"), before=True)]
+
+
+@dataclass(frozen=True)
 class ExperimentSection(Section):
     """``[experiment]``: how to run one trial (command, budget, editable files, retries)."""
 
-    command: tuple[str, ...] = Field(json_schema_extra={"example": 'command = "python train.py"'})
-    workdir: str = Field(".", validate_default=True)  # absolute once read: resolved against the spec's folder
-    editable: tuple[str, ...] = ()
+    command: Annotated[Command, Words(example='command = "python train.py"')]
+    workdir: Annotated[str, Check(_workdir)] = "."  # absolute once read: resolved against the spec's folder
+    editable: Annotated[tuple[str, ...], Check(_editable)] = ()
     time_budget_s: Seconds = DEFAULT_TIME_BUDGET_S
-    kill_grace_s: Annotated[float, Field(ge=0)] = DEFAULT_KILL_GRACE_S
-    timeout_min: Annotated[int, Field(ge=0, json_schema_extra={"what": "a number of minutes"})] = (
-        0  # 0: derived
+    kill_grace_s: Annotated[float, Range(ge=0)] = DEFAULT_KILL_GRACE_S
+    timeout_min: Annotated[int, Range(ge=0), Words(what="a number of minutes")] = (
+        0  # 0: derived from the budget
     )
-    env: tuple[tuple[str, str], ...] = ()
+    env: Annotated[tuple[tuple[str, str], ...], Check(_env, before=True)] = ()
     max_retries: Count = DEFAULT_MAX_RETRIES
     max_progress_requeues: Count = DEFAULT_MAX_PROGRESS_REQUEUES
-    parse: tuple[tuple[str, str], ...] = ()  # metric -> regex on the output (hpc_agent.job.script)
+    parse: Annotated[
+        tuple[tuple[str, str], ...], Check(_patterns, before=True)
+    ] = ()  # metric -> regex (job.script)
     parse_stderr: bool = False  # the patterns read stderr too
-    evaluate: tuple[str, ...] = ()  # the fixed evaluator's command, run from the unpatched snapshot
+    evaluate: Evaluate = ()  # the fixed evaluator's command, run from the unpatched snapshot
     evaluate_time_s: Seconds = DEFAULT_EVALUATE_TIME_S  # the evaluator's own budget
 
-    @field_validator("command", "evaluate", mode="before")
     @classmethod
-    def _words(cls, value: Any, info: ValidationInfo) -> Any:
-        return _command(value, str(info.field_name))
+    def _before(cls, data: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        """``workdir`` is checked (resolved) when it is left out too."""
+        return {"workdir": ".", **data} if context else data
 
-    @field_validator("workdir")
-    @classmethod
-    def _workdir(cls, raw: str, info: ValidationInfo) -> str:
-        workdir = (_base(info) / raw).resolve()
-        if not workdir.is_dir():
-            raise problem(f" workdir = {raw!r}: no such folder ({workdir})")
-        return str(workdir)
-
-    @field_validator("editable")
-    @classmethod
-    def _editable(cls, names: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        workdir = Path(info.data.get("workdir", "/"))
-        for name in names:
-            if not name:
-                raise problem(f" editable: {name!r} is not a file name")
-            if Path(name).is_absolute() or ".." in Path(name).parts:
-                raise problem(
-                    f" editable: {name!r} must be a path inside workdir, without '..'",
-                    'list files relative to workdir, e.g. editable = ["train.py"]',
-                )
-            if "workdir" in info.data and not (workdir / name).is_file():
-                raise problem(f" editable: {name!r} is not a file in workdir ({workdir / name})")
-        return tuple(str(Path(e)) for e in names)
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env(cls, value: Any) -> Any:
-        pairs = _pairs(value, "env")
-        for k, v in pairs:
-            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
-                raise problem(f" env.{k} = {v!r}: expected a string or a number")
-            if k.startswith("HPC_AGENT_"):
-                raise problem(f" env.{k}: HPC_AGENT_* variables are set by hpc-agent itself")
-        return tuple((k, str(v)) for k, v in pairs)
-
-    @field_validator("parse", mode="before")
-    @classmethod
-    def _patterns(cls, value: Any) -> Any:
-        """``parse = { metric = 'regex with a group' }``: each name a metric, each pattern checked."""
-        pairs = _pairs(value, "parse")
-        for name, pattern in pairs:
-            example = f"{name} = '^{name}:\\s*([-+0-9.eE]+)'"
-            if not _METRIC_RE.match(name):
-                raise problem(f" parse: {name!r} is not a metric name", "use the name your campaign reads")
-            if not isinstance(pattern, str):
-                raise problem(
-                    f" parse.{name} = {pattern!r}: expected a regular expression (a string)",
-                    f"write it in single quotes: {example}",
-                )
-            why = pattern_problem(pattern)
-            if why:
-                raise problem(
-                    f" parse.{name} = {pattern!r}: the pattern {why}",
-                    f"e.g. {example} (single quotes keep the backslashes)",
-                )
-        return pairs
-
-    @model_validator(mode="after")
-    def _limit_holds_the_budget(self) -> ExperimentSection:
+    def _after(self) -> None:
         budget, limit = self.time_budget_s, self.timeout_min * 60
         if self.timeout_min and limit < budget:
             raise problem(
@@ -346,7 +331,6 @@ class ExperimentSection(Section):
                 f"{budget + self.evaluate_time_s:g} s: the evaluator runs in the same job",
                 "raise timeout_min, lower evaluate_time_s, or leave timeout_min out to derive it",
             )
-        return self
 
     def job_timeout_for(self, budget_multiplier: float = 1.0) -> int:
         """The job's time limit for trials at ``budget_multiplier`` times the budget (and the
@@ -365,134 +349,125 @@ class ExperimentSection(Section):
         return self.job_timeout_for(1.0)
 
 
+def _brief(brief: str, info: Any) -> str:
+    if not brief:
+        return brief
+    path = (_base(info) / brief).resolve()
+    if not path.is_file():
+        raise problem(f" brief = {brief!r}: no such file ({path})")
+    return str(path)
+
+
+def _url(url: str, info: Any) -> str:
+    if url and not url.startswith(("http://", "https://")):
+        raise problem(f" base_url = {url!r}: expected an http(s) URL such as http://host:8000/v1")
+    return url
+
+
+@dataclass(frozen=True)
 class PlannerSection(Section):
     """``[planner]``: who plans, and how to reach and pay an LLM."""
 
     kind: PlannerKind = "auto"
     model: str = ""  # "" -> $HPC_AGENT_MODEL
-    base_url: str = ""  # "" -> $OPENAI_BASE_URL
+    base_url: Annotated[str, Check(_url)] = ""  # "" -> $OPENAI_BASE_URL
     api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable; the key is never stored
-    temperature: Annotated[float, Field(ge=0, le=2)] = DEFAULT_LLM_TEMPERATURE
+    temperature: Annotated[float, Range(ge=0, le=2)] = DEFAULT_LLM_TEMPERATURE
     max_repairs: Count = DEFAULT_LLM_MAX_REPAIRS
     max_retries: Count = DEFAULT_LLM_MAX_RETRIES
     request_timeout_s: Seconds = DEFAULT_LLM_TIMEOUT_S
-    context_tokens: Annotated[int, Field(ge=2000)] = DEFAULT_LLM_CONTEXT_TOKENS
+    context_tokens: Annotated[int, Range(ge=2000)] = DEFAULT_LLM_CONTEXT_TOKENS
     max_tokens: Count = 0  # a reply's room; 0 -> sized to each request's task (analysis + proposals)
     check_model: bool = True  # false: accept a model the endpoint does not list (incomplete gateway lists)
     structured_output: StructuredOutput = "auto"
     edit_format: EditFormat = DEFAULT_EDIT_FORMAT  # type: ignore[assignment]  # the patch form asked for
-    brief: str = ""  # path of a research brief (program.md); "" -> the one shipped
+    brief: Annotated[str, Check(_brief)] = ""  # path of a research brief (program.md); "" -> the one shipped
     price_in_per_mtok: float = 0.0  # cost estimate, currency units per million tokens
     price_out_per_mtok: float = 0.0
     tpe_startup_trials: Positive = DEFAULT_TPE_STARTUP_TRIALS
     tpe_strategy: TpeStrategy = DEFAULT_TPE_STRATEGY  # type: ignore[assignment]
 
-    @field_validator("brief")
-    @classmethod
-    def _brief(cls, brief: str, info: ValidationInfo) -> str:
-        if not brief:
-            return brief
-        path = (_base(info) / brief).resolve()
-        if not path.is_file():
-            raise problem(f" brief = {brief!r}: no such file ({path})")
-        return str(path)
 
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        if url and not url.startswith(("http://", "https://")):
-            raise problem(f" base_url = {url!r}: expected an http(s) URL such as http://host:8000/v1")
-        return url
+def _profile(profile: str, info: Any) -> str:
+    if profile.endswith(".toml") or "/" in profile:  # a path: relative to the spec, like every path
+        return str((_base(info) / profile).resolve())
+    return profile
 
 
+@dataclass(frozen=True)
 class ExecutorSection(Section):
     """``[executor]``: where trials run; single profile keys may be overridden here."""
 
     kind: ExecutorKind = "auto"
     parallelism: Count = 0  # 0 = local: number of cores; slurm: no throttle (or the profile's)
-    profile: str = ""  # a name from slurm_templates/ or a path to a profile .toml
-    poll_interval_s: Annotated[float, Field(ge=0)] = 0.0  # 0 = local 0.5 s, slurm 30 s
+    profile: Annotated[str, Check(_profile)] = ""  # a name from slurm_templates/ or a path to a profile .toml
+    poll_interval_s: Annotated[float, Range(ge=0)] = 0.0  # 0 = local 0.5 s, slurm 30 s
     overrides: tuple[tuple[str, Any], ...] = ()  # single profile values ([executor] partition = ...)
 
     @classmethod
     def valid_keys(cls) -> list[str]:
         """Its own keys, and a profile's (each may be overridden here)."""
-        return [*(k for k in cls.model_fields if k != "overrides"), *PROFILE_KEYS]
+        return [*(f.name for f in fields(cls) if f.name != "overrides"), *PROFILE_KEYS]
 
-    @model_validator(mode="before")
     @classmethod
-    def _gather_overrides(cls, data: Any) -> Any:
+    def _before(cls, data: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
         """A profile's keys (those that are not the executor's own) become ``overrides``."""
-        if not isinstance(data, Mapping):
-            return data
         if "overrides" in data:  # not a key of the file: made here
             raise problem(
                 f": unknown key ['overrides']; valid keys are: {cls.valid_keys()}",
                 "remove or rename 'overrides'",
             )
-        own = {k: v for k, v in data.items() if k in cls.model_fields or k not in PROFILE_KEYS}
-        given = [(k, list(v) if isinstance(v, tuple) else v) for k, v in data.items() if k not in own]
-        return {**own, "overrides": tuple(given)}
-
-    @field_validator("profile")
-    @classmethod
-    def _profile(cls, profile: str, info: ValidationInfo) -> str:
-        if profile.endswith(".toml") or "/" in profile:  # a path: relative to the spec, like every path
-            return str((_base(info) / profile).resolve())
-        return profile
+        own = {f.name for f in fields(cls)}
+        given = tuple((k, v) for k, v in data.items() if k not in own and k in PROFILE_KEYS)
+        return {**{k: v for k, v in data.items() if k in own or k not in PROFILE_KEYS}, "overrides": given}
 
     def overrides_dict(self) -> dict[str, Any]:
         """The profile keys this spec overrides."""
         return dict(self.overrides)
 
 
+@dataclass(frozen=True)
 class RigorSection(Section):
     """``[rigor]``: when a challenger becomes the champion (:mod:`hpc_agent.science.rigor`)."""
 
     rule: RigorRule = "se"  # "se": improvement > k * SE of the difference; "welch": Welch's t-test
-    k: Annotated[
-        float, Field(ge=0, json_schema_extra={"what": "a number of standard errors", "fix": "k = 2.0"})
-    ] = DEFAULT_RIGOR_K
-    alpha: Annotated[
-        float, Field(gt=0, lt=1, json_schema_extra={"what": "a level", "fix": "alpha = 0.05"})
-    ] = DEFAULT_RIGOR_ALPHA
+    k: Annotated[float, Range(ge=0), Words(what="a number of standard errors", fix="k = 2.0")] = (
+        DEFAULT_RIGOR_K
+    )
+    alpha: Annotated[float, Range(gt=0, lt=1), Words(what="a level", fix="alpha = 0.05")] = (
+        DEFAULT_RIGOR_ALPHA
+    )
     control: bool = True  # with one seed: run the champion again (a control) to measure the noise
     replicate: bool = True  # a challenger that beats the champion is run again before it is kept
     noise_runs: Positive = DEFAULT_NOISE_RUNS  # with one seed: runs of generation 0's first configuration
 
 
-_Hours = Annotated[
-    float,
-    Field(
-        ge=0,
-        allow_inf_nan=False,
-        json_schema_extra={"what": "a number of hours", "fix": "e.g. 12 (0: no limit)"},
-    ),
+Hours = Annotated[
+    float, Range(ge=0, finite=True), Words(what="a number of hours", fix="e.g. 12 (0: no limit)")
 ]
 
 
+@dataclass(frozen=True)
 class StopSection(Section):
     """``[stop]``: when the search ends besides its generations (:mod:`hpc_agent.loop.budget`). Zero
     (or an absent ``target``) turns a rule off."""
 
     max_trials: Count = 0  # trials of the search (controls included; confirmations not)
-    max_hours: _Hours = 0.0  # wall-clock hours since the campaign began
-    max_gpu_hours: _Hours = 0.0  # finished trials' hours times their GPUs
-    target: Annotated[float | None, Field(allow_inf_nan=False)] = None  # the champion reached it
+    max_hours: Hours = 0.0  # wall-clock hours since the campaign began
+    max_gpu_hours: Hours = 0.0  # finished trials' hours times their GPUs
+    target: Annotated[float | None, Range(finite=True)] = None  # the champion reached it (<= min, >= max)
     plateau_trials: Count = 0  # this many search trials finished without a new champion
 
 
+@dataclass(frozen=True)
 class ConfirmSection(Section):
     """``[confirm]``: screen short, confirm long: the best configurations run again with more
     seeds and a larger budget, and the final champion is decided on those runs."""
 
     top_k: Count = 0  # 0: no confirmation stage
     seeds: Positive = DEFAULT_CONFIRM_SEEDS
-    budget_multiplier: Annotated[float, Field(gt=0, json_schema_extra={"fix": "e.g. 4.0"})] = 1.0
+    budget_multiplier: Annotated[float, Range(gt=0), Words(fix="e.g. 4.0")] = 1.0
     every: Count = 0  # 0: once, after the last generation; N: after every N generations
-
-
-S = TypeVar("S", bound=Section)
 
 
 @dataclass(frozen=True)
@@ -584,7 +559,7 @@ class CampaignSpec:
             table.update({_OVERRIDES[k][1]: v for k, v in given.items() if _OVERRIDES[k][0] == name})
             out[name] = validated(model, table, f"[{name}]")
         if "profile" in given:  # as given: a path is the caller's, found from where it runs
-            out["executor"] = out["executor"].model_copy(update={"profile": given["profile"]})
+            out["executor"] = replace(out["executor"], profile=given["profile"])
         return replace(self, **out)
 
 
@@ -603,7 +578,7 @@ _OVERRIDES = {
 
 def _plain(section: Section) -> dict[str, Any]:
     """A section as TOML-able data (arrays as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in section.model_dump().items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(section).items()}  # type: ignore[call-overload]
 
 
 def _without_defaults(table: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -630,6 +605,7 @@ def _hash(data: Any) -> str:
 # ------------------------------------------------------------------------------- loading
 
 _SECTIONS = ("campaign", "experiment", "space", "planner", "executor", "rigor", "confirm", "stop")
+S = TypeVar("S", bound=Section)
 
 
 def resolve_spec_path(path: str | os.PathLike[str]) -> Path:
@@ -730,6 +706,24 @@ def _check_placeholders(experiment: ExperimentSection, space: Space) -> None:
 def spec_from_dict(data: Mapping[str, Any]) -> CampaignSpec:
     """Rebuild a spec from :meth:`CampaignSpec.to_dict` output (paths already absolute)."""
     return parse_spec(data, base=Path("/"), source="")
+
+
+def journaled_spec(data: Mapping[str, Any]) -> CampaignSpec:
+    """A spec as a journal recorded it (:meth:`CampaignSpec.to_dict` output, keys added since
+    at their defaults), rebuilt without checks and without importing pydantic: what a reader
+    of a results folder (``hpc-agent status``) needs. KeyError or TypeError when it is not
+    such a spec."""
+    sections: dict[str, type[Section]] = {
+        "campaign": CampaignSection,
+        "experiment": ExperimentSection,
+        "planner": PlannerSection,
+        "executor": ExecutorSection,
+        "rigor": RigorSection,
+        "confirm": ConfirmSection,
+        "stop": StopSection,
+    }
+    built = {name: section.unchecked(data.get(name, {})) for name, section in sections.items()}
+    return CampaignSpec(space=Space.from_dict(data.get("space", {})), **built)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------- writing
