@@ -174,6 +174,13 @@ def validated(
         raise error(message, fix=default_fix or None) from None
 
 
+def json_schema(section: type[Section]) -> dict[str, Any]:
+    """The JSON schema of a declaration, from the same one declaration: types, ranges,
+    defaults and ``"additionalProperties": false``."""
+    schema: dict[str, Any] = _model(section).model_json_schema()
+    return schema
+
+
 def _model(section: type[Section]) -> Any:
     """The pydantic model of a declaration (built once, on its first validation)."""
     if section in _MODELS:

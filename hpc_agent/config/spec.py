@@ -1,9 +1,11 @@
-"""campaign.toml -> frozen dataclasses, with every default in one block.
+"""campaign.toml -> frozen dataclasses, each section declared once.
 
 A campaign is a folder holding ``campaign.toml`` (the spec), the training code and, optionally,
 a research brief. Everything here is checked before anything is written: an unknown key fails
-listing the valid ones, a value of the wrong type or range names the key and the fix. Paths
-in the spec are relative to the spec's folder and are resolved here, once.
+listing the valid ones, a value of the wrong type or range names the key and the fix. Each
+section is one declaration (:mod:`hpc_agent.config.schema`): a frozen dataclass whose fields
+carry their type, default, range and own checks, read through pydantic. Paths in the spec are
+relative to the spec's folder and are resolved here, once.
 
 Two hashes protect a results folder. ``identity_hash`` covers what makes two trials
 comparable (name, metric, objective, seeds, search space, the experiment); a results folder
