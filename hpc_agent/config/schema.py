@@ -225,7 +225,8 @@ def _metadata(hint: Any, kind: type[Any]) -> list[Any]:
 def _words(
     section: type[Section], errors: list[Any], where: str, sep: str, fix: str, keys_in_fix: bool
 ) -> tuple[str, str]:
-    """The first of pydantic's errors in the project's words: (message, fix)."""
+    """The first of pydantic's errors in the project's words: (message, fix). Unknown keys
+    come first, all of them, as the hand-written checks said them."""
     unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
         what = "key" if len(unknown) == 1 else "keys"
@@ -234,44 +235,81 @@ def _words(
             f"{where}: unknown {what} {unknown}; valid keys are: {section.valid_keys()}",
             f"remove or rename {unknown[0]!r}{listed}",
         )
-    first = errors[0]
-    kind, loc, value = first["type"], first["loc"], first.get("input")
-    key = str(loc[0]) if loc else ""
-    ctx = first.get("ctx") or {}
-    if kind == "value_error" and isinstance(ctx.get("error"), Problem):
-        return f"{where}{ctx['error'].text.replace('{key}', key)}", ctx["error"].fix.replace("{key}", key)
-    hint = _hints(section).get(key)
-    words = (_metadata(hint, Words) or [Words()])[0]
-    fix = fix.replace("{key}", key)
-    if kind == "missing":
-        return f"{where}: missing {key}", f"add {words.example or key + ' = ...'}"
-    if len(loc) > 1:  # an item of a list or a table
-        name = words.expects or _TYPE_NAMES.get(kind, "a valid value")
-        text = f"is not allowed: expected {name}" if words.expects else f"is not {name}"
-        return f"{where}{sep}{key}: {value!r} {text}", fix or f"make every item of {key} {name}"
-    is_float = float in _bases(hint)
-    head = f"{where}{sep}{key} = {float(value) if is_float and type(value) is int else value!r}"
-    if kind == "literal_error":
-        options = _options(hint)
-        return f"{head}: expected one of {options}", f'set {key} = "{options[0]}"'
-    if kind in _BOUNDS:
-        reported = Range(ge=ctx.get("ge"), gt=ctx.get("gt"), le=ctx.get("le"), lt=ctx.get("lt"))
-        bounds = (_metadata(hint, Range) or [reported])[0]
-        what = words.what or ("a number" if is_float else "an integer")
-        example = (
-            f"a number {bounds.describe()}" if is_float else f"a whole number such as {_example(bounds)}"
-        )
-        return f"{head}: expected {words.expects or what + ' ' + bounds.describe()}", (
-            words.fix or fix or f"set {key} to {example}"
-        )
-    if kind == "finite_number":
-        return f"{head}: expected a finite number", words.fix or fix or f"set {key} to a number"
-    if kind in _TYPE_NAMES:
+    return _Error(section, errors[0], where, sep, fix).words()
+
+
+class _Error:
+    """One of pydantic's errors, and what the declaration says of its key."""
+
+    def __init__(
+        self, section: type[Section], error: Mapping[str, Any], where: str, sep: str, fix: str
+    ) -> None:
+        self.kind, self.loc, self.value = error["type"], error["loc"], error.get("input")
+        self.ctx, self.msg = error.get("ctx") or {}, error["msg"]
+        self.key = str(self.loc[0]) if self.loc else ""
+        self.where, self.sep, self.fix = where, sep, fix.replace("{key}", self.key)
+        self.hint = _hints(section).get(self.key)
+        self.said = (_metadata(self.hint, Words) or [Words()])[0]
+        self.is_float = float in _bases(self.hint)
+
+    def words(self) -> tuple[str, str]:
+        """(message, fix)."""
+        problem = self.ctx.get("error")
+        if self.kind == "value_error" and isinstance(problem, Problem):
+            return f"{self.where}{problem.text.replace('{key}', self.key)}", problem.fix.replace(
+                "{key}", self.key
+            )
+        if self.kind == "missing":
+            return f"{self.where}: missing {self.key}", f"add {self.said.example or self.key + ' = ...'}"
+        if len(self.loc) > 1:
+            return self._item()
+        if self.kind == "literal_error":
+            options = _options(self.hint)
+            return f"{self._head()}: expected one of {options}", f'set {self.key} = "{options[0]}"'
+        if self.kind in _BOUNDS:
+            return self._bound()
+        if self.kind == "finite_number":
+            return (
+                f"{self._head()}: expected a finite number",
+                self.said.fix or self.fix or f"set {self.key} to a number",
+            )
+        name = _TYPE_NAMES.get(self.kind)
+        if name:
+            return (
+                f"{self._head()}: expected {self.said.expects or name}",
+                self.fix or f"set {self.key} to {name}",
+            )
         return (
-            f"{head}: expected {words.expects or _TYPE_NAMES[kind]}",
-            fix or f"set {key} to {_TYPE_NAMES[kind]}",
+            f"{self._head()}: {self.msg}",
+            self.fix or f"correct {self.key}",
+        )  # pragma: no cover - undeclared
+
+    def _head(self) -> str:
+        """``[campaign] batch_size = 0`` (an integer given for a number shown as one)."""
+        shown = float(self.value) if self.is_float and type(self.value) is int else self.value
+        return f"{self.where}{self.sep}{self.key} = {shown!r}"
+
+    def _item(self) -> tuple[str, str]:
+        """An item of a list or a table is wrong."""
+        name = self.said.expects or _TYPE_NAMES.get(self.kind, "a valid value")
+        text = f"is not allowed: expected {name}" if self.said.expects else f"is not {name}"
+        return f"{self.where}{self.sep}{self.key}: {self.value!r} {text}", (
+            self.fix or f"make every item of {self.key} {name}"
         )
-    return f"{head}: {first['msg']}", fix or f"correct {key}"  # pragma: no cover - a kind not declared here
+
+    def _bound(self) -> tuple[str, str]:
+        """A number outside its declared range."""
+        reported = Range(
+            ge=self.ctx.get("ge"), gt=self.ctx.get("gt"), le=self.ctx.get("le"), lt=self.ctx.get("lt")
+        )
+        bounds = (_metadata(self.hint, Range) or [reported])[0]
+        what = self.said.what or ("a number" if self.is_float else "an integer")
+        example = (
+            f"a number {bounds.describe()}" if self.is_float else f"a whole number such as {_example(bounds)}"
+        )
+        return f"{self._head()}: expected {self.said.expects or what + ' ' + bounds.describe()}", (
+            self.said.fix or self.fix or f"set {self.key} to {example}"
+        )
 
 
 def _bases(hint: Any) -> tuple[Any, ...]:
