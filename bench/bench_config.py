@@ -60,17 +60,13 @@ def main() -> None:
         shutil.copy(ROOT / "tests" / "fixtures" / "journal-0.1.0.jsonl", results / "journal.jsonl")
         status = ["-m", "hpc_agent", "status", str(results)]
         spec = ["-c", "import hpc_agent.config.spec"]
+        quickstart = ROOT / "examples" / "quickstart"
+        first = f"from hpc_agent.config.spec import load_spec; load_spec({str(quickstart)!r})"
         cases: dict[str, tuple[list[str], Path]] = {
             "bare interpreter": (["-c", "pass"], ROOT),
             "import hpc_agent.config.spec": (spec, ROOT),
             "import pydantic's models": (["-c", "import pydantic.main, pydantic.dataclasses"], ROOT),
-            "first validation (load_spec)": (
-                [
-                    "-c",
-                    f"from hpc_agent.config.spec import load_spec; load_spec({str(ROOT / 'examples/quickstart')!r})",
-                ],
-                ROOT,
-            ),
+            "first validation (load_spec)": (["-c", first], ROOT),
             "hpc-agent status": (status, ROOT),
         }
         if args.baseline:
