@@ -108,7 +108,7 @@ BAD = [
     ('name = "demo"', "expected letters, digits", 'name = "my campaign!"'),
     ('metric = "loss"', "expected one of ['min', 'max']", 'metric = "loss"\nmode = "minimize"'),
     ("batch_size = 3", "batch_size = 0: expected an integer >= 1", "batch_size = 0"),
-    ("generations = 2", "generations = 'two': expected int", 'generations = "two"'),
+    ("generations = 2", "generations = 'two': expected an integer", 'generations = "two"'),
     ('command = "python train.py"', "missing command", ""),
     ('editable = ["train.py"]', "is not a file in workdir", 'editable = ["nope.py"]'),
     ('editable = ["train.py"]', "without '..'", 'editable = ["../train.py"]'),

@@ -23,6 +23,7 @@ PLANNER_LATENCY_RUNS = 5  # the planner's expected latency: the median of its la
 # ------------------------------------------------------------------------------- rigor
 DEFAULT_RIGOR_K = 2.0  # a challenger is kept when it is better by more than k standard errors
 DEFAULT_RIGOR_ALPHA = 0.05  # or, with [rigor] rule = "welch", at this level
+DEFAULT_NOISE_RUNS = 3  # with one seed, generation 0's first configuration runs this often (the noise)
 DEFAULT_CONFIRM_SEEDS = 3  # [confirm]: runs of each configuration confirmed
 
 # ------------------------------------------------------------------------------- the executors
@@ -39,4 +40,5 @@ DEFAULT_LLM_MAX_RETRIES = 3  # transport retries (429, 5xx, timeouts) before fal
 DEFAULT_LLM_TIMEOUT_S = 300.0
 DEFAULT_LLM_CONTEXT_TOKENS = 24_000  # prompt budget; the history is summarised to fit
 DEFAULT_TPE_STARTUP_TRIALS = 8
+DEFAULT_EDIT_FORMAT = "search_replace"  # [planner] edit_format: the patch form the LLM is asked for
 DEFAULT_TPE_STRATEGY = "refine"  # chosen by bench/bench_search.py (docs/benchmarks.md)

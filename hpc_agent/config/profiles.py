@@ -16,9 +16,10 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from hpc_agent.config.defaults import DEFAULT_SIGNAL_DELAY_S
+from hpc_agent.config.schema import Check, Range, Section, Words, problem, validated
 from hpc_agent.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -31,33 +32,73 @@ else:  # pragma: no cover
 _RESERVED_SBATCH = ("array", "job-name", "output", "error", "open-mode", "wckey", "signal", "time")
 
 
+_FIX = "correct {key} (see the commented profiles in slurm_templates/)"
+_TABLE = 'a table of sbatch options (e.g. { mail-type = "END" })'
+_NAME = 'a string without spaces (e.g. "gpu")'
+
+
+def _no_spaces(value: str, info: Any) -> str:
+    if any(c.isspace() for c in value):
+        raise problem(f": {{key}} = {value!r}: expected {_NAME}", _FIX)
+    return value
+
+
+def _one_line(value: Any, info: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+def _sbatch_options(value: Any, info: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value  # refused by the type, with the table's words
+    return tuple(_sbatch_option(k, v, value) for k, v in value.items() if v is not False)
+
+
+Name = Annotated[str, Check(_no_spaces), Words(expects=_NAME)]
+Count = Annotated[int, Range(ge=0)]
+Amount = Annotated[float, Range(ge=0)]
+Lines = Annotated[
+    tuple[str, ...],
+    Check(_one_line, before=True),
+    Words(expects='a list of shell lines (e.g. ["module load cuda/12.1"])'),
+]
+SbatchOptions = Annotated[
+    tuple[tuple[str, Any], ...], Check(_sbatch_options, before=True), Words(expects=_TABLE)
+]
+
+
 @dataclass(frozen=True)
-class Profile:
-    """One cluster profile, validated. ``name`` and ``path`` say where it came from."""
+class Profile(Section):
+    """One cluster profile, validated. ``name`` and ``path`` say where it came from (set by
+    :func:`load_profile`, never read from a file)."""
 
     name: str = ""
     path: str = ""
     # -- the keys a profile file may set (PROFILE_KEYS), all defaults "not set" --
     description: str = ""
-    partition: str = ""  # -p; "" = the cluster's default partition
-    account: str = ""  # -A
-    qos: str = ""  # --qos
-    gres: str = ""  # --gres, e.g. "gpu:1" or "gpu:a100:2" (clusters that count GPUs as GRES)
-    gpus_per_node: int = 0  # --gpus-per-node (clusters with GPU TRES); use one of gres / gpus_per_node
-    cpus_per_task: int = 0  # -c
-    mem_gb: float = 0.0  # --mem
+    partition: Name = ""  # -p; "" = the cluster's default partition
+    account: Name = ""  # -A
+    qos: Name = ""  # --qos
+    gres: Name = ""  # --gres, e.g. "gpu:1" or "gpu:a100:2" (clusters that count GPUs as GRES)
+    gpus_per_node: Count = 0  # --gpus-per-node (clusters with GPU TRES); use one of gres / gpus_per_node
+    cpus_per_task: Count = 0  # -c
+    mem_gb: Amount = 0.0  # --mem
     constraint: str = ""  # -C, node features: "a100", "skylake|cascadelake"
-    exclude: str = ""  # -x, nodes to avoid
-    reservation: str = ""  # --reservation
-    timeout_min: int = 0  # --time; 0 = derived from [experiment] (time budget + grace + overhead)
-    setup: tuple[str, ...] = ()  # shell lines run in the job before the trial (module load ...)
+    exclude: Name = ""  # -x, nodes to avoid
+    reservation: Name = ""  # --reservation
+    timeout_min: Count = 0  # --time; 0 = derived from [experiment] (time budget + grace + overhead)
+    setup: Lines = ()  # shell lines run in the job before the trial (module load ...); one string: one line
     requeue: bool = False  # let SLURM itself requeue a job after a node failure or a preemption
-    signal_delay_s: int = DEFAULT_SIGNAL_DELAY_S  # stop the trial this long before the job's limit
-    array_parallelism: int = 0  # at most this many trials at once (%N); 0 = no limit
-    max_array_size: int = 0  # at most this many tasks per array; 0 = the cluster's MaxArraySize
-    additional_parameters: tuple[tuple[str, Any], ...] = ()  # any other sbatch option
+    signal_delay_s: Count = DEFAULT_SIGNAL_DELAY_S  # stop the trial this long before the job's limit
+    array_parallelism: Count = 0  # at most this many trials at once (%N); 0 = no limit
+    max_array_size: Count = 0  # at most this many tasks per array; 0 = the cluster's MaxArraySize
+    additional_parameters: SbatchOptions = ()  # any other sbatch option
     python: str = ""  # command that starts Python in the job; "" = the driver's interpreter
-    poll_interval_s: float = 0.0  # seconds between squeue polls; 0 = 30 s
+    poll_interval_s: Amount = 0.0  # seconds between squeue polls; 0 = 30 s
+
+    @classmethod
+    def valid_keys(cls) -> list[str]:
+        """The keys a profile file (or ``[executor]``) may set."""
+        return [f.name for f in fields(cls) if f.name not in ("name", "path")]
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -67,54 +108,40 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """The keys that differ from the defaults, as plain TOML-able data."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("name", "path") or value == f.default:
+        for key in PROFILE_KEYS:
+            value = getattr(self, key)
+            if value == _DEFAULTS[key]:
                 continue
-            if f.name == "setup":
+            if key == "setup":
                 value = list(value)
-            elif f.name == "additional_parameters":
+            elif key == "additional_parameters":
                 value = dict(value)
-            out[f.name] = value
+            out[key] = value
         return out
 
 
+def _sbatch_option(key: Any, value: Any, table: Mapping[str, Any]) -> tuple[str, Any]:
+    """One entry of ``additional_parameters``, refused when hpc-agent sets that option itself
+    or a profile key says it."""
+    flag = str(key).replace("_", "-")
+    why = ""
+    if flag in _RESERVED_SBATCH:
+        why = f"; --{flag} is set by hpc-agent itself (time: use timeout_min)"
+    elif flag in ("partition", "account", "qos", "gres", "constraint", "exclude", "reservation"):
+        why = f"; use the profile key {flag} instead"
+    elif not isinstance(value, (str, int, float, bool)):
+        why = f"; the value of {key!r} must be a string, a number or true"
+    if why:
+        raise problem(
+            f": additional_parameters = {dict(table)!r}: expected {_TABLE}{why}",
+            _FIX.format(key="additional_parameters"),
+        )
+    return str(key), value
+
+
 # Every key a profile (or [executor] in campaign.toml) may set. Unknown keys fail listing these.
-PROFILE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Profile) if f.name not in ("name", "path"))
-
-_TYPES: dict[str, str] = {
-    "description": "str",
-    "partition": "name",
-    "account": "name",
-    "qos": "name",
-    "gres": "name",
-    "gpus_per_node": "count",
-    "cpus_per_task": "count",
-    "mem_gb": "positive",
-    "constraint": "str",
-    "exclude": "name",
-    "reservation": "name",
-    "timeout_min": "count",
-    "setup": "lines",
-    "requeue": "bool",
-    "signal_delay_s": "count",
-    "array_parallelism": "count",
-    "max_array_size": "count",
-    "additional_parameters": "table",
-    "python": "str",
-    "poll_interval_s": "positive",
-}
-assert set(_TYPES) == set(PROFILE_KEYS)
-
-_EXPECTED = {
-    "str": "a string",
-    "name": 'a string without spaces (e.g. "gpu")',
-    "count": "an integer >= 0",
-    "positive": "a number >= 0",
-    "lines": 'a list of shell lines (e.g. ["module load cuda/12.1"])',
-    "bool": "true or false",
-    "table": 'a table of sbatch options (e.g. { mail-type = "END" })',
-}
+PROFILE_KEYS: tuple[str, ...] = tuple(Profile.valid_keys())
+_DEFAULTS = {f.name: f.default for f in fields(Profile)}
 
 
 # ------------------------------------------------------------------------------- finding
@@ -172,73 +199,24 @@ def load_profile(name: str = "", overrides: Mapping[str, Any] | None = None) -> 
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
             raise UserError(f"profile {path}: invalid TOML ({e})", fix="fix the file's syntax") from None
-        profile = Profile(name=path.stem, path=str(path), **_validated(data, f"profile {path}"))
+        profile = replace(_validated(data, f"profile {path}"), name=path.stem, path=str(path))
     else:
         profile = Profile()
     if overrides:
-        profile = replace(profile, **_validated(overrides, "[executor] in campaign.toml"))
+        given = _validated(overrides, "[executor] in campaign.toml")
+        profile = replace(profile, **{k: getattr(given, k) for k in overrides})
     return profile
 
 
-def _validated(data: Mapping[str, Any], where: str) -> dict[str, Any]:
-    unknown = sorted(k for k in data if k not in PROFILE_KEYS)
-    if unknown:
+def _validated(data: Mapping[str, Any], where: str) -> Profile:
+    """A profile file's table (or ``[executor]``'s overrides) read by :class:`Profile`'s
+    declaration; ``name`` and ``path`` are where it came from, not keys of it."""
+    own = sorted(k for k in ("name", "path") if k in data)
+    if own:
         raise UserError(
-            f"{where}: unknown key(s) {', '.join(unknown)}",
-            fix=f"valid keys are: {', '.join(PROFILE_KEYS)}",
+            f"{where}: unknown key(s) {', '.join(own)}", fix=f"valid keys are: {', '.join(PROFILE_KEYS)}"
         )
-    return {k: _check(k, v, where) for k, v in data.items()}
-
-
-def _check(key: str, value: Any, where: str) -> Any:
-    kind = _TYPES[key]
-
-    def bad(extra: str = "") -> UserError:
-        return UserError(
-            f"{where}: {key} = {value!r}: expected {_EXPECTED[kind]}{extra}",
-            fix=f"correct {key} (see the commented profiles in slurm_templates/)",
-        )
-
-    if kind in ("str", "name"):
-        if not isinstance(value, str):
-            raise bad()
-        if kind == "name" and any(c.isspace() for c in value):
-            raise bad()
-        return value
-    if kind == "count":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise bad()
-        return value
-    if kind == "positive":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise bad()
-        return float(value)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if kind == "lines":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad()
-        return tuple(value)
-    # table of extra sbatch options
-    if not isinstance(value, Mapping):
-        raise bad()
-    out = []
-    for k, v in value.items():
-        flag = str(k).replace("_", "-")
-        if flag in _RESERVED_SBATCH:
-            raise bad(f"; --{flag} is set by hpc-agent itself (time: use timeout_min)")
-        if flag in ("partition", "account", "qos", "gres", "constraint", "exclude", "reservation"):
-            raise bad(f"; use the profile key {flag} instead")
-        if isinstance(v, bool) and v is False:
-            continue
-        if not isinstance(v, (str, int, float, bool)):
-            raise bad(f"; the value of {k!r} must be a string, a number or true")
-        out.append((str(k), v))
-    return tuple(out)
+    return validated(Profile, data, where, error=UserError, fix=_FIX, sep=": ", keys_in_fix=True)
 
 
 # ------------------------------------------------------------------------------- showing

@@ -22,17 +22,15 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from hpc_agent.config.schema import Check, Range, Section, Words, problem, validated
 from hpc_agent.errors import SpecError
 
 _SORTED = json.JSONEncoder(sort_keys=True).encode  # json.dumps(sort_keys=True) makes one a call
 
 Scalar = str | int | float | bool
 
-_FLOAT_KEYS = ("type", "low", "high", "log", "step", "default")
-_INT_KEYS = ("type", "low", "high", "log", "step", "default")
-_CHOICE_KEYS = ("type", "values", "default")
 _TYPES = ("float", "int", "choice")
 
 
@@ -266,6 +264,16 @@ class Space:
         """The space as the spec writes it."""
         return {p.name: p.to_dict() for p in self.params}
 
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Mapping[str, Any]]) -> Space:
+        """A space as :meth:`to_dict` wrote it, rebuilt without checks (a journaled spec)."""
+        kinds: dict[str, Any] = {"float": FloatParam, "int": IntParam, "choice": ChoiceParam}
+        params = []
+        for name, raw in table.items():
+            args = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "type"}
+            params.append(kinds[raw["type"]](name=name, **args))
+        return cls(tuple(params))
+
     @staticmethod
     def key(params: Mapping[str, object]) -> str:
         """Canonical text of a configuration: equal configurations give equal keys."""
@@ -296,6 +304,80 @@ _SPACE_FIX = (
 )
 
 
+@dataclass(frozen=True)
+class _Range(Section):
+    """A float or int parameter as campaign.toml declares it (checks shared by both)."""
+
+    low: Annotated[float, Words(example="low = 1e-4 (the lower bound)")]
+    high: Annotated[float, Words(example="high = 0.1 (the upper bound)")]
+    log: bool = False
+    default: Any = None  # checked against the parameter it belongs to
+
+    def _after(self) -> None:
+        low, high, log = self.low, self.high, self.log
+        if low > high:
+            raise problem(f": low ({low}) > high ({high})", "swap them, or fix the bound")
+        if low == high:
+            raise problem(f": low == high ({low}): nothing to search", "widen the range")
+        if log and low <= 0:
+            raise problem(
+                f": log scale needs low > 0, got low = {low}",
+                "use a positive lower bound (e.g. 1e-6), or set log = false",
+            )
+        if log and self._stepped():
+            raise problem(": log scale and step cannot be combined", "drop one of them")
+
+    def _stepped(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class _FloatInput(_Range):
+    type: Literal["float"] = "float"
+    step: Annotated[float | None, Range(gt=0)] = None
+
+    def _stepped(self) -> bool:
+        return self.step is not None
+
+
+_BOUND = "integer bounds for an int parameter"
+
+
+@dataclass(frozen=True)
+class _IntInput(_Range):
+    low: Annotated[int, Words(expects=_BOUND, example="low = 16 (the lower bound)")]
+    high: Annotated[int, Words(expects=_BOUND, example="high = 256 (the upper bound)")]
+    type: Literal["int"] = "int"
+    step: Annotated[int, Range(ge=1)] = 1
+
+    def _stepped(self) -> bool:
+        return self.step != 1
+
+
+def _listed(values: Any, info: Any) -> Any:
+    if not isinstance(values, (list, tuple)) or not values:
+        shown = list(values) if isinstance(values, tuple) else values
+        raise problem(f": values must be a non-empty list, got {shown!r}", _SPACE_FIX)
+    bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
+    if bad:
+        raise problem(f": values must be strings, numbers or booleans, got {bad[0]!r}")
+    if len({json.dumps(v) for v in values}) != len(values):
+        raise problem(f": values contain duplicates: {list(values)!r}", "list each value once")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class _ChoiceInput(Section):
+    values: Annotated[
+        tuple[Any, ...], Check(_listed, before=True), Words(example='values = ["relu", "tanh"]')
+    ]
+    type: Literal["choice"] = "choice"
+    default: Any = None
+
+
+_INPUTS: dict[str, type[Section]] = {"float": _FloatInput, "int": _IntInput, "choice": _ChoiceInput}
+
+
 def _parse_param(name: str, raw: Any, where: str) -> Param:
     if not name.isidentifier():
         raise SpecError(f"{where}: parameter name {name!r} must be a Python identifier", fix=_SPACE_FIX)
@@ -303,78 +385,37 @@ def _parse_param(name: str, raw: Any, where: str) -> Param:
         raw = {"type": "choice", "values": raw}
     if not isinstance(raw, Mapping):
         raise SpecError(f"{where}: expected a table or a list of choices, got {raw!r}", fix=_SPACE_FIX)
-    kind = raw.get("type")
-    if kind is None:
-        if "values" in raw:
-            kind = "choice"
-        elif isinstance(raw.get("low"), int) and isinstance(raw.get("high"), int) and not raw.get("log"):
-            kind = "int"
-        else:
-            kind = "float"
+    kind = raw.get("type", _implied_type(raw))
     if kind not in _TYPES:
         raise SpecError(f"{where}: type {kind!r} is not one of {list(_TYPES)}", fix=_SPACE_FIX)
-    valid = {"float": _FLOAT_KEYS, "int": _INT_KEYS, "choice": _CHOICE_KEYS}[kind]
-    unknown = sorted(set(raw) - set(valid))
+    model = _INPUTS[kind]
+    unknown = sorted(set(raw) - set(model.valid_keys()))
     if unknown:
         raise SpecError(
-            f"{where}: unknown key(s) {unknown} for a {kind} parameter; valid keys are: {list(valid)}",
+            f"{where}: unknown key(s) {unknown} for a {kind} parameter; valid keys are: {model.valid_keys()}",
             fix=f"remove or rename {unknown[0]!r}",
         )
-    if kind == "choice":
-        return _parse_choice(name, raw, where)
-    return _parse_range(name, raw, where, kind)
-
-
-def _parse_choice(name: str, raw: Mapping[str, Any], where: str) -> ChoiceParam:
-    values = raw.get("values")
-    if not isinstance(values, list) or not values:
-        raise SpecError(f"{where}: values must be a non-empty list, got {values!r}", fix=_SPACE_FIX)
-    bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
-    if bad:
-        raise SpecError(f"{where}: values must be strings, numbers or booleans, got {bad[0]!r}")
-    if len({json.dumps(v) for v in values}) != len(values):
-        raise SpecError(f"{where}: values contain duplicates: {values!r}", fix="list each value once")
-    param: ChoiceParam = _with_default(ChoiceParam(name, tuple(values)), raw, where)
-    return param
-
-
-def _parse_range(name: str, raw: Mapping[str, Any], where: str, kind: str) -> Param:
-    for key in ("low", "high"):
-        if key not in raw:
-            raise SpecError(f"{where}: missing {key!r} for a {kind} parameter", fix=_SPACE_FIX)
-        if not _is_number(raw[key]):
-            raise SpecError(f"{where}: {key} must be a number, got {raw[key]!r}")
-    low, high, log = raw["low"], raw["high"], raw.get("log", False)
-    if not isinstance(log, bool):
-        raise SpecError(f"{where}: log must be true or false, got {log!r}")
-    if low > high:
-        raise SpecError(f"{where}: low ({low}) > high ({high})", fix="swap them, or fix the bound")
-    if low == high:
-        raise SpecError(f"{where}: low == high ({low}): nothing to search", fix="widen the range")
-    if log and low <= 0:
-        raise SpecError(
-            f"{where}: log scale needs low > 0, got low = {low}",
-            fix="use a positive lower bound (e.g. 1e-6), or set log = false",
-        )
-    step = raw.get("step")
+    given = validated(model, raw, where)
     param: Param
-    if kind == "int":
-        if not (isinstance(low, int) and isinstance(high, int)):
-            raise SpecError(f"{where}: an int parameter needs integer bounds, got [{low}, {high}]")
-        step = 1 if step is None else step
-        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-            raise SpecError(f"{where}: step must be a positive integer, got {step!r}")
-        if log and step != 1:
-            raise SpecError(f"{where}: log scale and step cannot be combined", fix="drop one of them")
-        param = IntParam(name, low, high, log, step)
+    if isinstance(given, _ChoiceInput):
+        param = ChoiceParam(name, given.values)
+    elif isinstance(given, _IntInput):
+        param = IntParam(name, given.low, given.high, given.log, given.step)
     else:
-        if step is not None and (not _is_number(step) or step <= 0):
-            raise SpecError(f"{where}: step must be a positive number, got {step!r}")
-        if log and step is not None:
-            raise SpecError(f"{where}: log scale and step cannot be combined", fix="drop one of them")
-        param = FloatParam(name, float(low), float(high), log, None if step is None else float(step))
-    out: Param = _with_default(param, raw, where)
-    return out
+        assert isinstance(given, _FloatInput)  # _INPUTS has three kinds
+        param = FloatParam(name, given.low, given.high, given.log, given.step)
+    with_default: Param = _with_default(param, raw, where)
+    return with_default
+
+
+def _implied_type(raw: Mapping[str, Any]) -> str:
+    """The type of a parameter that does not say: a choice with values, an int with integer
+    bounds (and no log scale), else a float."""
+    if "values" in raw:
+        return "choice"
+    if isinstance(raw.get("low"), int) and isinstance(raw.get("high"), int) and not raw.get("log"):
+        return "int"
+    return "float"
 
 
 def _with_default(param: Any, raw: Mapping[str, Any], where: str) -> Any:

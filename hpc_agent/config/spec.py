@@ -1,9 +1,11 @@
-"""campaign.toml -> frozen dataclasses, with every default in one block.
+"""campaign.toml -> frozen dataclasses, each section declared once.
 
 A campaign is a folder holding ``campaign.toml`` (the spec), the training code and, optionally,
 a research brief. Everything here is checked before anything is written: an unknown key fails
-listing the valid ones, a value of the wrong type or range names the key and the fix. Paths
-in the spec are relative to the spec's folder and are resolved here, once.
+listing the valid ones, a value of the wrong type or range names the key and the fix. Each
+section is one declaration (:mod:`hpc_agent.config.schema`): a frozen dataclass whose fields
+carry their type, default, range and own checks, read through pydantic. Paths in the spec are
+relative to the spec's folder and are resolved here, once.
 
 Two hashes protect a results folder. ``identity_hash`` covers what makes two trials
 comparable (name, metric, objective, seeds, search space, the experiment); a results folder
@@ -22,13 +24,14 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from hpc_agent.config.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONFIRM_SEEDS,
+    DEFAULT_EDIT_FORMAT,
     DEFAULT_EVALUATE_TIME_S,
     DEFAULT_GENERATIONS,
     DEFAULT_KILL_GRACE_S,
@@ -39,6 +42,7 @@ from hpc_agent.config.defaults import (
     DEFAULT_LLM_TIMEOUT_S,
     DEFAULT_MAX_PROGRESS_REQUEUES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_NOISE_RUNS,
     DEFAULT_RIGOR_ALPHA,
     DEFAULT_RIGOR_K,
     DEFAULT_SCHEDULE,
@@ -49,6 +53,7 @@ from hpc_agent.config.defaults import (
 )
 from hpc_agent.config.kinds import EXECUTOR_KINDS, PLANNER_KINDS
 from hpc_agent.config.profiles import PROFILE_KEYS
+from hpc_agent.config.schema import Check, Range, Section, Words, problem, validated
 from hpc_agent.config.space import Space, check_names, parse_space
 from hpc_agent.errors import SpecError
 from hpc_agent.job.script import pattern_problem, unknown_placeholders
@@ -59,37 +64,135 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 
-PLANNERS = ("auto", *PLANNER_KINDS)  # "auto": the LLM where an endpoint is configured, else TPE
-EXECUTORS = ("auto", *EXECUTOR_KINDS)  # "auto": SLURM where sbatch is on PATH, else local
-TPE_STRATEGIES = ("refine", "liar")  # hpc_agent.planners.tpe says what each does
-MODES = ("min", "max")
-OBJECTIVES = ("last", "best")
-SCHEDULES = ("sync", "async")
-STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "text")
+Mode = Literal["min", "max"]
+Objective = Literal["last", "best"]  # "last": a trial's last logged value; "best": its best one
+Schedule = Literal["sync", "async"]  # "sync": a generation is a barrier; "async": they overlap
+PlannerKind = Literal["auto", "llm", "tpe", "random"]  # "auto": the LLM where an endpoint is set, else TPE
+ExecutorKind = Literal["auto", "local", "slurm"]  # "auto": SLURM where sbatch is on PATH, else local
+TpeStrategy = Literal["refine", "liar"]  # hpc_agent.planners.tpe says what each does
+StructuredOutput = Literal["auto", "json_schema", "json_object", "text"]
+EditFormat = Literal["search_replace", "whole_file", "diff", "any"]  # asked of the LLM (hpc_agent.edits)
+RigorRule = Literal["se", "welch"]
+
+PLANNERS: tuple[str, ...] = get_args(PlannerKind)
+EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
+TPE_STRATEGIES: tuple[str, ...] = get_args(TpeStrategy)
+MODES: tuple[str, ...] = get_args(Mode)
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+STRUCTURED_OUTPUT: tuple[str, ...] = get_args(StructuredOutput)
+EDIT_FORMATS: tuple[str, ...] = get_args(EditFormat)
+assert ("auto", *PLANNER_KINDS) == PLANNERS and ("auto", *EXECUTOR_KINDS) == EXECUTORS
 RESERVED_PARAMS = ("seed",)  # injected by hpc-agent into every trial's params
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]{0,127}$")
 
 
+def _base(info: Any) -> Path:
+    """The folder relative paths resolve against (the spec's; ``/`` for a resolved spec)."""
+    return Path(((info.context if info else None) or {}).get("base", "/"))
+
+
+def _name(name: str, info: Any) -> str:
+    if not _NAME_RE.match(name):
+        raise problem(
+            f" name = {name!r}: expected letters, digits, '.', '_' or '-' (at most 64)",
+            "rename the campaign; the name becomes a folder and a SLURM job name",
+        )
+    return name
+
+
+def _metric(metric: str, info: Any) -> str:
+    if not _METRIC_RE.match(metric):
+        raise problem(f" metric = {metric!r}: expected a JSON key such as 'val_loss'")
+    return metric
+
+
+def _metric_names(names: tuple[str, ...], info: Any) -> tuple[str, ...]:
+    bad = [m for m in names if not _METRIC_RE.match(m)]
+    if bad:
+        raise problem(f" {{key}}: {bad[0]!r} is not a metric name", 'e.g. {key} = ["val_acc"]')
+    return names
+
+
+def _seeds(seeds: Any, info: Any) -> Any:
+    """A count n means seeds 0..n-1; a list is taken as it is (each seed once)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise problem(
+                f" seeds = {seeds!r}: expected an integer >= 1", "set seeds to a whole number such as 4"
+            )
+        return tuple(range(seeds))
+    if not isinstance(seeds, (list, tuple)):
+        raise problem(
+            f" seeds = {seeds!r}: expected int or list", "set seeds to a count, or a list of integers"
+        )
+    listed = list(seeds)
+    if not listed or any(isinstance(s, bool) or not isinstance(s, int) for s in listed):
+        raise problem(f" seeds = {listed!r}: expected a count or a non-empty list of integers")
+    if len(set(listed)) != len(listed):
+        raise problem(f" seeds = {listed!r}: seeds repeat")
+    return tuple(listed)
+
+
+Count = Annotated[int, Range(ge=0)]  # 0 usually means "off" or "derived"
+Positive = Annotated[int, Range(ge=1)]
+Seconds = Annotated[float, Range(gt=0), Words(what="a number of seconds")]
+MetricNames = Annotated[tuple[str, ...], Check(_metric_names)]
+
+
 @dataclass(frozen=True)
-class CampaignSection:
+class CampaignSection(Section):
     """``[campaign]``: what to optimize and how much of it to run."""
 
-    name: str
-    metric: str
-    mode: str = "min"
-    objective: str = "last"  # "last": a trial's last logged value; "best": its best one
-    goal: str = ""
-    report_metrics: tuple[str, ...] = ()
-    holdout_metrics: tuple[str, ...] = ()  # gathered and exported, never shown to a planner
-    generations: int = DEFAULT_GENERATIONS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    seeds: tuple[int, ...] = (0,)  # each proposal runs once per seed
+    name: Annotated[str, Check(_name), Words(example='name = "my-campaign" (it names the results folder)')]
+    metric: Annotated[str, Check(_metric), Words(example='metric = "val_loss" (the key your code logs)')]
+    mode: Mode = "min"
+    objective: Objective = "last"
+    goal: Annotated[str, Check(lambda goal, info: goal.strip())] = ""  # or read from goal_file
+    report_metrics: MetricNames = ()
+    holdout_metrics: MetricNames = ()  # gathered and exported, never shown to a planner
+    generations: Positive = DEFAULT_GENERATIONS
+    batch_size: Positive = DEFAULT_BATCH_SIZE
+    seeds: Annotated[tuple[int, ...], Check(_seeds, before=True)] = (0,)  # each proposal runs once per seed
     seed: int = 0  # the planners' seed: same history + same seed = same plan
     baseline: bool = True  # start with the space's defaults when every parameter has one
-    schedule: str = DEFAULT_SCHEDULE  # "sync": a generation is a barrier; "async": they overlap
-    max_in_flight: int = 0  # async: the slots, trials running at once (0: one batch, seeds included)
-    refill_at: int = 0  # async: plan when this many slots are free (0: 1; an LLM planner: half the slots)
+    schedule: Schedule = DEFAULT_SCHEDULE  # type: ignore[assignment]
+    max_in_flight: Count = 0  # async: the slots, trials running at once (0: one batch, seeds included)
+    refill_at: Count = 0  # async: plan when this many slots are free (0: 1; an LLM planner: half the slots)
+
+    @classmethod
+    def valid_keys(cls) -> list[str]:
+        """The fields, and ``goal_file`` (read into ``goal``)."""
+        keys = [f.name for f in fields(cls)]
+        return [*keys[:5], "goal_file", *keys[5:]]
+
+    @classmethod
+    def _before(cls, data: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        """``goal_file`` read into ``goal``; the objective left out of the report metrics."""
+        if isinstance(data.get("report_metrics"), (list, tuple)):
+            data["report_metrics"] = [m for m in data["report_metrics"] if m != data.get("metric")]
+        if "goal_file" not in data:
+            return data
+        goal_file = data.pop("goal_file")
+        if not isinstance(goal_file, str):
+            raise problem(f" goal_file = {goal_file!r}: expected a string", "set goal_file to a string")
+        if goal_file and data.get("goal"):
+            raise problem(": set goal or goal_file, not both")
+        if goal_file:
+            path = (Path(context.get("base", "/")) / goal_file).resolve()
+            if not path.is_file():
+                raise problem(f" goal_file = {goal_file!r}: no such file ({path})")
+            data["goal"] = path.read_text(encoding="utf-8")
+        return data
+
+    def _after(self) -> None:
+        shared = [m for m in self.holdout_metrics if m == self.metric or m in self.report_metrics]
+        if shared:
+            raise problem(
+                f" holdout_metrics: {shared[0]!r} is also the objective or a report metric",
+                "a held-out metric is never shown to a planner: list it in holdout_metrics only",
+            )
 
     @property
     def batch_trials(self) -> int:
@@ -107,23 +210,129 @@ class CampaignSection:
         return (*self.report_metrics, *self.holdout_metrics)
 
 
+def _command(value: Any, key: str) -> Any:
+    """A command as words: a string is split as the shell would, a list is taken as it is."""
+    example = "python train.py" if key == "command" else "python prepare.py --evaluate"
+    if isinstance(value, str):
+        try:
+            value = tuple(shlex.split(value))
+        except ValueError as e:
+            raise problem(f" {key} = {value!r}: cannot be split into words ({e})") from None
+    elif isinstance(value, (list, tuple)) and not all(isinstance(c, str) for c in value):
+        raise problem(f" {key}: a list command must hold strings only, got {list(value)!r}")
+    elif not isinstance(value, (list, tuple)):
+        raise problem(f" {key} = {value!r}: expected a string or a list", f'set {key} = "{example}"')
+    if not value:
+        raise problem(f" {key} is empty", f'set {key} = "{example}"')
+    return tuple(value)
+
+
+def _pairs(value: Any, key: str) -> tuple[tuple[str, Any], ...]:
+    """A TOML table as (key, value) pairs, in order (frozen and hashable)."""
+    if isinstance(value, Mapping):
+        return tuple((str(k), v) for k, v in value.items())
+    if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        return value
+    raise problem(f" {key} = {value!r}: expected a table", f"write {key} as a table: {key} = {{ ... }}")
+
+
+def _workdir(raw: str, info: Any) -> str:
+    workdir = (_base(info) / raw).resolve()
+    if not workdir.is_dir():
+        raise problem(f" workdir = {raw!r}: no such folder ({workdir})")
+    return str(workdir)
+
+
+def _editable(names: tuple[str, ...], info: Any) -> tuple[str, ...]:
+    workdir = info.data.get("workdir") if info else None
+    for name in names:
+        if not name:
+            raise problem(f" editable: {name!r} is not a file name")
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise problem(
+                f" editable: {name!r} must be a path inside workdir, without '..'",
+                'list files relative to workdir, e.g. editable = ["train.py"]',
+            )
+        if workdir and not (Path(workdir) / name).is_file():
+            raise problem(f" editable: {name!r} is not a file in workdir ({Path(workdir) / name})")
+    return tuple(str(Path(e)) for e in names)
+
+
+def _env(value: Any, info: Any) -> tuple[tuple[str, str], ...]:
+    pairs = _pairs(value, "env")
+    for k, v in pairs:
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise problem(f" env.{k} = {v!r}: expected a string or a number")
+        if k.startswith("HPC_AGENT_"):
+            raise problem(f" env.{k}: HPC_AGENT_* variables are set by hpc-agent itself")
+    return tuple((k, str(v)) for k, v in pairs)
+
+
+def _patterns(value: Any, info: Any) -> tuple[tuple[str, Any], ...]:
+    """``parse = { metric = 'regex with a group' }``: each name a metric, each pattern checked."""
+    pairs = _pairs(value, "parse")
+    for name, pattern in pairs:
+        example = f"{name} = '^{name}:\\s*([-+0-9.eE]+)'"
+        if not _METRIC_RE.match(name):
+            raise problem(f" parse: {name!r} is not a metric name", "use the name your campaign reads")
+        if not isinstance(pattern, str):
+            raise problem(
+                f" parse.{name} = {pattern!r}: expected a regular expression (a string)",
+                f"write it in single quotes: {example}",
+            )
+        why = pattern_problem(pattern)
+        if why:
+            raise problem(
+                f" parse.{name} = {pattern!r}: the pattern {why}",
+                f"e.g. {example} (single quotes keep the backslashes)",
+            )
+    return pairs
+
+
+Command = Annotated[tuple[str, ...], Check(lambda value, info: _command(value, "command"), before=True)]
+Evaluate = Annotated[tuple[str, ...], Check(lambda value, info: _command(value, "evaluate"), before=True)]
+
+
 @dataclass(frozen=True)
-class ExperimentSection:
+class ExperimentSection(Section):
     """``[experiment]``: how to run one trial (command, budget, editable files, retries)."""
 
-    command: tuple[str, ...]
-    workdir: str  # absolute, resolved against the spec's folder
-    editable: tuple[str, ...] = ()
-    time_budget_s: float = DEFAULT_TIME_BUDGET_S
-    kill_grace_s: float = DEFAULT_KILL_GRACE_S
-    timeout_min: int = 0  # the job's limit; 0 = derived from the budget
-    env: tuple[tuple[str, str], ...] = ()
-    max_retries: int = DEFAULT_MAX_RETRIES
-    max_progress_requeues: int = DEFAULT_MAX_PROGRESS_REQUEUES
-    parse: tuple[tuple[str, str], ...] = ()  # metric -> regex on the output (hpc_agent.job.script)
+    command: Annotated[Command, Words(example='command = "python train.py"')]
+    workdir: Annotated[str, Check(_workdir)] = "."  # absolute once read: resolved against the spec's folder
+    editable: Annotated[tuple[str, ...], Check(_editable)] = ()
+    time_budget_s: Seconds = DEFAULT_TIME_BUDGET_S
+    kill_grace_s: Annotated[float, Range(ge=0)] = DEFAULT_KILL_GRACE_S
+    timeout_min: Annotated[int, Range(ge=0), Words(what="a number of minutes")] = (
+        0  # 0: derived from the budget
+    )
+    env: Annotated[tuple[tuple[str, str], ...], Check(_env, before=True)] = ()
+    max_retries: Count = DEFAULT_MAX_RETRIES
+    max_progress_requeues: Count = DEFAULT_MAX_PROGRESS_REQUEUES
+    parse: Annotated[
+        tuple[tuple[str, str], ...], Check(_patterns, before=True)
+    ] = ()  # metric -> regex (job.script)
     parse_stderr: bool = False  # the patterns read stderr too
-    evaluate: tuple[str, ...] = ()  # the fixed evaluator's command, run from the unpatched snapshot
-    evaluate_time_s: float = DEFAULT_EVALUATE_TIME_S  # the evaluator's own budget
+    evaluate: Evaluate = ()  # the fixed evaluator's command, run from the unpatched snapshot
+    evaluate_time_s: Seconds = DEFAULT_EVALUATE_TIME_S  # the evaluator's own budget
+
+    @classmethod
+    def _before(cls, data: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        """``workdir`` is checked (resolved) when it is left out too."""
+        return {"workdir": ".", **data} if context else data
+
+    def _after(self) -> None:
+        budget, limit = self.time_budget_s, self.timeout_min * 60
+        if self.timeout_min and limit < budget:
+            raise problem(
+                f" timeout_min = {self.timeout_min} is shorter than time_budget_s = {budget:g}",
+                "raise timeout_min (the job's limit) above the budget, or leave it out to derive it",
+            )
+        if self.evaluate and self.timeout_min and limit < budget + self.evaluate_time_s:
+            raise problem(
+                f" timeout_min = {self.timeout_min} is shorter than time_budget_s + evaluate_time_s = "
+                f"{budget + self.evaluate_time_s:g} s: the evaluator runs in the same job",
+                "raise timeout_min, lower evaluate_time_s, or leave timeout_min out to derive it",
+            )
 
     def job_timeout_for(self, budget_multiplier: float = 1.0) -> int:
         """The job's time limit for trials at ``budget_multiplier`` times the budget (and the
@@ -142,38 +351,77 @@ class ExperimentSection:
         return self.job_timeout_for(1.0)
 
 
+def _brief(brief: str, info: Any) -> str:
+    if not brief:
+        return brief
+    path = (_base(info) / brief).resolve()
+    if not path.is_file():
+        raise problem(f" brief = {brief!r}: no such file ({path})")
+    return str(path)
+
+
+def _url(url: str, info: Any) -> str:
+    if url and not url.startswith(("http://", "https://")):
+        raise problem(f" base_url = {url!r}: expected an http(s) URL such as http://host:8000/v1")
+    return url
+
+
 @dataclass(frozen=True)
-class PlannerSection:
+class PlannerSection(Section):
     """``[planner]``: who plans, and how to reach and pay an LLM."""
 
-    kind: str = "auto"
+    kind: PlannerKind = "auto"
     model: str = ""  # "" -> $HPC_AGENT_MODEL
-    base_url: str = ""  # "" -> $OPENAI_BASE_URL
+    base_url: Annotated[str, Check(_url)] = ""  # "" -> $OPENAI_BASE_URL
     api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable; the key is never stored
-    temperature: float = DEFAULT_LLM_TEMPERATURE
-    max_repairs: int = DEFAULT_LLM_MAX_REPAIRS
-    max_retries: int = DEFAULT_LLM_MAX_RETRIES
-    request_timeout_s: float = DEFAULT_LLM_TIMEOUT_S
-    context_tokens: int = DEFAULT_LLM_CONTEXT_TOKENS
-    max_tokens: int = 0  # a reply's room; 0 -> sized to each request's task (analysis + proposals)
+    temperature: Annotated[float, Range(ge=0, le=2)] = DEFAULT_LLM_TEMPERATURE
+    max_repairs: Count = DEFAULT_LLM_MAX_REPAIRS
+    max_retries: Count = DEFAULT_LLM_MAX_RETRIES
+    request_timeout_s: Seconds = DEFAULT_LLM_TIMEOUT_S
+    context_tokens: Annotated[int, Range(ge=2000)] = DEFAULT_LLM_CONTEXT_TOKENS
+    max_tokens: Count = 0  # a reply's room; 0 -> sized to each request's task (analysis + proposals)
     check_model: bool = True  # false: accept a model the endpoint does not list (incomplete gateway lists)
-    structured_output: str = "auto"
-    brief: str = ""  # path of a research brief (program.md); "" -> the one shipped
+    structured_output: StructuredOutput = "auto"
+    edit_format: EditFormat = DEFAULT_EDIT_FORMAT  # type: ignore[assignment]  # the patch form asked for
+    brief: Annotated[str, Check(_brief)] = ""  # path of a research brief (program.md); "" -> the one shipped
     price_in_per_mtok: float = 0.0  # cost estimate, currency units per million tokens
     price_out_per_mtok: float = 0.0
-    tpe_startup_trials: int = DEFAULT_TPE_STARTUP_TRIALS
-    tpe_strategy: str = DEFAULT_TPE_STRATEGY
+    tpe_startup_trials: Positive = DEFAULT_TPE_STARTUP_TRIALS
+    tpe_strategy: TpeStrategy = DEFAULT_TPE_STRATEGY  # type: ignore[assignment]
+
+
+def _profile(profile: str, info: Any) -> str:
+    if profile.endswith(".toml") or "/" in profile:  # a path: relative to the spec, like every path
+        return str((_base(info) / profile).resolve())
+    return profile
 
 
 @dataclass(frozen=True)
-class ExecutorSection:
+class ExecutorSection(Section):
     """``[executor]``: where trials run; single profile keys may be overridden here."""
 
-    kind: str = "auto"
-    parallelism: int = 0  # 0 = local: number of cores; slurm: no throttle (or the profile's)
-    profile: str = ""  # a name from slurm_templates/ or a path to a profile .toml
-    poll_interval_s: float = 0.0  # 0 = local 0.5 s, slurm 30 s
+    kind: ExecutorKind = "auto"
+    parallelism: Count = 0  # 0 = local: number of cores; slurm: no throttle (or the profile's)
+    profile: Annotated[str, Check(_profile)] = ""  # a name from slurm_templates/ or a path to a profile .toml
+    poll_interval_s: Annotated[float, Range(ge=0)] = 0.0  # 0 = local 0.5 s, slurm 30 s
     overrides: tuple[tuple[str, Any], ...] = ()  # single profile values ([executor] partition = ...)
+
+    @classmethod
+    def valid_keys(cls) -> list[str]:
+        """Its own keys, and a profile's (each may be overridden here)."""
+        return [*(f.name for f in fields(cls) if f.name != "overrides"), *PROFILE_KEYS]
+
+    @classmethod
+    def _before(cls, data: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+        """A profile's keys (those that are not the executor's own) become ``overrides``."""
+        if "overrides" in data:  # not a key of the file: made here
+            raise problem(
+                f": unknown key ['overrides']; valid keys are: {cls.valid_keys()}",
+                "remove or rename 'overrides'",
+            )
+        own = {f.name for f in fields(cls)}
+        given = tuple((k, v) for k, v in data.items() if k not in own and k in PROFILE_KEYS)
+        return {**{k: v for k, v in data.items() if k in own or k not in PROFILE_KEYS}, "overrides": given}
 
     def overrides_dict(self) -> dict[str, Any]:
         """The profile keys this spec overrides."""
@@ -181,36 +429,47 @@ class ExecutorSection:
 
 
 @dataclass(frozen=True)
-class RigorSection:
+class RigorSection(Section):
     """``[rigor]``: when a challenger becomes the champion (:mod:`hpc_agent.science.rigor`)."""
 
-    rule: str = "se"  # "se": improvement > k * SE of the difference; "welch": Welch's t-test
-    k: float = DEFAULT_RIGOR_K
-    alpha: float = DEFAULT_RIGOR_ALPHA
+    rule: RigorRule = "se"  # "se": improvement > k * SE of the difference; "welch": Welch's t-test
+    k: Annotated[float, Range(ge=0), Words(what="a number of standard errors", fix="k = 2.0")] = (
+        DEFAULT_RIGOR_K
+    )
+    alpha: Annotated[float, Range(gt=0, lt=1), Words(what="a level", fix="alpha = 0.05")] = (
+        DEFAULT_RIGOR_ALPHA
+    )
     control: bool = True  # with one seed: run the champion again (a control) to measure the noise
+    replicate: bool = True  # a challenger that beats the champion is run again before it is kept
+    noise_runs: Positive = DEFAULT_NOISE_RUNS  # with one seed: runs of generation 0's first configuration
+
+
+Hours = Annotated[
+    float, Range(ge=0, finite=True), Words(what="a number of hours", fix="e.g. 12 (0: no limit)")
+]
 
 
 @dataclass(frozen=True)
-class StopSection:
+class StopSection(Section):
     """``[stop]``: when the search ends besides its generations (:mod:`hpc_agent.science.budget`). Zero
     (or an absent ``target``) turns a rule off."""
 
-    max_trials: int = 0  # trials of the search (controls included; confirmations not)
-    max_hours: float = 0.0  # wall-clock hours since the campaign began
-    max_gpu_hours: float = 0.0  # finished trials' hours times their GPUs
-    target: float | None = None  # the champion reached it (<= with mode min, >= with max)
-    plateau_trials: int = 0  # this many search trials finished without a new champion
+    max_trials: Count = 0  # trials of the search (controls included; confirmations not)
+    max_hours: Hours = 0.0  # wall-clock hours since the campaign began
+    max_gpu_hours: Hours = 0.0  # finished trials' hours times their GPUs
+    target: Annotated[float | None, Range(finite=True)] = None  # the champion reached it (<= min, >= max)
+    plateau_trials: Count = 0  # this many search trials finished without a new champion
 
 
 @dataclass(frozen=True)
-class ConfirmSection:
+class ConfirmSection(Section):
     """``[confirm]``: screen short, confirm long: the best configurations run again with more
     seeds and a larger budget, and the final champion is decided on those runs."""
 
-    top_k: int = 0  # 0: no confirmation stage
-    seeds: int = DEFAULT_CONFIRM_SEEDS
-    budget_multiplier: float = 1.0  # HPC_AGENT_TIME_BUDGET_S and HPC_AGENT_FIDELITY scale with it
-    every: int = 0  # 0: once, after the last generation; N: after every N generations
+    top_k: Count = 0  # 0: no confirmation stage
+    seeds: Positive = DEFAULT_CONFIRM_SEEDS
+    budget_multiplier: Annotated[float, Range(gt=0), Words(fix="e.g. 4.0")] = 1.0
+    every: Count = 0  # 0: once, after the last generation; N: after every N generations
 
 
 @dataclass(frozen=True)
@@ -246,27 +505,27 @@ class CampaignSpec:
         return (self.campaign.metric, *self.campaign.holdout_metrics)
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved spec as plain data (TOML/JSON-safe); inverse of :func:`spec_from_dict`."""
-        camp = asdict(self.campaign)
-        camp["report_metrics"] = list(self.campaign.report_metrics)
-        camp["holdout_metrics"] = list(self.campaign.holdout_metrics)
-        camp["seeds"] = list(self.campaign.seeds)
-        exp = asdict(self.experiment)
-        exp["command"] = list(self.experiment.command)
-        exp["editable"] = list(self.experiment.editable)
+        """The resolved spec as plain data (TOML/JSON-safe); inverse of :func:`spec_from_dict`.
+        Keys added since a version are left out at their defaults, so that a spec of an older
+        version reads and hashes as it did."""
+        camp = _plain(self.campaign)
+        exp = _plain(self.experiment)
         exp["env"] = dict(self.experiment.env)
         _new_keys_at_default(exp, self.experiment)
-        exe = {k: v for k, v in asdict(self.executor).items() if k != "overrides"}
+        exe = _plain(self.executor)
+        del exe["overrides"]
         exe.update(self.executor.overrides_dict())
         return {
             "campaign": camp,
             "experiment": exp,
             "space": self.space.to_dict(),
-            "planner": asdict(self.planner),
+            "planner": _without_defaults(_plain(self.planner), {"edit_format": DEFAULT_EDIT_FORMAT}),
             "executor": exe,
-            "rigor": asdict(self.rigor),
-            "confirm": asdict(self.confirm),
-            "stop": {k: v for k, v in asdict(self.stop).items() if v is not None},
+            "rigor": _without_defaults(
+                _plain(self.rigor), {"replicate": True, "noise_runs": DEFAULT_NOISE_RUNS}
+            ),
+            "confirm": _plain(self.confirm),
+            "stop": {k: v for k, v in _plain(self.stop).items() if v is not None},
         }
 
     def identity_hash(self) -> str:
@@ -288,40 +547,51 @@ class CampaignSpec:
         return _hash(self.to_dict())
 
     def with_overrides(self, **values: Any) -> CampaignSpec:
-        """A copy with command-line overrides applied (``generations``, ``batch_size``, ...)."""
-        camp, exe, plan = asdict(self.campaign), asdict(self.executor), asdict(self.planner)
-        for key, value in values.items():
-            if value is None:
-                continue
-            if key in ("generations", "batch_size"):
-                camp[key] = _positive_int(value, f"--{key.replace('_', '-')}")
-            elif key == "schedule":
-                camp[key] = _choice(value, SCHEDULES, "--schedule")
-            elif key == "executor":
-                exe["kind"] = value
-            elif key in ("parallelism", "profile", "poll_interval_s"):
-                exe[key] = value
-            elif key == "planner":
-                plan["kind"] = value
-            else:  # pragma: no cover - programming error, not user input
-                raise KeyError(key)
-        camp["report_metrics"] = tuple(camp["report_metrics"])
-        camp["holdout_metrics"] = tuple(camp["holdout_metrics"])
-        camp["seeds"] = tuple(camp["seeds"])
-        exe["overrides"] = tuple(exe["overrides"])
-        return replace(
-            self,
-            campaign=CampaignSection(**camp),
-            planner=PlannerSection(**plan),
-            executor=ExecutorSection(**exe),
-        )
+        """A copy with command-line overrides applied (``generations``, ``batch_size``, ...),
+        checked by the same declarations as the spec."""
+        data = self.to_dict()
+        given = {k: v for k, v in values.items() if v is not None}
+        out: dict[str, Any] = {}
+        for name, model in (
+            ("campaign", CampaignSection),
+            ("planner", PlannerSection),
+            ("executor", ExecutorSection),
+        ):
+            table = dict(data[name])
+            table.update({_OVERRIDES[k][1]: v for k, v in given.items() if _OVERRIDES[k][0] == name})
+            out[name] = validated(model, table, f"[{name}]")
+        if "profile" in given:  # as given: a path is the caller's, found from where it runs
+            out["executor"] = replace(out["executor"], profile=given["profile"])
+        return replace(self, **out)
+
+
+# a command-line option -> (its section, its key)
+_OVERRIDES = {
+    "generations": ("campaign", "generations"),
+    "batch_size": ("campaign", "batch_size"),
+    "schedule": ("campaign", "schedule"),
+    "executor": ("executor", "kind"),
+    "parallelism": ("executor", "parallelism"),
+    "profile": ("executor", "profile"),
+    "poll_interval_s": ("executor", "poll_interval_s"),
+    "planner": ("planner", "kind"),
+}
+
+
+def _plain(section: Section) -> dict[str, Any]:
+    """A section as TOML-able data (arrays as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(section).items()}  # type: ignore[call-overload]
+
+
+def _without_defaults(table: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``table`` less the keys that are at their default (keys added in a later version)."""
+    return {k: v for k, v in table.items() if k not in defaults or v != defaults[k]}
 
 
 def _new_keys_at_default(exp: dict[str, Any], section: ExperimentSection) -> None:
     """The keys of issue 18 are written only when set, so that a spec of an older version
     reads and hashes as it did."""
     exp["parse"] = dict(section.parse)
-    exp["evaluate"] = list(section.evaluate)
     for key, default in (("parse", {}), ("parse_stderr", False), ("evaluate", [])):
         if exp[key] == default:
             del exp[key]
@@ -337,16 +607,7 @@ def _hash(data: Any) -> str:
 # ------------------------------------------------------------------------------- loading
 
 _SECTIONS = ("campaign", "experiment", "space", "planner", "executor", "rigor", "confirm", "stop")
-_CAMPAIGN_KEYS = (
-    "name", "goal", "goal_file", "metric", "mode", "objective", "report_metrics", "holdout_metrics",
-    "generations", "batch_size", "seeds", "seed", "baseline", "schedule", "max_in_flight", "refill_at",
-)  # fmt: skip
-_EXPERIMENT_KEYS = (
-    "command", "workdir", "editable", "time_budget_s", "kill_grace_s", "timeout_min", "env",
-    "max_retries", "max_progress_requeues", "parse", "parse_stderr", "evaluate", "evaluate_time_s",
-)  # fmt: skip
-_PLANNER_KEYS = tuple(PlannerSection.__dataclass_fields__)
-_EXECUTOR_KEYS = ("kind", "parallelism", "profile", "poll_interval_s")
+S = TypeVar("S", bound=Section)
 
 
 def resolve_spec_path(path: str | os.PathLike[str]) -> Path:
@@ -383,26 +644,34 @@ _GENERIC_FIX = "edit that value; examples/quickstart/campaign.toml is a complete
 
 def parse_spec(data: Mapping[str, Any], base: Path, source: str = "") -> CampaignSpec:
     """Validate a parsed TOML document; relative paths resolve against ``base``."""
-    _only(data, _SECTIONS, "top level", "sections")
+    unknown = [k for k in data if k not in _SECTIONS]
+    if unknown:
+        raise SpecError(
+            f"top level: unknown {'section' if len(unknown) == 1 else 'sections'} {unknown}; "
+            f"valid sections are: {list(_SECTIONS)}",
+            fix=f"remove or rename {unknown[0]!r}",
+        )
     for required in ("campaign", "experiment"):
         if required not in data:
             raise SpecError(
                 f"missing section [{required}]",
                 fix="see examples/quickstart/campaign.toml for a complete spec",
             )
-    for sec in _SECTIONS:
-        if sec in data and not isinstance(data[sec], Mapping):
-            raise SpecError(f"[{sec}] must be a table, got {data[sec]!r}")
-    campaign = _parse_campaign(data["campaign"], base)
-    experiment = _parse_experiment(data["experiment"], base)
+    context = {"base": base}
+
+    def section(name: str, model: type[S]) -> S:
+        return validated(model, data.get(name, {}), f"[{name}]", context=context)
+
+    campaign = section("campaign", CampaignSection)
+    experiment = section("experiment", ExperimentSection)
     space = _parse_space(data, experiment)
     check_names(space, RESERVED_PARAMS)
     _check_placeholders(experiment, space)
-    planner = _parse_planner(data.get("planner", {}), base)
-    executor = _parse_executor(data.get("executor", {}), base)
-    rigor = _parse_rigor(data.get("rigor", {}))
-    confirm = _parse_confirm(data.get("confirm", {}))
-    stop = _parse_stop(data.get("stop", {}), campaign)
+    planner = section("planner", PlannerSection)
+    executor = section("executor", ExecutorSection)
+    rigor = section("rigor", RigorSection)
+    confirm = section("confirm", ConfirmSection)
+    stop = section("stop", StopSection)
     return CampaignSpec(campaign, experiment, space, planner, executor, source, rigor, confirm, stop)
 
 
@@ -441,347 +710,22 @@ def spec_from_dict(data: Mapping[str, Any]) -> CampaignSpec:
     return parse_spec(data, base=Path("/"), source="")
 
 
-def _only(table: Mapping[str, Any], valid: tuple[str, ...], where: str, what: str = "keys") -> None:
-    unknown = [k for k in table if k not in valid]
-    if unknown:
-        raise SpecError(
-            f"{where}: unknown {what[:-1] if len(unknown) == 1 else what} {unknown}; "
-            f"valid {what} are: {list(valid)}",
-            fix=f"remove or rename {unknown[0]!r}",
-        )
-
-
-def _get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any) -> Any:
-    if key not in table:
-        return default
-    value = table[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not ok:
-        names = " or ".join(k.__name__ for k in kinds)
-        raise SpecError(f"{where} {key} = {value!r}: expected {names}", fix=f"set {key} to a {names}")
-    return value
-
-
-def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        key = name.split()[-1]
-        raise SpecError(
-            f"{name} = {value!r}: expected an integer >= {minimum}",
-            fix=f"set {key} to a whole number such as {max(minimum, 4) if minimum else 2}",
-        )
-    return value
-
-
-def _choice(value: Any, options: tuple[str, ...], name: str) -> str:
-    if value not in options:
-        key = name.split()[-1]
-        raise SpecError(
-            f"{name} = {value!r}: expected one of {list(options)}", fix=f'set {key} = "{options[0]}"'
-        )
-    return str(value)
-
-
-def _parse_campaign(t: Mapping[str, Any], base: Path) -> CampaignSection:
-    w = "[campaign]"
-    _only(t, _CAMPAIGN_KEYS, w)
-    name = _get(t, "name", str, w, None)
-    if name is None:
-        raise SpecError(f"{w}: missing name", fix='add name = "my-campaign" (it names the results folder)')
-    if not _NAME_RE.match(name):
-        raise SpecError(
-            f"{w} name = {name!r}: expected letters, digits, '.', '_' or '-' (at most 64)",
-            fix="rename the campaign; the name becomes a folder and a SLURM job name",
-        )
-    metric = _get(t, "metric", str, w, None)
-    if metric is None:
-        raise SpecError(f"{w}: missing metric", fix='add metric = "val_loss" (the key your code logs)')
-    if not _METRIC_RE.match(metric):
-        raise SpecError(f"{w} metric = {metric!r}: expected a JSON key such as 'val_loss'")
-    goal = _get(t, "goal", str, w, "")
-    goal_file = _get(t, "goal_file", str, w, "")
-    if goal and goal_file:
-        raise SpecError(f"{w}: set goal or goal_file, not both")
-    if goal_file:
-        gp = (base / goal_file).resolve()
-        if not gp.is_file():
-            raise SpecError(f"{w} goal_file = {goal_file!r}: no such file ({gp})")
-        goal = gp.read_text(encoding="utf-8")
-    report = _metric_list(t, "report_metrics", w)
-    holdout = _metric_list(t, "holdout_metrics", w)
-    shared = [m for m in holdout if m == metric or m in report]
-    if shared:
-        raise SpecError(
-            f"{w} holdout_metrics: {shared[0]!r} is also the objective or a report metric",
-            fix="a held-out metric is never shown to a planner: list it in holdout_metrics only",
-        )
-    seeds_raw = _get(t, "seeds", (int, list), w, 1)
-    if isinstance(seeds_raw, int):
-        seeds = tuple(range(_positive_int(seeds_raw, f"{w} seeds")))
-    else:
-        if not seeds_raw or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds_raw):
-            raise SpecError(f"{w} seeds = {seeds_raw!r}: expected a count or a non-empty list of integers")
-        if len(set(seeds_raw)) != len(seeds_raw):
-            raise SpecError(f"{w} seeds = {seeds_raw!r}: seeds repeat")
-        seeds = tuple(seeds_raw)
-    return CampaignSection(
-        name=name,
-        metric=metric,
-        mode=_choice(_get(t, "mode", str, w, "min"), MODES, f"{w} mode"),
-        objective=_choice(_get(t, "objective", str, w, "last"), OBJECTIVES, f"{w} objective"),
-        goal=goal.strip(),
-        report_metrics=tuple(m for m in report if m != metric),
-        holdout_metrics=tuple(holdout),
-        generations=_positive_int(_get(t, "generations", int, w, DEFAULT_GENERATIONS), f"{w} generations"),
-        batch_size=_positive_int(_get(t, "batch_size", int, w, DEFAULT_BATCH_SIZE), f"{w} batch_size"),
-        seeds=seeds,
-        seed=_get(t, "seed", int, w, 0),
-        baseline=_get(t, "baseline", bool, w, True),
-        schedule=_choice(_get(t, "schedule", str, w, DEFAULT_SCHEDULE), SCHEDULES, f"{w} schedule"),
-        max_in_flight=_positive_int(_get(t, "max_in_flight", int, w, 0), f"{w} max_in_flight", 0),
-        refill_at=_positive_int(_get(t, "refill_at", int, w, 0), f"{w} refill_at", 0),
-    )
-
-
-def _metric_list(t: Mapping[str, Any], key: str, w: str) -> list[str]:
-    names = _get(t, key, list, w, [])
-    bad = [m for m in names if not isinstance(m, str) or not _METRIC_RE.match(m)]
-    if bad:
-        raise SpecError(f"{w} {key}: {bad[0]!r} is not a metric name", fix=f'e.g. {key} = ["val_acc"]')
-    return list(names)
-
-
-def _parse_rigor(t: Mapping[str, Any]) -> RigorSection:
-    w = "[rigor]"
-    _only(t, tuple(RigorSection.__dataclass_fields__), w)
-    d = RigorSection()
-    k = _get(t, "k", float, w, d.k)
-    alpha = _get(t, "alpha", float, w, d.alpha)
-    if k < 0:
-        raise SpecError(f"{w} k = {k}: expected a number of standard errors >= 0", fix="k = 2.0")
-    if not 0 < alpha < 1:
-        raise SpecError(f"{w} alpha = {alpha}: expected a level in (0, 1)", fix="alpha = 0.05")
-    rule = _choice(_get(t, "rule", str, w, d.rule), ("se", "welch"), f"{w} rule")
-    return RigorSection(rule=rule, k=k, alpha=alpha, control=_get(t, "control", bool, w, d.control))
-
-
-def _parse_stop(t: Mapping[str, Any], campaign: CampaignSection) -> StopSection:
-    w = "[stop]"
-    _only(t, tuple(StopSection.__dataclass_fields__), w)
-    hours = {k: _get(t, k, float, w, 0.0) for k in ("max_hours", "max_gpu_hours")}
-    for k, v in hours.items():
-        if v < 0 or not math.isfinite(v):
-            raise SpecError(
-                f"{w} {k} = {v}: expected a number of hours >= 0", fix=f"e.g. {k} = 12 (0: no limit)"
-            )
-    target = _get(t, "target", float, w, None)
-    if target is not None and not math.isfinite(target):
-        raise SpecError(f"{w} target = {target}: expected a finite value of {campaign.metric}")
-    return StopSection(
-        max_trials=_positive_int(_get(t, "max_trials", int, w, 0), f"{w} max_trials", 0),
-        max_hours=hours["max_hours"],
-        max_gpu_hours=hours["max_gpu_hours"],
-        target=target,
-        plateau_trials=_positive_int(_get(t, "plateau_trials", int, w, 0), f"{w} plateau_trials", 0),
-    )
-
-
-def _parse_confirm(t: Mapping[str, Any]) -> ConfirmSection:
-    w = "[confirm]"
-    _only(t, tuple(ConfirmSection.__dataclass_fields__), w)
-    d = ConfirmSection()
-    multiplier = _get(t, "budget_multiplier", float, w, d.budget_multiplier)
-    if multiplier <= 0:
-        raise SpecError(f"{w} budget_multiplier = {multiplier}: expected a positive number", fix="e.g. 4.0")
-    return ConfirmSection(
-        top_k=_positive_int(_get(t, "top_k", int, w, d.top_k), f"{w} top_k", 0),
-        seeds=_positive_int(_get(t, "seeds", int, w, d.seeds), f"{w} seeds"),
-        budget_multiplier=multiplier,
-        every=_positive_int(_get(t, "every", int, w, d.every), f"{w} every", 0),
-    )
-
-
-def _parse_experiment(t: Mapping[str, Any], base: Path) -> ExperimentSection:
-    w = "[experiment]"
-    _only(t, _EXPERIMENT_KEYS, w)
-    command = _command(t, w)
-    workdir_raw = _get(t, "workdir", str, w, ".")
-    workdir = (base / workdir_raw).resolve()
-    if not workdir.is_dir():
-        raise SpecError(f"{w} workdir = {workdir_raw!r}: no such folder ({workdir})")
-    editable = _editable(t, w, workdir)
-    budget = _get(t, "time_budget_s", float, w, DEFAULT_TIME_BUDGET_S)
-    if budget <= 0:
-        raise SpecError(f"{w} time_budget_s = {budget}: expected a positive number of seconds")
-    grace = _get(t, "kill_grace_s", float, w, DEFAULT_KILL_GRACE_S)
-    if grace < 0:
-        raise SpecError(f"{w} kill_grace_s = {grace}: expected >= 0")
-    timeout_min = _get(t, "timeout_min", int, w, 0)
-    if timeout_min < 0:
-        raise SpecError(f"{w} timeout_min = {timeout_min}: expected a positive number of minutes")
-    if timeout_min and timeout_min * 60 < budget:
-        raise SpecError(
-            f"{w} timeout_min = {timeout_min} is shorter than time_budget_s = {budget:g}",
-            fix="raise timeout_min (the job's limit) above the budget, or leave it out to derive it",
-        )
-    env = _get(t, "env", dict, w, {})
-    for k, v in env.items():
-        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
-            raise SpecError(f"{w} env.{k} = {v!r}: expected a string or a number")
-        if k.startswith("HPC_AGENT_"):
-            raise SpecError(f"{w} env.{k}: HPC_AGENT_* variables are set by hpc-agent itself")
-    retries = _get(t, "max_retries", int, w, DEFAULT_MAX_RETRIES)
-    progress = _get(t, "max_progress_requeues", int, w, DEFAULT_MAX_PROGRESS_REQUEUES)
-    evaluate = _command(t, w, "evaluate") if "evaluate" in t else ()
-    evaluate_time = _get(t, "evaluate_time_s", float, w, DEFAULT_EVALUATE_TIME_S)
-    if evaluate_time <= 0:
-        raise SpecError(f"{w} evaluate_time_s = {evaluate_time}: expected a positive number of seconds")
-    if evaluate and timeout_min and timeout_min * 60 < budget + evaluate_time:
-        raise SpecError(
-            f"{w} timeout_min = {timeout_min} is shorter than time_budget_s + evaluate_time_s = "
-            f"{budget + evaluate_time:g} s: the evaluator runs in the same job",
-            fix="raise timeout_min, lower evaluate_time_s, or leave timeout_min out to derive it",
-        )
-    return ExperimentSection(
-        command=command,
-        workdir=str(workdir),
-        editable=editable,
-        time_budget_s=budget,
-        kill_grace_s=grace,
-        timeout_min=timeout_min,
-        env=tuple((str(k), str(v)) for k, v in env.items()),
-        max_retries=_positive_int(retries, f"{w} max_retries", 0),
-        max_progress_requeues=_positive_int(progress, f"{w} max_progress_requeues", 0),
-        parse=_parse_patterns(t, w),
-        parse_stderr=_get(t, "parse_stderr", bool, w, False),
-        evaluate=evaluate,
-        evaluate_time_s=evaluate_time,
-    )
-
-
-def _parse_patterns(t: Mapping[str, Any], w: str) -> tuple[tuple[str, str], ...]:
-    """``parse = { metric = 'regex with a group' }``: each name a metric, each pattern checked."""
-    table = _get(t, "parse", dict, w, {})
-    out = []
-    for name, pattern in table.items():
-        if not _METRIC_RE.match(name):
-            raise SpecError(
-                f"{w} parse: {name!r} is not a metric name", fix="use the name your campaign reads"
-            )
-        if not isinstance(pattern, str):
-            raise SpecError(
-                f"{w} parse.{name} = {pattern!r}: expected a regular expression (a string)",
-                fix=f"write it in single quotes: {name} = '^{name}:\\s*([-+0-9.eE]+)'",
-            )
-        problem = pattern_problem(pattern)
-        if problem:
-            raise SpecError(
-                f"{w} parse.{name} = {pattern!r}: the pattern {problem}",
-                fix=f"e.g. {name} = '^{name}:\\s*([-+0-9.eE]+)' (single quotes keep the backslashes)",
-            )
-        out.append((str(name), pattern))
-    return tuple(out)
-
-
-def _command(t: Mapping[str, Any], w: str, key: str = "command") -> tuple[str, ...]:
-    raw_cmd = _get(t, key, (str, list), w, None)
-    example = "python train.py" if key == "command" else "python prepare.py --evaluate"
-    if raw_cmd is None:
-        raise SpecError(f"{w}: missing {key}", fix=f'add {key} = "{example}"')
-    if isinstance(raw_cmd, str):
-        try:
-            command = tuple(shlex.split(raw_cmd))
-        except ValueError as e:
-            raise SpecError(f"{w} {key} = {raw_cmd!r}: cannot be split into words ({e})") from None
-    else:
-        if not all(isinstance(c, str) for c in raw_cmd):
-            raise SpecError(f"{w} {key}: a list command must hold strings only, got {raw_cmd!r}")
-        command = tuple(raw_cmd)
-    if not command:
-        raise SpecError(f"{w} {key} is empty", fix=f'set {key} = "{example}"')
-    return command
-
-
-def _editable(t: Mapping[str, Any], w: str, workdir: Path) -> tuple[str, ...]:
-    editable = _get(t, "editable", list, w, [])
-    for name in editable:
-        if not isinstance(name, str) or not name:
-            raise SpecError(f"{w} editable: {name!r} is not a file name")
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise SpecError(
-                f"{w} editable: {name!r} must be a path inside workdir, without '..'",
-                fix='list files relative to workdir, e.g. editable = ["train.py"]',
-            )
-        if not (workdir / name).is_file():
-            raise SpecError(f"{w} editable: {name!r} is not a file in workdir ({workdir / name})")
-    return tuple(str(Path(e)) for e in editable)
-
-
-def _parse_planner(t: Mapping[str, Any], base: Path) -> PlannerSection:
-    w = "[planner]"
-    _only(t, _PLANNER_KEYS, w)
-    d = PlannerSection()
-    kind = _choice(_get(t, "kind", str, w, d.kind), PLANNERS, f"{w} kind")
-    so = _choice(
-        _get(t, "structured_output", str, w, d.structured_output), STRUCTURED_OUTPUT, f"{w} structured_output"
-    )
-    brief = _get(t, "brief", str, w, "")
-    if brief:
-        bp = (base / brief).resolve()
-        if not bp.is_file():
-            raise SpecError(f"{w} brief = {brief!r}: no such file ({bp})")
-        brief = str(bp)
-    base_url = _get(t, "base_url", str, w, "")
-    if base_url and not base_url.startswith(("http://", "https://")):
-        raise SpecError(f"{w} base_url = {base_url!r}: expected an http(s) URL such as http://host:8000/v1")
-    temperature = _get(t, "temperature", float, w, d.temperature)
-    if not 0 <= temperature <= 2:
-        raise SpecError(f"{w} temperature = {temperature}: expected a number in [0, 2]")
-    out = PlannerSection(
-        kind=kind,
-        model=_get(t, "model", str, w, ""),
-        base_url=base_url,
-        api_key_env=_get(t, "api_key_env", str, w, d.api_key_env),
-        temperature=temperature,
-        max_repairs=_positive_int(_get(t, "max_repairs", int, w, d.max_repairs), f"{w} max_repairs", 0),
-        max_retries=_positive_int(_get(t, "max_retries", int, w, d.max_retries), f"{w} max_retries", 0),
-        request_timeout_s=_get(t, "request_timeout_s", float, w, d.request_timeout_s),
-        context_tokens=_positive_int(
-            _get(t, "context_tokens", int, w, d.context_tokens), f"{w} context_tokens", 2000
-        ),
-        max_tokens=_positive_int(_get(t, "max_tokens", int, w, d.max_tokens), f"{w} max_tokens", 0),
-        check_model=_get(t, "check_model", bool, w, d.check_model),
-        structured_output=so,
-        brief=brief,
-        price_in_per_mtok=_get(t, "price_in_per_mtok", float, w, 0.0),
-        price_out_per_mtok=_get(t, "price_out_per_mtok", float, w, 0.0),
-        tpe_startup_trials=_positive_int(
-            _get(t, "tpe_startup_trials", int, w, d.tpe_startup_trials), f"{w} tpe_startup_trials"
-        ),
-        tpe_strategy=_choice(
-            _get(t, "tpe_strategy", str, w, d.tpe_strategy), TPE_STRATEGIES, f"{w} tpe_strategy"
-        ),
-    )
-    if out.request_timeout_s <= 0:
-        raise SpecError(f"{w} request_timeout_s = {out.request_timeout_s}: expected > 0")
-    return out
-
-
-def _parse_executor(t: Mapping[str, Any], base: Path) -> ExecutorSection:
-    w = "[executor]"
-    _only(t, _EXECUTOR_KEYS + tuple(PROFILE_KEYS), w)  # a profile's keys may be overridden one by one
-    kind = _choice(_get(t, "kind", str, w, "auto"), EXECUTORS, f"{w} kind")
-    parallelism = _positive_int(_get(t, "parallelism", int, w, 0), f"{w} parallelism", 0)
-    poll = _get(t, "poll_interval_s", float, w, 0.0)
-    if poll < 0:
-        raise SpecError(f"{w} poll_interval_s = {poll}: expected >= 0")
-    overrides = tuple((k, v) for k, v in t.items() if k not in _EXECUTOR_KEYS)
-    profile = _get(t, "profile", str, w, "")
-    if profile.endswith(".toml") or "/" in profile:  # a path: relative to the spec, like every path
-        profile = str((base / profile).resolve())
-    return ExecutorSection(kind, parallelism, profile, poll, overrides)
+def journaled_spec(data: Mapping[str, Any]) -> CampaignSpec:
+    """A spec as a journal recorded it (:meth:`CampaignSpec.to_dict` output, keys added since
+    at their defaults), rebuilt without checks and without importing pydantic: what a reader
+    of a results folder (``hpc-agent status``) needs. KeyError or TypeError when it is not
+    such a spec."""
+    sections: dict[str, type[Section]] = {
+        "campaign": CampaignSection,
+        "experiment": ExperimentSection,
+        "planner": PlannerSection,
+        "executor": ExecutorSection,
+        "rigor": RigorSection,
+        "confirm": ConfirmSection,
+        "stop": StopSection,
+    }
+    built = {name: section.unchecked(data.get(name, {})) for name, section in sections.items()}
+    return CampaignSpec(space=Space.from_dict(data.get("space", {})), **built)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------- writing

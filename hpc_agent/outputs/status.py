@@ -135,13 +135,12 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
 
 def _budget(paths: ResultsPaths, state: CampaignState) -> dict[str, Any]:
     """The budget used and its limits ({} for a spec this version cannot read)."""
-    from hpc_agent.config.spec import spec_from_dict
-    from hpc_agent.errors import SpecError
+    from hpc_agent.config.spec import journaled_spec
     from hpc_agent.science.budget import GpuMeter, describe, used
 
-    try:
-        spec = spec_from_dict(state.spec)
-    except (SpecError, KeyError, TypeError):
+    try:  # as journaled, without checks: a status never pays for validating (nor for pydantic)
+        spec = journaled_spec(state.spec)
+    except (KeyError, TypeError):
         return {}
     gpu = GpuMeter(paths).hours(state) if spec.stop.max_gpu_hours else 0.0
     u = used(state, spec, gpu)

@@ -36,9 +36,9 @@ from optuna.trial import TrialState as OptunaState
 from optuna.trial import create_trial
 
 from hpc_agent.config.defaults import DEFAULT_TPE_STARTUP_TRIALS, DEFAULT_TPE_STRATEGY
+from hpc_agent.config.schema import validated
 from hpc_agent.config.space import ChoiceParam, FloatParam, IntParam, Space
-from hpc_agent.config.spec import TPE_STRATEGIES, CampaignSpec
-from hpc_agent.errors import UserError
+from hpc_agent.config.spec import CampaignSpec, PlannerSection
 from hpc_agent.planners.base import CANNOT_WRITE_CODE, Plan, PlanContext, Planner, Proposal, fill_random, fits
 from hpc_agent.planners.refine import refine_count, refinements
 
@@ -67,11 +67,10 @@ class TPEPlanner(Planner):
     def __init__(
         self, startup_trials: int = DEFAULT_TPE_STARTUP_TRIALS, strategy: str = DEFAULT_TPE_STRATEGY
     ) -> None:
-        if strategy not in TPE_STRATEGIES:
-            raise UserError(
-                f"[planner] tpe_strategy = {strategy!r}: expected one of {list(TPE_STRATEGIES)}",
-                fix=f'set tpe_strategy = "{DEFAULT_TPE_STRATEGY}" (or remove it)',
-            )
+        # what is valid is said once, by [planner]'s declaration (a spec's values pass it already)
+        validated(
+            PlannerSection, {"tpe_startup_trials": startup_trials, "tpe_strategy": strategy}, "[planner]"
+        )
         self.startup_trials = startup_trials
         self.strategy = strategy
 
