@@ -54,7 +54,7 @@ def test_unknown_keys_and_bad_names_are_user_errors(tmp_path: Path) -> None:
     f.write_text('partiton = "gpu"\n')
     with pytest.raises(UserError) as e:
         load_profile(str(f))
-    assert "unknown key(s) partiton" in str(e.value) and "partition" in (e.value.fix or "")
+    assert "unknown key ['partiton']" in str(e.value) and "partition" in (e.value.fix or "")
     with pytest.raises(UserError, match=r"--profile nope\.toml: no such file"):
         profile_path("nope.toml")
     with pytest.raises(UserError):

@@ -200,6 +200,6 @@ def test_reading_a_results_folder_does_not_import_pydantic() -> None:
         "from hpc_agent.config.spec import spec_from_dict;"
         "print('ok')"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
