@@ -26,6 +26,12 @@ if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then
     || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
          --no-install-recommends chromium chromium-driver >/dev/null; }
 fi
+echo "== git (export --format git runs it; tests/test_git_export.py)"
+if ! command -v git >/dev/null && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends git >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+         --no-install-recommends git >/dev/null; }
+fi
 echo "== llama.cpp server (the real LLM of tests/test_llm_real.py)"
 VENV="$VENV" bash scripts/install-llama.sh
 

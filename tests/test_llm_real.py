@@ -11,7 +11,10 @@ that cannot start is a failure, never a skip.
 SmolLM2-135M is a weak model: the campaign has no editable files (it cannot write a patch), a
 two-line brief and ``max_tokens = 300``, and the server decodes under the reply's schema
 (llama.cpp's json_object form, negotiated after the server refuses json_schema with HTTP 500).
-About 2-4 minutes on 2 cores.
+One more campaign asks it for a code change in every experiment: the test asserts the
+protocol (every patch it proposed was checked, and only patches that apply and compile took a
+slot) and records how many of its edits applied and ran (bench/bench_edits_real.py measures the
+shares per edit format). About 4-6 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -25,12 +28,18 @@ from typing import Any
 import pytest
 from conftest import TINY_TRAIN, write_campaign
 
+from hpc_agent.llm import parse_json_reply
+from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.testing.llama_server import LlamaServer, LlamaUnavailable
 
 pytestmark = [pytest.mark.llama]
 FAST = ("--executor", "local", "--poll-interval", "0.1", "-q")
 N_CTX = 2048
 BRIEF = "Propose experiments that lower the loss. One idea per experiment; say why in the hypothesis.\n"
+EDIT_BRIEF = (
+    "Propose experiments that lower the loss. Every experiment changes the code of train.py with a "
+    "patch (one idea each); say why in the hypothesis.\n"
+)
 
 
 @pytest.fixture(scope="session")
@@ -161,3 +170,57 @@ def test_a_context_smaller_than_the_prompt_is_learned_once(
         assert r["tokens_in"] + r["max_tokens"] <= N_CTX  # fitted, reply room included
     note = json.loads((results / "gen-0000" / "plan.json").read_text())["note"]
     assert f"its context is {N_CTX:,} tokens" in note and "[planner] context_tokens" in note
+
+
+def proposed_patches(records: list[dict[str, Any]]) -> list[Any]:
+    """The patches the model wrote in its replies with proposals (before any check)."""
+    out = []
+    for r in records:
+        if r.get("purpose") not in ("propose", "repair", "analyze") or r.get("error"):
+            continue
+        data, _ = parse_json_reply(str(r.get("reply") or ""))
+        props = data.get("proposals") if isinstance(data, dict) else None
+        out += [p.get("patch") for p in props or [] if isinstance(p, dict)]
+    return [p for p in out if p not in (None, [], {}, "")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_real_models_edits_are_checked_before_they_take_a_slot(
+    endpoint: LlamaServer, cli_run: Any, tmp_path: Path, record_property: Any
+) -> None:
+    """Asked for a patch in every experiment, SmolLM2-135M writes some; a 135M model is weak, so
+    the test asserts the protocol and records the counts (printed; in the JUnit properties)."""
+    camp = campaign(
+        tmp_path / "camp", generations=2, editable='["train.py"]', extra="max_tokens = 600\nmax_repairs = 1"
+    )
+    (camp / "brief.md").write_text(EDIT_BRIEF)
+    toml = (camp / "campaign.toml").read_text().replace("max_tokens = 300\n", "", 1)
+    (camp / "campaign.toml").write_text(toml)
+    out = cli_run("run", str(camp), "--planner", "llm", *FAST)
+    assert "done: 2 generation(s)" in out.output
+    results = tmp_path / "results" / "real"
+    paths = ResultsPaths(results)
+    records = exchanges(results)
+    proposed = proposed_patches(records)
+    errors = [e for r in records for e in r.get("validation_errors") or [] if ": patch: " in e]
+    events = journal(results)
+    ended = {e["trial"]: e["state"] for e in events if e["event"] == "trial_ended"}
+    accepted = [t for e in events if e["event"] == "planned" for t in e["trials"] if t.get("patch")]
+    for t in accepted:  # only what applies and compiles took a slot
+        assert not paths.trial(t["id"]).patch.read_text().startswith("# patch did not apply")
+        code = (paths.trial(t["id"]).code / "train.py").read_text()
+        compile(code, "train.py", "exec")
+        assert ended[t["id"]] in ("completed", "failed", "timeout")  # it ran; a crash is data
+    assert len(accepted) <= len(proposed)  # every accepted patch is one the model wrote
+    assert all(e.split(": patch: ", 1)[1].strip() for e in errors)  # a refusal says why
+    counts = {
+        "patches_proposed": len(proposed),
+        "patch_errors": len(errors),
+        "compile_errors": sum("does not compile" in e for e in errors),
+        "accepted_and_applied": len(accepted),
+        "ran_to_completion": sum(ended[t["id"]] == "completed" for t in accepted),
+    }
+    for k, v in counts.items():
+        record_property(k, v)
+    print(f"\nSmolLM2-135M edits: {json.dumps(counts)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_serve import read_url
+from unit.serve.test_serve import read_url
 
 # every trial sleeps, then logs a loss that halves with each generation (+ 0.001 per seed)
 SLOW_TRAIN = """

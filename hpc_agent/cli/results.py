@@ -97,6 +97,8 @@ Examples:
   hpc-agent export results/quickstart --per-trial --columns trial_id,lr,val_loss,duration_s
   hpc-agent export results/quickstart --group-by activation
   hpc-agent export results/quickstart --format ledger -o results.tsv  # every verdict
+  hpc-agent export results/nanolm --format git -o nanolm-log          # kept changes as commits
+  git -C ~/my-repo fetch $PWD/nanolm-log hpc-agent/nanolm              # ...into your repository
 
 \b
 Rows: completed trials, best first; one per configuration (mean ± std, n) when the campaign
@@ -106,6 +108,13 @@ seeds, n, state, source, attempts, duration_s, steps, objective). The best value
 metric column is in bold (Markdown, LaTeX); a metric's better direction is the campaign's
 mode for its own metric, else guessed from its name, else told with NAME:min or NAME:max.
 CSV and Parquet keep raw numbers (a mean ± std column as NAME_mean, NAME_std).
+
+\b
+--format git -o DIR writes a new git repository (with the git command line; docs/paper.md):
+a base commit of the editable files, then one commit per kept configuration in the order
+they were kept, its message the config id, hypothesis, metric (mean ± SE, n) and verdict.
+When the workdir was in a git repository, the branch hpc-agent/NAME starts from the commit
+the campaign ran, so that `git fetch DIR hpc-agent/NAME` brings it into that repository.
 """
 
 
@@ -114,11 +123,16 @@ CSV and Parquet keep raw numbers (a mean ± std column as NAME_mean, NAME_std).
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "markdown", "latex", "parquet", "ledger"]),
+    type=click.Choice(["csv", "markdown", "latex", "parquet", "ledger", "git"]),
     default="markdown",
     show_default=True,
 )
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to FILE instead of stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write to FILE instead of stdout (--format git: a new folder DIR).",
+)
 @click.option("--columns", multiple=True, help="Columns to show, in order (comma list or repeated).")
 @click.option(
     "--metrics", multiple=True, help="Metrics to show (NAME or NAME:min|max; comma list or repeated)."
@@ -153,10 +167,14 @@ def export(
     label: str,
 ) -> None:
     """Export the results as a table for a paper: LaTeX (booktabs), Markdown, CSV or Parquet;
-    or the ledger: every configuration with its keep/discard/crash verdict (TSV)."""
+    or the ledger: every configuration with its keep/discard/crash verdict (TSV); or the kept
+    code changes as a git branch (--format git -o DIR)."""
     from hpc_agent.outputs.tables import export as do_export
     from hpc_agent.outputs.tables import paper_table
 
+    if fmt == "git":
+        _export_git(results, output)
+        return
     rdir, spec, df = _campaign_table(results)
     if fmt == "ledger":
         from hpc_agent.store.results import load_state
@@ -192,6 +210,26 @@ def _export_ledger(state: Any, spec: Any, df: Any, output: Path | None) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     click.echo(f"wrote {output} ({text.count(chr(10)) - 1} configurations)", err=True)
+
+
+def _export_git(results: Path, output: Path | None) -> None:
+    from hpc_agent.outputs.git_export import export_git
+
+    if output is None:
+        raise UserError(
+            "--format git writes a repository: it needs -o DIR",
+            fix=f"hpc-agent export {results} --format git -o DIR",
+        )
+    done = export_git(_results_dir(str(results)), output)
+    if done.warning:
+        click.echo(f"warning: {done.warning}", err=True)
+    start = f" on top of your commit {done.base_commit[:12]}" if done.base_commit else ""
+    click.echo(
+        f"wrote {output}: branch {done.branch}, {len(done.commits)} commit(s) (the base and "
+        f"{len(done.kept)} kept configuration(s)){start}\n"
+        f"read it: git -C {output} log --reverse --stat\n"
+        f"bring it into your repository: git fetch {output.resolve()} {done.branch}:{done.branch}"
+    )
 
 
 # ------------------------------------------------------------------------------- report

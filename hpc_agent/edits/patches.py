@@ -1,12 +1,20 @@
 """Code changes, applied to a trial's own copy of the editable files, safely.
 
-A patch is a list of search/replace edits::
+A patch is a list of edits, each of one of three forms (models write all three; which one a
+model gets right is measured in docs/benchmarks.md)::
 
-    [{"file": "train.py", "search": "nn.ReLU()", "replace": "nn.GELU()"}]
+    {"file": "train.py", "search": "nn.ReLU()", "replace": "nn.GELU()"}    # search/replace
+    {"file": "train.py", "content": "<the whole new file>"}                # whole file
+    {"file": "train.py", "diff": "@@ -3,1 +3,1 @@\n-a = 1\n+a = 2\n"}       # unified diff
 
 Each ``search`` must occur exactly once in the file as it stands (after the edits before it),
-so an edit is never applied to the wrong place. Only files listed in ``[experiment] editable``
-may change; absolute paths and ``..`` are refused. The user's originals are never touched:
+so an edit is never applied to the wrong place. A diff's hunks are placed by their lines
+(context and removed), not by their line numbers, which models get wrong; the numbers only
+choose between several places. :func:`split_diff` turns a whole unified diff (``--- a/f``,
+``+++ b/f`` headers) into one edit per file. Only files listed in ``[experiment] editable``
+may change; absolute paths and ``..`` are refused. :func:`compile_errors` says which patched
+Python files do not compile (the LLM planner refuses such a patch before it costs a job).
+The user's originals are never touched:
 a trial's ``code/`` folder mirrors the workdir with symbolic links, except for the editable
 files, which are real copies (from the campaign's snapshot, or from the parent trial whose
 code the patch edits, then patched).
@@ -17,12 +25,21 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-EDIT_KEYS = ("file", "search", "replace")
+EDIT_KEYS = ("file", "search", "replace")  # the search/replace form (the first, and the default)
+EDIT_FORMS = {  # an edit's form -> its keys
+    "search_replace": ("file", "search", "replace"),
+    "whole_file": ("file", "content"),
+    "diff": ("file", "diff"),
+}
+ALL_EDIT_KEYS = ("file", "search", "replace", "content", "diff")
+_HUNK = re.compile(r"^@@+ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_HEADERS = ("--- ", "+++ ", "diff --git ", "index ", "new file mode", "deleted file mode", "similarity ")
 
 
 def check_path(name: object, editable: Sequence[str]) -> str | None:
@@ -39,6 +56,21 @@ def check_path(name: object, editable: Sequence[str]) -> str | None:
     return None
 
 
+def edit_form(edit: Mapping[str, Any]) -> str | None:
+    """Which form an edit has (a key of :data:`EDIT_FORMS`), by its keys; None for none."""
+    keys = set(edit) - {"file"}
+    for form, wanted in EDIT_FORMS.items():
+        if keys == set(wanted) - {"file"}:
+            return form
+    return None
+
+
+def normalize_edit(edit: Mapping[str, Any]) -> dict[str, Any]:
+    """The edit with its form's keys only, in their order (as journaled)."""
+    form = edit_form(edit) or "search_replace"
+    return {k: (str(PurePosixPath(str(edit[k]))) if k == "file" else edit[k]) for k in EDIT_FORMS[form]}
+
+
 def apply_patch(
     files: Mapping[str, str], edits: Sequence[Mapping[str, Any]], editable: Sequence[str]
 ) -> tuple[dict[str, str], list[str]]:
@@ -53,9 +85,10 @@ def apply_patch(
         if not isinstance(edit, Mapping):
             errors.append(f"{where}: expected an object with keys {list(EDIT_KEYS)}")
             continue
-        unknown = [k for k in edit if k not in EDIT_KEYS]
-        if unknown:
-            errors.append(f"{where}: unknown key(s) {unknown}; valid keys are {list(EDIT_KEYS)}")
+        unknown = [k for k in edit if k not in ALL_EDIT_KEYS]
+        form = edit_form(edit)
+        if unknown or form is None:
+            errors.append(f"{where}: {_form_error(edit, unknown)}")
             continue
         name = edit.get("file")
         bad = check_path(name, editable)
@@ -63,33 +96,188 @@ def apply_patch(
             errors.append(f"{where}: {bad}")
             continue
         name = str(PurePosixPath(str(name)))
-        search, replace = edit.get("search"), edit.get("replace")
-        if not isinstance(search, str) or not search:
-            errors.append(f"{where}: 'search' must be a non-empty string (text copied from {name})")
-            continue
-        if not isinstance(replace, str):
-            errors.append(f"{where}: 'replace' must be a string")
-            continue
         text = out.get(name)
         if text is None:
             errors.append(f"{where}: {name} has no content to edit")
             continue
-        count = text.count(search)
-        if count == 0:
-            hint = _closest_line(text, search)
-            errors.append(
-                f"{where}: the search text was not found in {name}"
-                + (f"; the closest line is {hint!r}" if hint else "")
-                + " (copy it exactly, including indentation)"
-            )
-            continue
-        if count > 1:
-            errors.append(f"{where}: the search text occurs {count} times in {name}; include more context")
-            continue
-        out[name] = text.replace(search, replace, 1)
+        new, err = _apply_one(form, edit, name, text)
+        if err:
+            errors.append(f"{where}: {err}")
+        else:
+            out[name] = new
     if errors:
         return dict(files), errors
     return out, []
+
+
+def _form_error(edit: Mapping[str, Any], unknown: Sequence[str]) -> str:
+    forms = "; ".join("{" + ", ".join(keys) + "}" for keys in EDIT_FORMS.values())
+    head = f"unknown key(s) {list(unknown)}" if unknown else f"keys {sorted(edit)} mix forms"
+    return f"{head}; an edit is one of {forms}"
+
+
+def _apply_one(form: str, edit: Mapping[str, Any], name: str, text: str) -> tuple[str, str]:
+    """(the new text, "") or (text, why the edit does not apply)."""
+    if form == "whole_file":
+        content = edit.get("content")
+        if not isinstance(content, str) or not content.strip():
+            return text, f"'content' must be the whole new text of {name}, not empty"
+        content = unfence(content)
+        return content if content.endswith("\n") or not text.endswith("\n") else content + "\n", ""
+    if form == "diff":
+        diff = edit.get("diff")
+        if not isinstance(diff, str) or not diff.strip():
+            return text, "'diff' must be a non-empty unified diff (@@ hunks with ' ', '-' and '+' lines)"
+        return apply_diff(text, unfence(diff), name)
+    search, replace = edit.get("search"), edit.get("replace")
+    if not isinstance(search, str) or not search:
+        return text, f"'search' must be a non-empty string (text copied from {name})"
+    if not isinstance(replace, str):
+        return text, "'replace' must be a string"
+    count = text.count(search)
+    if count == 0:
+        hint = _closest_line(text, search)
+        return text, (
+            f"the search text was not found in {name}"
+            + (f"; the closest line is {hint!r}" if hint else "")
+            + " (copy it exactly, including indentation)"
+        )
+    if count > 1:
+        return text, f"the search text occurs {count} times in {name}; include more context"
+    return text.replace(search, replace, 1), ""
+
+
+def unfence(text: str) -> str:
+    """``text`` without a Markdown code fence around it (models fence code out of habit)."""
+    lines = text.strip("\n").splitlines()
+    if len(lines) >= 2 and lines[0].lstrip().startswith("```") and lines[-1].strip() == "```":
+        return "\n".join(lines[1:-1]) + "\n"
+    return text
+
+
+def _hunks(diff: str) -> list[tuple[int | None, list[str], list[str]]]:
+    """(old start line or None, old lines, new lines) of each hunk; lines without a ' ', '-'
+    or '+' prefix are read as context (models drop the space of a context line)."""
+    hunks: list[tuple[int | None, list[str], list[str]]] = []
+    old: list[str] = []
+    new: list[str] = []
+    start: int | None = None
+    started = False
+    for line in diff.rstrip("\n").splitlines():  # a blank line after the diff is no context line
+        m = _HUNK.match(line)
+        if m or line.startswith("@@"):
+            if started and (old or new):
+                hunks.append((start, old, new))
+            old, new, started = [], [], True
+            start = int(m.group(1)) if m else None
+            continue
+        if not started and line.startswith(_HEADERS):
+            continue
+        if line.startswith("\\"):  # "\ No newline at end of file"
+            continue
+        started = True
+        if line.startswith("-"):
+            old.append(line[1:])
+        elif line.startswith("+"):
+            new.append(line[1:])
+        else:
+            ctx = line[1:] if line.startswith(" ") else line
+            old.append(ctx)
+            new.append(ctx)
+    if old or new:
+        hunks.append((start, old, new))
+    return hunks
+
+
+def apply_diff(text: str, diff: str, name: str = "the file") -> tuple[str, str]:
+    """Apply a unified diff's hunks to ``text``: (new text, "") or (text, why not)."""
+    hunks = _hunks(diff)
+    if not hunks or all(o == n for _, o, n in hunks):
+        return text, "the diff has no '-' or '+' line: it changes nothing"
+    lines = text.splitlines()
+    end_nl = text.endswith("\n")
+    for k, (start, old, new) in enumerate(hunks, 1):
+        where = f"hunk {k}" if len(hunks) > 1 else "the hunk"
+        at, err = _place(lines, old, start, name)
+        if err:
+            return text, f"{where}: {err}"
+        lines[at : at + len(old)] = new
+    return "\n".join(lines) + ("\n" if end_nl or not text else ""), ""
+
+
+def _place(lines: list[str], old: list[str], start: int | None, name: str) -> tuple[int, str]:
+    """Where ``old`` (a hunk's context and removed lines) stands in ``lines``."""
+    if not old:
+        if start is None:
+            return 0, "it only adds lines and has no '@@ -N' line number to say where"
+        return min(max(start, 0), len(lines)), ""
+    n = len(old)
+    for norm in (_same, str.rstrip, str.strip):  # exact, then trailing blanks, then indentation
+        want = [norm(x) for x in old]
+        have = [norm(x) for x in lines]
+        found = [i for i in range(len(lines) - n + 1) if have[i : i + n] == want]
+        if found:
+            if len(found) > 1 and start is None:
+                return (
+                    0,
+                    f"its lines occur {len(found)} times in {name}; add context lines or the '@@ -N' line",
+                )
+            return min(found, key=lambda i: abs(i + 1 - (start or 0))), ""
+    hint = _closest_line("\n".join(lines), "\n".join(old))
+    return 0, (
+        f"its context and '-' lines were not found in {name}"
+        + (f"; the closest line is {hint!r}" if hint else "")
+        + " (copy them exactly, one ' ' or '-' prefix a line)"
+    )
+
+
+def _same(line: str) -> str:
+    return line
+
+
+def split_diff(text: str) -> list[dict[str, str]] | None:
+    """A whole unified diff (``--- a/f`` / ``+++ b/f`` headers) as one ``{"file", "diff"}``
+    edit per file; None when it names no file."""
+    edits: list[dict[str, str]] = []
+    current: list[str] = []
+    name: str | None = None
+    for line in unfence(text).splitlines():
+        if line.startswith("+++ "):
+            if name is not None and current:
+                edits.append({"file": name, "diff": "\n".join(current) + "\n"})
+            target = line[4:].split("\t")[0].strip()
+            name = target[2:] if target.startswith(("a/", "b/")) else target
+            current = []
+        elif line.startswith(("--- ", "diff --git ", "index ")) and not current:
+            continue
+        elif name is not None:
+            if line.startswith(("--- ", "diff --git ")):
+                continue
+            current.append(line)
+    if name is not None and current:
+        edits.append({"file": name, "diff": "\n".join(current) + "\n"})
+    return edits or None
+
+
+def compile_errors(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """Why each Python file a patch changed does not compile (``compile()``, nothing run)."""
+    errors = []
+    for name in sorted(after):
+        if not name.endswith(".py") or after[name] == before.get(name):
+            continue
+        try:
+            compile(after[name], name, "exec", dont_inherit=True)
+        except SyntaxError as e:
+            where = f"line {e.lineno}" if e.lineno else "somewhere"
+            text = (e.text or "").strip()
+            errors.append(
+                f"the patched {name} does not compile: {e.msg} ({where}"
+                + (f": {text!r}" if text else "")
+                + "); fix the edit so that the file is valid Python"
+            )
+        except ValueError as e:  # null bytes
+            errors.append(f"the patched {name} does not compile: {e}")
+    return errors
 
 
 def _closest_line(text: str, search: str) -> str:

@@ -25,6 +25,8 @@ from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.job.fileio import read_json
 from hpc_agent.llm import estimate_tokens, messages_tokens
 from hpc_agent.planners.base import Proposal, config_key
+from hpc_agent.planners.llm.edits import edit_text
+from hpc_agent.planners.llm.edits import patch_rule as edits_rule
 from hpc_agent.science.rigor import noise
 from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.store.state import ConfigResult
@@ -156,16 +158,7 @@ class Prompt:
 
 def system_message(spec: CampaignSpec, brief: str) -> str:
     """The system message: the agent's role, the research brief and the reply format."""
-    editable = list(spec.experiment.editable)
-    if editable:
-        patch_rule = (
-            '- "patch" is null, or a list of edits {"file": "<editable file>", "search": "<text copied '
-            'exactly from the current file, occurring once>", "replace": "<new text>"}, applied in order '
-            "to the champion's version of the files shown. Only these files may change: "
-            f"{json.dumps(editable)}."
-        )
-    else:
-        patch_rule = '- No file is editable in this campaign: "patch" must be null.'
+    patch_rule = edits_rule(spec.experiment.editable, spec.planner.edit_format)
     params_rule = (
         '- "params" names every parameter of the search space, exactly, each value inside its range; no '
         "other keys."
@@ -570,12 +563,7 @@ def _code_text(c: ConfigResult) -> str:
 
 
 def _edit_text(e: Mapping[str, Any]) -> str:
-    def first(s: Any) -> str:
-        lines = [ln.strip() for ln in str(s).splitlines() if ln.strip()]
-        more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
-        return short(lines[0] if lines else "", 100) + more
-
-    return f"{e.get('file')}: `{first(e.get('search'))}` -> `{first(e.get('replace'))}`"
+    return edit_text(e, short)
 
 
 def _stderr_block(view: View, c: ConfigResult) -> str:

@@ -3,7 +3,8 @@
 :func:`reply_schema` is the JSON schema sent with ``response_format`` (the strict subset every
 server that takes a schema takes). :class:`Batch` checks each proposal exactly as the campaign
 would (:meth:`Space.validate`, duplicates of past, in-flight and same-batch configurations, the
-patch applied to the champion's files with :func:`~hpc_agent.edits.patches.apply_patch`) and keeps
+patch applied to the champion's files and compiled: :func:`~hpc_agent.planners.llm.edits.read_patch`)
+and keeps
 the valid ones, round after round of repair.
 """
 
@@ -15,8 +16,8 @@ from typing import Any
 
 from hpc_agent.config.space import ChoiceParam, IntParam
 from hpc_agent.config.spec import CampaignSpec
-from hpc_agent.edits.patches import apply_patch
 from hpc_agent.planners.base import Proposal, config_key
+from hpc_agent.planners.llm.edits import edit_schema, read_patch, whole_file_tokens
 from hpc_agent.planners.llm.prompt import (
     View,
     champion_files,
@@ -150,24 +151,7 @@ class Batch:
         return Proposal(params, hypothesis or "(no hypothesis given)", patch, parent, "llm"), []
 
     def _patch(self, raw: Any) -> tuple[tuple[Mapping[str, Any], ...] | None, list[str]]:
-        if raw is None or raw == [] or raw == "" or raw == {}:
-            return None, []
-        if isinstance(raw, Mapping):
-            raw = [raw]  # one edit, without its list
-        if not isinstance(raw, list):
-            return None, [
-                f"expected a list of {{file, search, replace}} edits or null, got {type(raw).__name__}"
-            ]
-        editable = self.view.spec.experiment.editable
-        if not editable:
-            return None, ["no file is editable in this campaign: set patch to null"]
-        new, errors = apply_patch(self.files, raw, editable)
-        if errors:
-            return None, errors
-        if new == self.files:
-            return None, ["the edits change nothing"]
-        edits = tuple({"file": str(e["file"]), "search": e["search"], "replace": e["replace"]} for e in raw)
-        return edits, []
+        return read_patch(raw, self.files, self.view.spec.experiment.editable)
 
     def give_up(self) -> None:
         """Repairs are spent: the last reply's invalid proposals are dropped (TPE fills in)."""
@@ -215,23 +199,9 @@ def reply_schema(spec: CampaignSpec, with_proposals: bool = True, n: int | None 
     server decoding under the schema (llama.cpp) then honours (the client leaves them out of
     a strict ``json_schema`` request)."""
     props = _params_schema(spec)
-    editable = list(spec.experiment.editable)
-    if editable:
-        edit = {
-            "type": "object",
-            "properties": {
-                "file": {"type": "string", "enum": editable},
-                "search": {"type": "string"},
-                "replace": {"type": "string"},
-            },
-            "required": ["file", "search", "replace"],
-            "additionalProperties": False,
-        }
-        patch: dict[str, Any] = {"anyOf": [{"type": "array", "items": edit}, {"type": "null"}]}
-        if spec.code_first:  # no search space: every proposal is a code change
-            patch = {"type": "array", "items": edit, "minItems": 1}
-    else:
-        patch = {"type": "null"}
+    patch = edit_schema(spec.experiment.editable, spec.planner.edit_format)
+    if spec.code_first and spec.experiment.editable:  # no search space: every proposal is a code change
+        patch = {**patch["anyOf"][0], "minItems": 1}
     proposal = {
         "type": "object",
         "properties": {
@@ -287,5 +257,7 @@ def reply_tokens(spec: CampaignSpec, n: int) -> int:
     a model that rambles stops and an abandoned request ends."""
     if spec.planner.max_tokens:
         return spec.planner.max_tokens
-    per = REPLY_TOKENS_PROPOSAL + (REPLY_TOKENS_PATCH if spec.experiment.editable else 0)
+    exp = spec.experiment
+    per = REPLY_TOKENS_PROPOSAL + (REPLY_TOKENS_PATCH if exp.editable else 0)
+    per += whole_file_tokens(exp.workdir, exp.editable, spec.planner.edit_format)
     return REPLY_TOKENS_ANALYSIS + n * per
