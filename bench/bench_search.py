@@ -237,7 +237,7 @@ def campaign_spec(
             "space": task.space(),
             "planner": planner,
             # the planner's search alone: no control trials (the noise floor is measured apart)
-            "rigor": {"control": False},
+            "rigor": {"control": False, "noise_runs": 1, "replicate": False},
         },
         workdir,
     )

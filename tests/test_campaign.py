@@ -142,7 +142,8 @@ def test_bad_trials_are_data_and_the_campaign_goes_on(tmp_path: Path, make_campa
         """
     )
     space = '\n[space]\nbehaviour = ["ok", "crash", "nolog", "nonnum", "slow"]\n'
-    camp = make_campaign(script=script, space=space, batch_size=5, time_budget_s=2)
+    no_noise_runs = "\n[rigor]\nnoise_runs = 1\n"  # one trial of each behaviour
+    camp = make_campaign(script=script, space=space, batch_size=5, time_budget_s=2, extra=no_noise_runs)
     out = cli_run("run", str(camp), "--executor", "local", "--planner", "random", "--parallelism", "5")
     st = state_of(tmp_path / "results" / "tiny")
     by = {t.params["behaviour"]: t for t in st.trials.values()}
@@ -298,7 +299,8 @@ def test_exhausted_space_ends_the_campaign_early(tmp_path: Path, make_campaign, 
     out = cli_run("run", str(camp), "--executor", "local", "--planner", "tpe")
     assert "nothing left to propose" in out.output
     st = state_of(tmp_path / "results" / "tiny")
-    search = [t for t in st.trials.values() if t.purpose != "control"]  # + the champion's control
+    # + the champion's control, and the replicate of a better one (a candidate)
+    search = [t for t in st.trials.values() if t.purpose not in ("control", "replicate")]
     assert len(search) == 3 and st.last_run_end == "exhausted"
 
 

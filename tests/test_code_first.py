@@ -46,6 +46,8 @@ CODE_CAMPAIGN = textwrap.dedent(
 
     [rigor]
     control = false
+    replicate = false  # this file tests the lineage and the script's contract, not the rule
+    noise_runs = 1
     """
 )
 
@@ -160,11 +162,11 @@ def test_with_the_llm_down_a_code_first_generation_replicates_the_champion(
     paths = ResultsPaths(tmp_path / "results" / "cf")
     plan = json.loads(paths.plan(1).read_text())
     assert plan["note"].startswith("no code change to run (LLM request failed: the server failed (HTTP 500")
-    assert plan["note"].endswith("2 replicate(s) of 0000-0000")
+    assert plan["note"].endswith("2 control(s) of 0000-0000")
     assert "TPE planned" not in plan["note"]
     assert [(t["config"], t["seed"], t["purpose"], t["source"]) for t in plan["trials"]] == [
-        ("0000-0000", 1, "control", "replicate"),
-        ("0000-0000", 2, "control", "replicate"),
+        ("0000-0000", 1, "control", "control"),
+        ("0000-0000", 2, "control", "control"),
     ]
     state = load_state(paths.root)
     baseline = next(c for c in state.configs() if c.config_id == "0000-0000")
@@ -179,7 +181,7 @@ def test_tpe_in_a_code_first_campaign_says_it_cannot_write_code(tmp_path: Path, 
     out = cli_run("run", str(camp), "--planner", "tpe", "--executor", "local", "--poll-interval", "0.05")
     assert "the tpe planner cannot write code and this campaign has no search space" in out.output
     plan = json.loads(ResultsPaths(tmp_path / "results" / "cf").plan(1).read_text())
-    assert {t["source"] for t in plan["trials"]} == {"replicate"}
+    assert {t["source"] for t in plan["trials"]} == {"control"}
 
 
 # ------------------------------------------------------------------------------- the user's script

@@ -79,7 +79,8 @@ def campaign(
             script=SCRIPT,
             generations=3,
             campaign="seeds = 2",
-            extra="\n[rigor]\ncontrol = false\n",
+            # each better change kept on its own runs (this file tests the export, not the rule)
+            extra="\n[rigor]\ncontrol = false\nreplicate = false\nnoise_runs = 1\n",
         )
         if repo:
             root = camp.parent

@@ -57,7 +57,9 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeLLM]]:
         f.stop()
 
 
-NO_CONTROL = "\n[rigor]\ncontrol = false  # the scripted replies fill whole batches\n"
+# the scripted replies fill whole batches: no control, no noise runs, no replicates (the rule
+# of release 0.1.0: any improvement is kept; tests/test_rigor.py tests the rule)
+NO_CONTROL = "\n[rigor]\ncontrol = false\nnoise_runs = 1\nreplicate = false\n"
 
 
 def prop(x: float, mode: str = "a", patch: Any = None, hypothesis: str = "a hypothesis") -> dict[str, Any]:
@@ -724,7 +726,7 @@ def test_the_reply_formats_placeholders_are_not_accepted(
     make_campaign: Callable[..., Path], cli_run: Any, tmp_path: Path, serve: Any
 ) -> None:
     """Small models copy the format's example: a placeholder is asked again, not written down."""
-    camp = make_campaign(generations=1)
+    camp = make_campaign(generations=1, extra=NO_CONTROL)
     fake = serve([
         reply(prop(0.1, hypothesis="<what you change, why>"), prop(0.2), analysis="<markdown>"),
         reply(prop(0.15, hypothesis="a smaller x lowers the loss")),

@@ -65,6 +65,12 @@ def test_quickstart_one_generation(tmp_path: Path) -> None:
         assert fragment in show.stdout, fragment
     # the best trial again, exactly: same params, same code, its reproduction shown beside it
     best = next(line.split()[1] for line in show.stdout.splitlines() if line.startswith("trial "))
+    from hpc_agent.store.results import load_state
+
+    before = load_state(results)  # generation 0, and the candidates' replicates if any (issue 20)
+    again_gen = max(before.generations) + 1
+    rerun_id = f"{again_gen:04d}-0000"
+    best_runs = sum(1 for t in before.trials.values() if t.config_id == before.trials[best].config_id)
     rerun = subprocess.run(
         [sys.executable, "-m", "hpc_agent", "rerun", "results/quickstart", best, "--executor", "local", "-q"],
         cwd=tmp_path,
@@ -73,8 +79,8 @@ def test_quickstart_one_generation(tmp_path: Path) -> None:
         timeout=180,
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    again = results / "gen-0001" / "trials" / "0001-0000"
-    original = results / "gen-0000" / "trials" / best
+    again = results / f"gen-{again_gen:04d}" / "trials" / rerun_id
+    original = results / f"gen-{before.trials[best].generation:04d}" / "trials" / best
     assert json.loads((again / "params.json").read_text()) == json.loads(
         (original / "params.json").read_text()
     )
@@ -90,7 +96,8 @@ def test_quickstart_one_generation(tmp_path: Path) -> None:
     header = table[0].split(",")
     assert "reproduced" in header and "reproduced_delta" in header
     rows = [dict(zip(header, line.split(","))) for line in table[1:]]
-    assert len(rows) == 4 and sum(1 for r in rows if r["reproduced"]) == 1  # beside the original
+    # beside the original (each run of its configuration)
+    assert len(rows) == len(before.trials) and sum(1 for r in rows if r["reproduced"]) == best_runs
     shown = subprocess.run(
         [sys.executable, "-m", "hpc_agent", "show", "results/quickstart", best],
         cwd=tmp_path,
@@ -98,4 +105,4 @@ def test_quickstart_one_generation(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     ).stdout
-    assert "run again" in shown and "rerun 0001-0000" in shown
+    assert "run again" in shown and f"rerun {rerun_id}" in shown

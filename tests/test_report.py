@@ -111,7 +111,8 @@ def test_report_command_on_a_real_campaign(cli_run, make_campaign, tmp_path: Pat
 
 
 def test_report_lineage_keeps_each_code_change(make_campaign: Callable[..., Path], tmp_path: Path) -> None:
-    camp = make_campaign(generations=3, batch_size=1)
+    # each better change kept at once: the rule of 0.1.0 (no noise measured, no replicates)
+    camp = make_campaign(generations=3, batch_size=1, extra="\n[rigor]\nreplicate = false\n")
     results = tmp_path / "results-edit"
     ex = ScriptedExecutor(objective=lambda p: float(p["x"]))
     Campaign(load_spec(camp), results, ex, Editor()).run()

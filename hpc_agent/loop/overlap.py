@@ -62,10 +62,10 @@ from typing import TYPE_CHECKING, Any
 
 from hpc_agent.config.defaults import ASYNC_STATUS_INTERVAL_S, PLANNER_LATENCY_RUNS
 from hpc_agent.job.trial import is_running_for
-from hpc_agent.loop.propose import CONFIRM, EXPLORE, next_kind
+from hpc_agent.loop.propose import CONFIRM, EXPLORE, OWN_GENERATIONS, next_kind
 from hpc_agent.loop.reconcile import next_delay
 from hpc_agent.science.budget import SEARCH_PURPOSES
-from hpc_agent.science.rigor import verdicts_due
+from hpc_agent.science.rigor import REPLICATE, verdicts_due
 from hpc_agent.store.events import GenerationDone, Requeued
 from hpc_agent.store.state import SubmissionRecord, TrialRecord, TrialState
 
@@ -142,7 +142,9 @@ class AsyncSchedule:
         self._fresh_for: int | None = None  # the generation the last analysis made proposals for
         self._timed = True  # the running call is a round trip (its time says the latency)
         self._calls_s: list[float] = [  # the planner's latency: its plans so far, then its calls
-            r.planning_s for r in driver.state.generations.values() if r.planning_s and r.planner != CONFIRM
+            r.planning_s
+            for r in driver.state.generations.values()
+            if r.planning_s and r.planner not in OWN_GENERATIONS
         ]
         self._durations: list[float] = []  # run times of the trials that ended, sorted
         self._ended = -1
@@ -341,6 +343,8 @@ class AsyncSchedule:
         if kind == CONFIRM:  # it ranks finished configurations: the search in flight ends first
             searching = any(t.purpose in SEARCH_PURPOSES for t in self._open_trials())
             return None if searching else (g, CONFIRM, 0)
+        if kind == REPLICATE:  # the search has ended: the candidates' replicates, at once
+            return g, REPLICATE, 0
         in_use, waiting = self._taken()
         free = self.slots - in_use - waiting
         if driver.executor.can_widen and (self._fresh_for == g or driver.planner.costly):
@@ -355,8 +359,8 @@ class AsyncSchedule:
 
     def _start_plan(self, g: int, kind: str, size: int) -> bool:
         driver = self.driver
-        if kind == CONFIRM:
-            driver.planning.start(g, CONFIRM)
+        if kind in (CONFIRM, REPLICATE):
+            driver.planning.start(g, kind)
             driver.prepare(g)
             return True
         req = self.request = driver.planning.start(g, EXPLORE, size)

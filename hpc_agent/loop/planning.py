@@ -21,6 +21,7 @@ from hpc_agent.loop.propose import (
     EXPLORE,
     ask_planner,
     baseline,
+    champion_controls,
     confirm_trials,
     control_trials,
     explored,
@@ -28,6 +29,7 @@ from hpc_agent.loop.propose import (
     generations_left,
     history_keys,
     next_kind,
+    noise_seeds,
     replicate_trials,
     trials,
     validated,
@@ -46,7 +48,7 @@ from hpc_agent.science.budget import (
     trial_limit,
     used,
 )
-from hpc_agent.science.rigor import noise
+from hpc_agent.science.rigor import REPLICATE, noise
 from hpc_agent.store.events import Analyzed, Planned, PlannedTrial, PlanningStarted, Stopped
 from hpc_agent.store.results import analyses_before
 from hpc_agent.store.state import CampaignState
@@ -55,13 +57,16 @@ from hpc_agent.store.state import CampaignState
 @dataclass(frozen=True)
 class PlanRequest:
     """A generation being planned: what the planner is asked (``ctx``), and what the campaign
-    adds to its proposals (the baseline ``head``, the champion's control)."""
+    adds to its proposals (the candidates' ``replicates`` first, the baseline ``head``, the
+    first proposal's ``first_seeds`` (generation 0's noise runs), the champion's control)."""
 
     generation: int
     planner: str
     ctx: PlanContext
     head: tuple[Proposal, ...] = ()
     controls: bool = False
+    replicates: tuple[PlannedTrial, ...] = ()
+    first_seeds: tuple[int, ...] = ()
 
     def ask(self, planner: Planner, fallback: Callable[[], Planner] | None, reporter: Reporter) -> Plan:
         """The planner's plan (:func:`hpc_agent.loop.propose.ask_planner`); nothing to ask: an empty one."""
@@ -102,12 +107,14 @@ class Planning:
         return stop
 
     def start(self, g: int, kind: str, size: int | None = None) -> PlanRequest | None:
-        """Begin planning generation g (``planning``): a confirmation generation is planned at
-        once (None); otherwise what the planner is to be asked."""
+        """Begin planning generation g (``planning``): a confirmation or replicate generation is
+        planned at once (None); otherwise what the planner is to be asked, for the slots the
+        candidates' replicates, the noise runs and the control leave."""
         spec, st = self.spec, self.state
-        if kind == CONFIRM:
-            self.record(PlanningStarted(generation=g, planner=CONFIRM))
-            self._planned(g, CONFIRM, confirm_trials(st, spec, g), "", "")
+        if kind in (CONFIRM, REPLICATE):
+            self.record(PlanningStarted(generation=g, planner=kind))
+            planned = confirm_trials(st, spec, g) if kind == CONFIRM else replicate_trials(st, spec, g)
+            self._planned(g, kind, planned, "", "")
             return None
         seen = history_keys(st)
         head = baseline(spec, g, seen)
@@ -115,12 +122,15 @@ class Planning:
         limit = trial_limit(spec)
         if limit:
             room = min(room, limit - len(search_trials(st)))
-        slots = room // len(spec.campaign.seeds)
+        replicates = replicate_trials(st, spec, g, room=room) if spec.rigor.replicate else ()
+        first = noise_seeds(st, spec, g)
+        seeds = len(spec.campaign.seeds)
+        slots = (room - len(replicates) - max(0, len(first) - seeds)) // seeds
         controls = slots >= 2 and bool(control_trials(st, spec, g, 0))  # a control takes a slot
         planner_name = self.planner.describe()
         self.record(PlanningStarted(generation=g, planner=planner_name))
         ctx = self._context(g, max(0, slots - len(head) - controls), seen)
-        return PlanRequest(g, planner_name, ctx, tuple(head), controls)
+        return PlanRequest(g, planner_name, ctx, tuple(head), controls, replicates, first)
 
     def finish(self, req: PlanRequest, plan: Plan) -> bool:
         """Generation ``req.generation`` planned with ``plan`` (``planned``); False when
@@ -131,32 +141,34 @@ class Planning:
             validated(spec, plan.proposals, notes), set(req.ctx.extra_seen), notes
         )
         note = "; ".join(n for n in notes if n)
-        if not proposals and spec.code_first:
-            return self._replicates(req, note)
-        if not proposals:
+        if not proposals and spec.code_first and not req.replicates:
+            return self._champion_controls(req, note)
+        if not proposals and not req.replicates:
             self.reporter.warn(
                 f"generation {g}: nothing left to propose ({note or 'the planner proposed nothing'}); "
                 "the campaign ends here"
             )
             return False
-        planned = trials(g, proposals, spec.campaign.seeds)
-        if req.controls:
+        planned = req.replicates + trials(
+            g, proposals, spec.campaign.seeds, len(req.replicates), req.first_seeds
+        )
+        if req.controls and proposals:
             planned += control_trials(self.state, spec, g, len(planned))
         return self._planned(g, req.planner, planned, note, plan.rationale)
 
-    def _replicates(self, req: PlanRequest, note: str) -> bool:
+    def _champion_controls(self, req: PlanRequest, note: str) -> bool:
         """A code-first generation with no code change to run: the champion's code again
-        (:func:`hpc_agent.loop.propose.replicate_trials`), said in the plan's note and on the terminal;
+        (:func:`hpc_agent.loop.propose.champion_controls`), said in the plan's note and on the terminal;
         False (the campaign ends) when there is nothing to run again either."""
         g, why = req.generation, note or f"{req.planner} proposed no code change"
-        planned = replicate_trials(self.state, self.spec, g, max(1, req.ctx.n + req.controls), why)
+        planned = champion_controls(self.state, self.spec, g, max(1, req.ctx.n + req.controls), why)
         if not planned:
             self.reporter.warn(
                 f"generation {g}: no code change to run ({why}) and no configuration that completed to run "
                 "again; the campaign ends here"
             )
             return False
-        note = f"no code change to run ({why}): {len(planned)} replicate(s) of {planned[0].config}"
+        note = f"no code change to run ({why}): {len(planned)} control(s) of {planned[0].config}"
         return self._planned(g, req.planner, planned, note, "")
 
     def _planned(self, g: int, planner: str, planned: tuple[PlannedTrial, ...], note: str, why: str) -> bool:

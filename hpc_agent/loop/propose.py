@@ -5,8 +5,9 @@ validated by :meth:`Space.validate` (the invalid ones are dropped, with their re
 plan's note), duplicates of the history and of each other are dropped, generation 0 starts
 with the baseline (the space's defaults) when there is one, and each proposal becomes one
 trial per seed of ``[campaign] seeds``, sharing a config id. The campaign's own trials are
-planned here too: the champion's controls (the noise floor) and the confirmation generations
-(:mod:`hpc_agent.science.rigor`, ``[rigor]`` and ``[confirm]``).
+planned here too: generation 0's noise runs and the champion's controls (the noise floor), the
+candidates' replicates, and the confirmation generations (:mod:`hpc_agent.science.rigor`, ``[rigor]``
+and ``[confirm]``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hpc_agent.job.trial import trial_id
 from hpc_agent.loop.reporter import Reporter
 from hpc_agent.planners.base import Plan, PlanContext, Planner, Proposal, unique
 from hpc_agent.science.budget import SEARCH_PURPOSES, Stop, search_trials, trial_limit
+from hpc_agent.science.rigor import REPLICATE
 from hpc_agent.store.events import PlannedTrial
 from hpc_agent.store.state import CampaignState, ConfigResult
 
@@ -79,13 +81,20 @@ def fresh(proposals: Sequence[Proposal], seen: set[str], notes: list[str]) -> li
     return kept
 
 
-def trials(generation: int, proposals: Sequence[Proposal], seeds: Sequence[int]) -> tuple[PlannedTrial, ...]:
-    """One trial per proposal and seed; the proposal's first trial id is its config id."""
+def trials(
+    generation: int,
+    proposals: Sequence[Proposal],
+    seeds: Sequence[int],
+    start: int = 0,
+    first_seeds: Sequence[int] = (),
+) -> tuple[PlannedTrial, ...]:
+    """One trial per proposal and seed, numbered from ``start``; the proposal's first trial id
+    is its config id. ``first_seeds``: the first proposal's seeds instead (the noise runs)."""
     out = []
+    index = start
     for i, p in enumerate(proposals):
-        config = trial_id(generation, i * len(seeds))
-        for k, seed in enumerate(seeds):
-            index = i * len(seeds) + k
+        config = trial_id(generation, index)
+        for seed in first_seeds if i == 0 and first_seeds else seeds:
             out.append(
                 PlannedTrial(
                     trial_id=trial_id(generation, index),
@@ -99,12 +108,27 @@ def trials(generation: int, proposals: Sequence[Proposal], seeds: Sequence[int])
                     patch=tuple(dict(e) for e in p.patch) if p.patch else None,
                 )
             )
+            index += 1
     return tuple(out)
+
+
+def noise_seeds(state: CampaignState, spec: CampaignSpec, generation: int) -> tuple[int, ...]:
+    """With one seed, the seeds of generation 0's first configuration: ``[rigor] noise_runs``
+    of them, so that its runs estimate the noise by the end of generation 0 and verdicts start
+    with the first results. None (()) after generation 0's plan, or when the batch has no room
+    for them and one more configuration (then the champion's control measures the noise)."""
+    seeds, runs = spec.campaign.seeds, spec.rigor.noise_runs
+    if len(seeds) > 1 or runs < 2 or generation != 0 or search_trials(state):
+        return ()
+    if spec.campaign.batch_trials < runs + 1:
+        return ()
+    return tuple(range(seeds[0], seeds[0] + runs))
 
 
 # ------------------------------------------------------------------------------- rigor
 
 EXPLORE, CONFIRM, RERUN = "explore", "confirm", "rerun"
+OWN_GENERATIONS = (CONFIRM, RERUN, REPLICATE)  # generations the campaign plans, not the planner
 
 
 def explored(state: CampaignState, before: int | None = None) -> int:
@@ -112,7 +136,7 @@ def explored(state: CampaignState, before: int | None = None) -> int:
     return sum(
         1
         for r in state.generations.values()
-        if r.planned and r.planner not in (CONFIRM, RERUN) and (before is None or r.generation < before)
+        if r.planned and r.planner not in OWN_GENERATIONS and (before is None or r.generation < before)
     )
 
 
@@ -139,14 +163,18 @@ def generations_left(state: CampaignState, spec: CampaignSpec, generation: int) 
 
 
 def next_kind(state: CampaignState, spec: CampaignSpec, stop: Stop | None = None) -> str | None:
-    """What the next unplanned generation is: ``explore`` (the planner's), ``confirm`` (the
-    best configurations run again, ``[confirm]``), or None (the campaign is complete).
+    """What the next unplanned generation is: ``explore`` (the planner's), ``replicate`` (once
+    the exploration has ended, the candidates not run again yet: :func:`replicate_trials`),
+    ``confirm`` (the best configurations run again, ``[confirm]``), or None (the campaign is
+    complete).
 
     ``stop`` is the stop rule that holds (:func:`hpc_agent.science.budget.stop_rule`): a soft one ends
     the exploration (then the final confirmation is due), a hard one ends everything."""
     if stop is not None and stop.hard:
         return None
     exploring = stop is None
+    if not exploring and unreplicated(state):
+        return REPLICATE
     conf = spec.confirm
     if conf.top_k:
         done = explored_units(state, spec)
@@ -230,12 +258,12 @@ def control_trials(
     )
 
 
-def replicate_trials(
+def champion_controls(
     state: CampaignState, spec: CampaignSpec, generation: int, n: int, why: str
 ) -> tuple[PlannedTrial, ...]:
     """A code-first generation without a code change to run (the LLM down or its replies
     invalid, or a planner that cannot write code: ``why``): ``n`` runs of the champion's code
-    again with new seeds ("replicates", journaled as controls), which sharpen the noise
+    again with new seeds (controls of the champion), which sharpen the noise
     estimate the next change will be judged by. Without a champion, the baseline's
     configuration while it has not crashed; nothing (the campaign ends) otherwise."""
     target = state.champion(spec.campaign.mode)
@@ -252,12 +280,56 @@ def replicate_trials(
             config=target.config_id,
             seed=seed + i,
             params=dict(target.params),
-            hypothesis=f"replicate: {target.config_id}'s code again with a new seed, no code change to run "
+            hypothesis=f"control: {target.config_id}'s code again with a new seed, no code change to run "
             f"({why}); a sharper noise estimate",
             parent=first.parent,
-            source="replicate",
+            source="control",
             patch=first.patch,
             purpose="control",
         )
         for i in range(n)
     )
+
+
+def unreplicated(state: CampaignState) -> list[ConfigResult]:
+    """The candidates (:mod:`hpc_agent.science.rigor`) with no replicate planned yet, in plan order."""
+    out = []
+    for cid in state.candidates:
+        c = state.config(cid)
+        if c is not None and all(state.trials[t].purpose != REPLICATE for t in c.trial_ids):
+            out.append(c)
+    return out
+
+
+def replicate_trials(
+    state: CampaignState, spec: CampaignSpec, generation: int, start: int = 0, room: int | None = None
+) -> tuple[PlannedTrial, ...]:
+    """Each candidate not run again yet, run again: as many trials as its screening had
+    (``[campaign] seeds``), new seeds, same budget and code, numbered from ``start``; at most
+    ``room`` trials (the rest wait for the next plan). They come first in a batch: a keep is
+    confirmed before the lineage, the incumbent or the stop rules build on it."""
+    n = len(spec.campaign.seeds)
+    out: list[PlannedTrial] = []
+    for c in unreplicated(state):
+        if room is not None and len(out) + n > room:
+            break
+        runs = [state.trials[t] for t in c.trial_ids]
+        first, top = runs[0], max(t.seed for t in runs)
+        why = f"replicate: candidate {c.config_id} again with a new seed (a keep is confirmed first)"
+        for k in range(n):
+            index = start + len(out)
+            out.append(
+                PlannedTrial(
+                    trial_id=trial_id(generation, index),
+                    index=index,
+                    config=c.config_id,
+                    seed=top + 1 + k,
+                    params=dict(c.params),
+                    hypothesis=why,
+                    parent=first.parent,
+                    source=REPLICATE,
+                    patch=first.patch,
+                    purpose=REPLICATE,
+                )
+            )
+    return tuple(out)

@@ -134,20 +134,26 @@ LEDGER_ROWS = 30  # the report's ledger: the kept configurations and the most re
 def _rigor_section(state: CampaignState, spec: CampaignSpec, df: pl.DataFrame) -> list[str]:
     """The noise floor, the champion (last kept) and the confirmed one, and the ledger."""
     from hpc_agent.science.ledger import ledger_table
-    from hpc_agent.science.rigor import final_champion, noise
+    from hpc_agent.science.rigor import VERDICTS, final_champion, noise, waiting
 
     mode = spec.campaign.mode
     search = [c for c in state.configs() if not c.purpose]
-    if not any(c.verdict for c in search):
+    waits = waiting(state, spec)
+    if not any(c.verdict for c in search) and not waits:
         return []
-    verdicts = [c.verdict for c in search if c.verdict]
+    verdicts = [waits.get(c.config_id, (c.verdict, ""))[0] for c in search]
+    unconfirmed = sum(1 for c in search if c.verdict_reason.startswith("not confirmed"))
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS if v in verdicts or v != "pending")
     lines = [
         "## Verdicts",
         "",
         f"- noise floor: {noise(search).describe()}; rule: `{spec.rigor.rule}`"
-        + (f", k = {spec.rigor.k:g}" if spec.rigor.rule == "se" else f", alpha = {spec.rigor.alpha:g}"),
-        f"- verdicts: {verdicts.count('keep')} keep, {verdicts.count('discard')} discard, "
-        f"{verdicts.count('crash')} crash (docs/rigor.md)",
+        + (f", k = {spec.rigor.k:g}" if spec.rigor.rule == "se" else f", alpha = {spec.rigor.alpha:g}")
+        + ("; a keep is confirmed by a replicate" if spec.rigor.replicate else ""),
+        f"- verdicts: {counts}"
+        + (f" ({unconfirmed} discarded as not confirmed by a replicate)" if unconfirmed else "")
+        + " (docs/rigor.md)",
+        *(f"- {v} {cid}: {why}" for cid, (v, why) in waits.items()),
     ]
     champ = state.champion(mode)
     if champ is not None and champ.objective is not None:

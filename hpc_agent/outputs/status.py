@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from hpc_agent.config.defaults import DEFAULT_MAX_PROGRESS_REQUEUES, DEFAULT_MAX_RETRIES
+from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.executors import EXECUTOR_KINDS, executor_class
 from hpc_agent.executors.base import Executor
 from hpc_agent.job.trial import is_running_for, read_status
-from hpc_agent.science.rigor import final_champion, noise
+from hpc_agent.science.rigor import VERDICTS, final_champion, noise, waiting
 from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.store.results import driver_info, load_state
 from hpc_agent.store.state import CampaignState, ConfigResult, SubmissionRecord, TrialState
@@ -57,7 +58,8 @@ class StatusReport:
     queue: list[dict[str, str]] = field(default_factory=list)
     requeues: list[dict[str, Any]] = field(default_factory=list)  # trials that ran more than once
     noise: dict[str, Any] = field(default_factory=dict)  # sigma, n, from (hpc_agent.science.rigor)
-    verdicts: dict[str, int] = field(default_factory=dict)  # keep / discard / crash counts
+    verdicts: dict[str, int] = field(default_factory=dict)  # keep/discard/crash/candidate/pending counts
+    waiting: list[dict[str, str]] = field(default_factory=list)  # pending and candidate ones, and why
     champion: dict[str, Any] | None = None  # the last kept configuration
     champions: list[dict[str, Any]] = field(default_factory=list)  # every keep, oldest first
     confirmed: dict[str, Any] | None = None  # the final champion, on confirmed results
@@ -133,14 +135,23 @@ def status_report(results: Path, queue: bool = True) -> StatusReport:
     return report
 
 
+def _spec(state: CampaignState) -> CampaignSpec | None:
+    """The campaign's spec as journaled, rebuilt without checks (a status never pays for
+    validating, nor for pydantic); None: one this version cannot read."""
+    from hpc_agent.config.spec import journaled_spec
+
+    try:
+        return journaled_spec(state.spec)
+    except (KeyError, TypeError):
+        return None
+
+
 def _budget(paths: ResultsPaths, state: CampaignState) -> dict[str, Any]:
     """The budget used and its limits ({} for a spec this version cannot read)."""
-    from hpc_agent.config.spec import journaled_spec
     from hpc_agent.science.budget import GpuMeter, describe, used
 
-    try:  # as journaled, without checks: a status never pays for validating (nor for pydantic)
-        spec = journaled_spec(state.spec)
-    except (KeyError, TypeError):
+    spec = _spec(state)
+    if spec is None:
         return {}
     gpu = GpuMeter(paths).hours(state) if spec.stop.max_gpu_hours else 0.0
     u = used(state, spec, gpu)
@@ -149,15 +160,19 @@ def _budget(paths: ResultsPaths, state: CampaignState) -> dict[str, Any]:
 
 
 def _rigor(state: CampaignState, mode: str) -> dict[str, Any]:
-    """The noise floor, the verdicts, the champion and the confirmed one."""
+    """The noise floor, the verdicts (pending and candidate ones with why), the champion and
+    the confirmed one."""
     search = [c for c in state.configs() if not c.purpose]
     floor = noise(search)
-    verdicts = [c.verdict for c in search if c.verdict]
+    spec = _spec(state)
+    waits = waiting(state, spec) if spec is not None else {}
+    verdicts = [waits.get(c.config_id, (c.verdict, ""))[0] for c in search]
     champ = state.champion(mode)
     original, conf = final_champion(state, mode)
     return {
         "noise": {"sigma": floor.sigma, "n": floor.n, "from": floor.how, "text": floor.describe()},
-        "verdicts": {v: verdicts.count(v) for v in ("keep", "discard", "crash")},
+        "verdicts": {v: verdicts.count(v) for v in VERDICTS},
+        "waiting": [{"config": cid, "verdict": v, "why": why} for cid, (v, why) in waits.items()],
         "champion": None if champ is None else _config_info(champ),
         "champions": _champions(state),
         "confirmed": None

@@ -15,6 +15,7 @@ from rich.text import Text
 from hpc_agent.store.state import TrialState
 
 _FINISHED = tuple(s.value for s in TrialState if s.is_finished())
+WAITING_SHOWN = 5  # pending and candidate configurations listed by status, with why
 _SHOWN = (
     "running",
     "submitted",
@@ -324,18 +325,19 @@ def _champion_history(report: Any) -> list[Text]:
 
 
 def _rigor(report: Any) -> list[Text]:
-    """The noise floor, the verdicts, the champion and the confirmed one (issue 10)."""
+    """The noise floor, the verdicts, the champion and the confirmed one (issue 10), and the
+    configurations that wait for a verdict, with why (issue 20)."""
     v = report.verdicts
     if not any(v.values()) and report.champion is None:
         return []
-    out = [
-        _line(
-            escape(
-                f"noise floor: {report.noise['text']} · verdicts: {v['keep']} keep, "
-                f"{v['discard']} discard, {v['crash']} crash"
-            )
+    counts = ", ".join(f"{v.get(k, 0)} {k}" for k in ("keep", "discard", "crash", "candidate", "pending"))
+    out = [_line(escape(f"noise floor: {report.noise['text']} · verdicts: {counts}"))]
+    for w in report.waiting[:WAITING_SHOWN]:
+        out.append(_line(escape(f"  {w['verdict']} {w['config']}: {w['why']}")))
+    if len(report.waiting) > WAITING_SHOWN:
+        out.append(
+            _line(f"  ... and {len(report.waiting) - WAITING_SHOWN} more (hpc-agent export --format ledger)")
         )
-    ]
     if report.champion:
         c = report.champion
         out.append(

@@ -35,7 +35,7 @@ from hpc_agent.science.rigor import Noise
 from hpc_agent.store.state import ConfigResult
 
 # the note of a planner without a search space to sample (a code-first campaign): it cannot
-# write code, and the campaign replicates the champion instead (hpc_agent.loop.propose.replicate_trials)
+# write code, and the campaign replicates the champion instead (hpc_agent.loop.propose.champion_controls)
 CANNOT_WRITE_CODE = "the {} planner cannot write code and this campaign has no search space"
 
 __all__ = ["AnalysisContext", "Plan", "PlanContext", "Planner", "Proposal", "config_key", "unique"]

@@ -9,7 +9,8 @@ rule                holds when                                                  
 ``max_gpu_hours``   finished trials' hours times their GPUs reach it            hard
 ``target``          the champion (a *kept* configuration) reached the value     soft
 ``plateau``         this many search trials finished since the last champion    soft
-``max_trials``      this many search trials are planned (controls included)     soft
+``max_trials``      this many search trials are planned (controls, replicates   soft
+                    included)
 ``generations``     sync: every generation is planned; async: generations x     soft
                     batch trials are (a generation is sized to free slots)
 ==================  ==========================================================  =======
@@ -35,7 +36,9 @@ from hpc_agent.job.provenance import read_trial_provenance
 from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.store.state import CampaignState, TrialRecord
 
-SEARCH_PURPOSES = ("", "control")  # the search's trials (confirmations and reruns are not)
+# the search's trials: its proposals, the champion's controls and the candidates' replicates
+# (confirmations and reruns are not)
+SEARCH_PURPOSES = ("", "control", "replicate")
 HARD_RULES = ("max_hours", "max_gpu_hours")
 
 

@@ -2,8 +2,10 @@
 
 In the spirit of autoresearch's ``results.tsv``: one row a configuration, in the order it was
 planned: its generation, its metric (mean over its runs, and how many), the verdict of the
-promotion rule (``keep``, ``discard``, ``crash``: :mod:`hpc_agent.science.rigor`), its improvement
-over the champion of its moment, why, and its hypothesis in one line. A configuration that
+promotion rule (``keep``, ``discard``, ``crash``: :mod:`hpc_agent.science.rigor`; ``candidate`` while
+its replicate confirms it, ``pending`` while it waits for the noise estimate, ``running``
+before it finished), its improvement over the champion of its moment, why, and its hypothesis
+in one line. A configuration that
 was confirmed (``[confirm]``) carries its confirmed mean and runs, and its held-out metrics
 (``[campaign] holdout_metrics``) there: the numbers a paper may report. ``hpc-agent export
 --format ledger`` writes it as TSV; the report shows it.
@@ -17,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from hpc_agent.config.spec import CampaignSpec
-from hpc_agent.science.rigor import confirmations
+from hpc_agent.science.rigor import confirmations, waiting
 from hpc_agent.store.state import CampaignState
 
 HYPOTHESIS_CHARS = 100
@@ -27,20 +29,22 @@ def ledger_table(state: CampaignState, spec: CampaignSpec, trials: pl.DataFrame)
     """The ledger as a frame (``trials``: the trials table, for the held-out metrics)."""
     holdout = [m for m in spec.campaign.holdout_metrics if m in trials.columns]
     confirmed = confirmations(state)
+    waits = waiting(state, spec)
     rows = []
     for c in state.configs():
         if c.purpose:
             continue
         conf = confirmed.get(c.config_id)
+        verdict, reason = waits.get(c.config_id, (c.verdict, c.verdict_reason))
         row: dict[str, Any] = {
             "config": c.config_id,
             "generation": c.generation,
             "source": c.source,
             spec.campaign.metric: c.objective,
             "runs": c.n_completed,
-            "verdict": c.verdict or ("pending" if c.pending else ""),
+            "verdict": verdict or ("running" if c.pending else ""),
             "improvement": c.improvement,
-            "reason": c.verdict_reason,
+            "reason": reason,
             "hypothesis": _one_line(c.hypothesis),
             "confirmed": conf.objective if conf else None,
             "confirmed_runs": conf.n_completed if conf else None,

@@ -27,7 +27,9 @@ kind                class            written
                                      turned out never to have reached it
 ``trial_ended``     TrialEnded       a trial's final state, objective and reason
 ``requeued``        Requeued         an interrupted attempt goes back to be submitted
-``verdict``         Judged           a finished configuration: keep, discard or crash, and why
+``verdict``         Judged           a finished configuration: keep, discard, crash or
+                                     candidate (a second verdict follows its replicate),
+                                     and why
 ``analyzed``        Analyzed         generation g's analysis.md is written, by ``author``
 ``generation_done`` GenerationDone   generation g is finished
 ==================  ===============  ====================================================
@@ -184,7 +186,8 @@ class PlannedTrial:
     parent: str | None = None  # the champion whose code this one edits
     source: str = ""  # who proposed it: baseline, random, tpe, llm, tpe-fill, control, ...
     patch: tuple[Mapping[str, Any], ...] | None = None
-    # "" (the search), "control" (the champion again, new seed), "confirm" or "rerun" (a
+    # "" (the search), "control" (the champion again, new seed), "replicate" (a candidate
+    # again, new seed, same budget), "confirm" or "rerun" (a
     # configuration run again, ``of``, at ``budget_multiplier`` times the budget)
     purpose: str = ""
     of: str | None = None
@@ -270,7 +273,9 @@ class Analyzed(Event):
 @dataclass(frozen=True)
 class Judged(Event):
     """A finished configuration's verdict under the promotion rule (:mod:`hpc_agent.science.rigor`):
-    ``keep`` (the new champion), ``discard`` (worse, or within the noise) or ``crash``, why,
+    ``keep`` (the new champion), ``discard`` (worse, within the noise, or not confirmed by its
+    replicate), ``crash``, or ``candidate`` (it passed on its screening runs; its replicate's
+    verdict, keep or discard, follows: the last one holds), why,
     its improvement over the champion of the moment and the standard error it was held to,
     and the noise floor it was judged with."""
 

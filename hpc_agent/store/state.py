@@ -60,6 +60,9 @@ _FINISHED = frozenset(
     }
 )
 STATE_ORDER = tuple(TrialState)
+# a configuration's own runs again: the champion's controls and a candidate's replicates (they
+# estimate the noise; the configuration's screening result does not wait for them)
+AGAIN = ("control", "replicate")
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class TrialRecord:
     parent: str | None = None  # the champion trial whose code this one edits
     source: str = ""  # who proposed it: baseline, random, tpe, llm, tpe-fill, control, ...
     patch: tuple[Mapping[str, Any], ...] | None = None
-    purpose: str = ""  # "" (the search), "control", "confirm" or "rerun" (see PlannedTrial)
+    purpose: str = ""  # "" (the search), "control", "replicate", "confirm" or "rerun" (see PlannedTrial)
     of: str | None = None  # the configuration a confirm or rerun trial runs again
     budget_multiplier: float = 1.0
     state: TrialState = TrialState.PLANNED
@@ -214,7 +217,7 @@ class StateViews:
         for t, sign in ((prev, -1), (record, 1)):
             if t is None:
                 continue
-            if t.purpose != "control" and t.state not in _FINISHED:
+            if t.purpose not in AGAIN and t.state not in _FINISHED:
                 unfinished += sign
             if t.state is TrialState.COMPLETED and _finite(t.objective):
                 values += sign
@@ -266,6 +269,7 @@ class CampaignState:
     events: int = 0
     verdicts: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # config -> its verdict
     champion_id: str | None = None  # the last configuration kept
+    candidates: dict[str, None] = field(default_factory=dict)  # configs awaiting their replicate, plan order
     stopped: str = ""  # the stop rule that ended the search, as last journaled ("" none)
     stopped_detail: str = ""
     views: StateViews = field(default_factory=StateViews, repr=False)
@@ -297,6 +301,7 @@ class CampaignState:
             trials=dict(self.trials),
             submissions=dict(self.submissions),
             verdicts=dict(self.verdicts),
+            candidates=dict(self.candidates),
             views=self.views.snapshot(),
         )
 
@@ -372,6 +377,10 @@ class CampaignState:
         out = [self.config(cid) for cid in self.views.unjudged if tallies[cid][0] == 0]
         return [c for c in out if c is not None]
 
+    def unjudged_ids(self) -> list[str]:
+        """The configurations of the search without a verdict, finished or not, in plan order."""
+        return list(self.views.unjudged)
+
     def configs_with_values(self, n: int) -> list[ConfigResult]:
         """The configurations with at least ``n`` completed values, in plan order (what the
         noise floor pools, :func:`hpc_agent.science.rigor.noise`), computing no other."""
@@ -421,14 +430,15 @@ class ConfigResult:
     trial_ids: tuple[str, ...]
     objective: float | None  # mean over completed seeds
     n_completed: int
-    pending: bool  # a run of the configuration itself is still to come (controls aside)
+    pending: bool  # a run of the configuration itself is still to come (controls, replicates aside)
     failed_reasons: tuple[str, ...]
     values: tuple[float, ...] = ()  # every completed run's objective, controls included
     purpose: str = ""  # "" (the search), "confirm" or "rerun" (then ``of`` is the original)
     of: str | None = None
     budget_multiplier: float = 1.0
     controlled: bool = False  # it was run again as a control (its values estimate the noise)
-    verdict: str = ""  # keep, discard, crash ("" before it finished, or not judged)
+    replicated: bool = False  # it was run again as a candidate's replicate (its values too)
+    verdict: str = ""  # keep, discard, crash, candidate ("" before it finished, or not judged yet)
     verdict_reason: str = ""
     improvement: float | None = None  # over the champion of its moment (positive: better)
 
@@ -448,7 +458,7 @@ def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, An
         trials = sorted(trials, key=lambda t: t.trial_id)
     values: list[float] = []
     failed: list[str] = []
-    pending = controlled = False
+    pending = controlled = replicated = False
     for t in trials:  # one pass: the driver computes this for every trial that ends
         done = t.state in _FINISHED
         if t.state is TrialState.COMPLETED:
@@ -458,6 +468,8 @@ def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, An
             failed.append(f"{t.trial_id}: {t.state.value}: {t.reason}")
         if t.purpose == "control":
             controlled = True
+        elif t.purpose == "replicate":
+            replicated = True
         elif not done:
             pending = True
     first = trials[0]
@@ -480,6 +492,7 @@ def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, An
         of=first.of,
         budget_multiplier=first.budget_multiplier,
         controlled=controlled,
+        replicated=replicated,
         verdict=str(judged.get("verdict", "")),
         verdict_reason=str(judged.get("reason", "")),
         improvement=judged.get("improvement"),
@@ -642,6 +655,10 @@ def _on_judged(st: CampaignState, e: ev.Judged) -> None:
         "at": e.t,
     }
     st.views.judged(e)
+    if e.verdict == "candidate":
+        st.candidates[e.config] = None
+    else:
+        st.candidates.pop(e.config, None)
     if e.verdict == "keep":
         st.champion_id = e.config
 

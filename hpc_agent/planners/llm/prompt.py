@@ -27,7 +27,7 @@ from hpc_agent.llm import estimate_tokens, messages_tokens
 from hpc_agent.planners.base import Proposal, config_key
 from hpc_agent.planners.llm.edits import edit_text
 from hpc_agent.planners.llm.edits import patch_rule as edits_rule
-from hpc_agent.science.rigor import noise
+from hpc_agent.science.rigor import CANDIDATE, PENDING, VERDICTS, margin, noise
 from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.store.state import ConfigResult
 
@@ -342,14 +342,34 @@ def _champion_section(view: View) -> str:
 def _noise_rule(view: View) -> str:
     """The noise floor and the promotion rule, as the campaign applies them."""
     r = view.spec.rigor
-    rule = f"more than {r.k:g} standard errors" if r.rule == "se" else f"Welch's t-test at {r.alpha:g}"
-    verdicts = [c.verdict for c in view.history if c.verdict]
-    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("keep", "discard", "crash") if v in verdicts)
-    return (
-        f"Noise floor (run-to-run spread of {view.spec.campaign.metric}): {noise(view.history).describe()}. "
-        f"A challenger replaces the champion only if it is better by {rule}; smaller differences are "
-        f"noise and are discarded. Verdicts so far: {counts or 'none'}."
+    floor = noise(view.history)
+    if r.rule == "se":
+        rule = f"more than {margin(r.k, floor.n):.3g} standard errors (k = {r.k:g} at the noise's n)"
+    else:
+        rule = f"Welch's t-test at {r.alpha:g}"
+    verdicts = [_verdict(c) for c in view.history]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS if v in verdicts)
+    confirm = (
+        " A challenger that passes on its first run(s) is a candidate: it is run again with a new "
+        "seed, and kept only if its runs together and its new run alone still pass; until then the "
+        "champion stays."
+        if r.replicate
+        else ""
     )
+    return (
+        f"Noise floor (run-to-run spread of {view.spec.campaign.metric}): {floor.describe()}. "
+        f"A challenger replaces the champion only if it is better by {rule}; smaller differences are "
+        f"noise and are discarded, and nothing is kept while the noise is not estimated (pending).{confirm} "
+        f"Verdicts so far: {counts or 'none'}."
+    )
+
+
+def _verdict(c: ConfigResult) -> str:
+    """A configuration's verdict; ``pending`` for one of the search that finished and waits for
+    it (the noise estimate, or the reference planned before it), "" before it finished."""
+    if c.verdict or c.purpose or c.pending or c.objective is None:
+        return c.verdict
+    return PENDING
 
 
 def _files_section(view: View, room: int) -> tuple[str, list[str]]:
@@ -541,8 +561,13 @@ def _config_line(c: ConfigResult, metric: str, rank: int | None = None) -> str:
         reason = c.failed_reasons[0].split(": ", 1)[-1] if c.failed_reasons else "no result"
         result = f"FAILED: {short(reason, LINE_CHARS)}"
     line = f"{head}{c.config_id} (gen {c.generation}, {c.source or '?'}): {result}"
-    if c.verdict:
-        line += f" | verdict: {c.verdict}"
+    verdict = _verdict(c)
+    if verdict == CANDIDATE:
+        line += " | verdict: candidate (better on its first run; its replicate decides)"
+    elif verdict == PENDING:
+        line += " | verdict: pending (waits for the noise estimate)"
+    elif verdict:
+        line += f" | verdict: {verdict}"
     line += f" | params {params_json(c.params)}"
     code = _code_text(c)
     if code:

@@ -67,7 +67,8 @@ def test_one_bad_edit_invalidates_the_whole_patch_and_says_why() -> None:
     assert errors == [
         "edit 2: the search text was not found in train.py; the closest line is 'lr = 0.2' "
         "(copy it exactly, including indentation)",
-        "edit 3: unknown key(s) ['why']; valid keys are ['file', 'search', 'replace']",
+        "edit 3: unknown key(s) ['why']; an edit is one of {file, search, replace}; {file, content}; "
+        "{file, diff}",
         "edit 4: expected an object with keys ['file', 'search', 'replace']",
         "edit 5: 'search' must be a non-empty string (text copied from train.py)",
     ]

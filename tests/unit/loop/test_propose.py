@@ -14,6 +14,7 @@ from hpc_agent.errors import UserError
 from hpc_agent.loop.propose import (
     ask_planner,
     baseline,
+    champion_controls,
     confirm_trials,
     confirmable,
     explored,
@@ -21,7 +22,6 @@ from hpc_agent.loop.propose import (
     generations_left,
     history_keys,
     next_kind,
-    replicate_trials,
     trials,
     validated,
 )
@@ -92,13 +92,14 @@ def test_what_comes_next_and_the_confirmation(finished: Finished) -> None:
     assert planned[0].budget_multiplier == 3.0
 
 
-def test_replicates_run_the_champions_code_again(finished: Finished) -> None:
+def test_champion_controls_run_the_champions_code_again(finished: Finished) -> None:
     state, spec = finished.state, finished.spec
     champ = state.champion("min")
-    reps = replicate_trials(state, spec, 2, 2, "no code change")
-    assert champ is not None and len(reps) == 2
-    assert all(dict(t.params) == dict(champ.params) for t in reps)
-    assert replicate_trials(state, spec, 2, 0, "none") == ()
+    runs = champion_controls(state, spec, 2, 2, "no code change")
+    assert champ is not None and len(runs) == 2
+    assert all(dict(t.params) == dict(champ.params) for t in runs)
+    assert {(t.purpose, t.source) for t in runs} == {("control", "control")}
+    assert champion_controls(state, spec, 2, 0, "none") == ()
 
 
 class _Broken(Planner):

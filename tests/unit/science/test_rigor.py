@@ -41,7 +41,7 @@ def test_the_promotion_rule() -> None:
     assert judge(config("x", ()), champ, floor, rule, "min")[0] == "crash"
     assert judge(config("x", (0.5,)), None, floor, rule, "min")[:2] == (
         "keep",
-        "the first configuration to complete",
+        "the first configuration to complete (the reference)",
     )
     worse = judge(config("x", (1.5,)), champ, floor, rule, "min")
     assert worse[0] == "discard" and worse[1] == "worse than the champion champ by 0.5"

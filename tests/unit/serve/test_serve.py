@@ -300,7 +300,8 @@ def test_the_lineage_the_analyses_and_the_llm_s_last_call(
 ) -> None:
     from test_report import Editor
 
-    camp = make_campaign(generations=3, batch_size=1)
+    # each better change kept at once: the rule of 0.1.0 (no noise measured, no replicates)
+    camp = make_campaign(generations=3, batch_size=1, extra="\n[rigor]\nreplicate = false\n")
     results = tmp_path / "results-edit"
     Campaign(load_spec(camp), results, ScriptedExecutor(objective=lambda p: float(p["x"])), Editor()).run()
     last = {"purpose": "analyze", "model": "m1", "tokens_in": 800, "tokens_out": 200, "latency_s": 2.5}
