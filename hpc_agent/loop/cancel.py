@@ -25,7 +25,7 @@ def cancel_campaign(results: Path) -> tuple[int, int]:
     state = load_state(results)
     journal = Journal(paths.journal)
     journal.write([Cancelled(reason="hpc-agent cancel", pid=os.getpid(), host=socket.gethostname())])
-    open_trials = [t for t in state.trials.values() if not t.state.is_finished()]
+    open_trials = [trial for trial in state.trials.values() if not trial.state.is_finished()]
     by_executor: dict[str, list[str]] = {}
     tokens: dict[str, list[str]] = {}
     for sub in state.submissions.values():
@@ -34,7 +34,9 @@ def cancel_campaign(results: Path) -> tuple[int, int]:
         tokens.setdefault(sub.executor, []).append(sub.token)
         if sub.state == "failed":
             continue
-        if not any(not state.trials[t].state.is_finished() for t in sub.trial_ids if t in state.trials):
+        if not any(
+            not state.trials[trial].state.is_finished() for trial in sub.trial_ids if trial in state.trials
+        ):
             continue
         by_executor.setdefault(sub.executor, []).extend(sub.job_ids)
     n_jobs = 0
@@ -46,5 +48,5 @@ def cancel_campaign(results: Path) -> tuple[int, int]:
         n_jobs += len(job_ids)
     if driver_info(paths) is None and open_trials:
         # no driver to record the outcome: record it here
-        journal.write([cancelled_by_campaign(t.trial_id) for t in open_trials])
+        journal.write([cancelled_by_campaign(trial.trial_id) for trial in open_trials])
     return n_jobs, len(open_trials)

@@ -198,9 +198,13 @@ class Driver:
         if status != "cancelled":
             self.gather()
         self.record(RunEnded(status=status))
-        st = self.state
+        state = self.state
         return RunResult(
-            status, self.paths.root, st.completed_generations(), st.best(self.spec.campaign.mode), st.counts()
+            status,
+            self.paths.root,
+            state.completed_generations(),
+            state.best(self.spec.campaign.mode),
+            state.counts(),
         )
 
     def schedule(self) -> Schedule:
@@ -223,37 +227,37 @@ class Driver:
         return generation
 
     # ------------------------------------------------------------------ 1 propose
-    def propose(self, g: int, size: int | None = None) -> bool:
+    def propose(self, generation: int, size: int | None = None) -> bool:
         """Plan generation g (``planned``): the planner's proposals (with the baseline and the
         champion's control), or a confirmation generation (``[confirm]``). ``size``: the trials
         it may have (async: the free slots; default a full batch). False when nothing is left
         to propose (the campaign ends ``exhausted``)."""
         kind = next_kind(self.state, self.spec, self.planning.check_stop())
-        req = self.planning.start(g, kind or EXPLORE, size)
+        req = self.planning.start(generation, kind or EXPLORE, size)
         if req is None:
             return True
         return self.planning.finish(req, req.ask(self.planner, self.fallback_planner, self.reporter))
 
     # ------------------------------------------------------------------ 2 prepare
-    def prepare(self, g: int) -> None:
+    def prepare(self, generation: int) -> None:
         """A folder per trial of generation g (whatever a killed driver left unwritten)."""
         exp = self.spec.experiment
         base = base_files(self.paths, exp)
         evaluator_snapshot(self.paths, exp, base)
         entries = workdir_entries(Path(exp.workdir), [self.paths.root])
         evaluated = self.spec.evaluated_metrics
-        for t in self.state.trials_of(g):
-            prepare_trial(self.paths, t, exp, base, self.submissions.secret_env, entries, evaluated)
+        for trial in self.state.trials_of(generation):
+            prepare_trial(self.paths, trial, exp, base, self.submissions.secret_env, entries, evaluated)
 
     # ------------------------------------------------------------------ 3 submit
-    def submit(self, g: int, planned: Sequence[TrialRecord], width: int = 0) -> None:
+    def submit(self, generation: int, planned: Sequence[TrialRecord], width: int = 0) -> None:
         """Submit these trials of generation g as ONE submission under a new token, at most
         ``width`` at once until widened (see :meth:`hpc_agent.loop.submit.Submissions.submit`)."""
-        self.submissions.submit(g, planned, width)
+        self.submissions.submit(generation, planned, width)
         self.reconciler.submitted()
 
     # ------------------------------------------------------------------ 4 wait
-    def wait(self, g: int) -> bool:
+    def wait(self, generation: int) -> bool:
         """Submit what of generation g is planned (and requeued), and reconcile until every
         trial of g is finished; False when the campaign was cancelled meanwhile.
 
@@ -265,16 +269,16 @@ class Driver:
         while True:
             self.refresh()
             if self.state.cancelled:
-                self.stop_cancelled([g])
+                self.stop_cancelled([generation])
                 return False
-            mine = self.state.trials_of(g)
-            planned = [t for t in mine if t.state is TrialState.PLANNED]
+            mine = self.state.trials_of(generation)
+            planned = [trial for trial in mine if trial.state is TrialState.PLANNED]
             if planned:
-                self.submit(g, planned)
+                self.submit(generation, planned)
                 continue
-            open_trials = [t for t in mine if not t.state.is_finished()]
+            open_trials = [trial for trial in mine if not trial.state.is_finished()]
             if not open_trials:
-                self.report_progress(g)
+                self.report_progress(generation)
                 return True
             events = self.reconciler.reconcile(self.state, open_trials)
             if events:
@@ -283,7 +287,7 @@ class Driver:
                 for e in events:
                     if isinstance(e, Requeued):
                         self.reporter.info(f"trial {e.trial} requeued: {e.reason}")
-            self.report_progress(g)
+            self.report_progress(generation)
             self.touch_lock()
             time.sleep(delay := next_delay(delay, bool(events), len(open_trials), self.executor))
 
@@ -297,29 +301,33 @@ class Driver:
     def stop_cancelled(self, generations: Sequence[int]) -> None:
         """``hpc-agent cancel``: what ended before it is recorded as it ended (a completed
         trial stays completed), the rest of these generations is ``cancelled`` (resumed later)."""
-        mine = [t for g in generations for t in self.state.trials_of(g)]
-        open_trials = [t for t in mine if not t.state.is_finished()]
+        mine = [trial for generation in generations for trial in self.state.trials_of(generation)]
+        open_trials = [trial for trial in mine if not trial.state.is_finished()]
         self.record(*self.reconciler.reconcile(self.state, open_trials, poll=False))
-        mine = [t for g in generations for t in self.state.trials_of(g)]
-        stopped = [cancelled_by_campaign(t.trial_id) for t in mine if not t.state.is_finished()]
+        mine = [trial for generation in generations for trial in self.state.trials_of(generation)]
+        stopped = [cancelled_by_campaign(trial.trial_id) for trial in mine if not trial.state.is_finished()]
         self.record(*stopped)
-        which = ", ".join(str(g) for g in generations)
+        which = ", ".join(str(generation) for generation in generations)
         self.reporter.warn(
             f"campaign cancelled: {len(stopped)} unfinished trial(s) of generation {which} stopped"
         )
 
-    def report_progress(self, g: int) -> None:
+    def report_progress(self, generation: int) -> None:
         """Generation g's trials by state and the best so far, to the reporter."""
-        counts = self.reconciler.counts(self.state, g)
+        counts = self.reconciler.counts(self.state, generation)
         best = self.state.best(self.spec.campaign.mode)
-        self.reporter.progress(g, counts, best.objective if best else None)
+        self.reporter.progress(generation, counts, best.objective if best else None)
 
     # ------------------------------------------------------------------ 5 gather
     def gather(self) -> None:
         """Every trial's metrics and the journal's records -> trials.parquet (unless it holds
         them already: no trial changed since this driver wrote it, and none runs)."""
-        st = self.state
-        if self._gathered == st.trial_changes and self.paths.trials_table.exists() and st.unfinished() == 0:
+        state = self.state
+        if (
+            self._gathered == state.trial_changes
+            and self.paths.trials_table.exists()
+            and state.unfinished() == 0
+        ):
             return
         table = gather_table(
             self.paths, self.state, self.spec, known=self.reconciler.summaries, ended=self._ended_rows
@@ -328,12 +336,12 @@ class Driver:
         self._gathered = self.state.trial_changes
 
     # ------------------------------------------------------------------ 6 analyze
-    def analyze(self, g: int) -> None:
+    def analyze(self, generation: int) -> None:
         """The planner's analysis of generation g -> analysis.md. If the planner fails, or
         wrote the deterministic analysis itself (``Planner.analysis_fallback``), the
         ``analyzed`` event says so: author ``deterministic`` and why."""
         p = self.planning
-        p.write_analysis(g, *p.run_analysis(p.analysis_context(g)))
+        p.write_analysis(generation, *p.run_analysis(p.analysis_context(generation)))
 
 
 def exit_message(result: RunResult) -> str:

@@ -153,8 +153,8 @@ class AsyncSchedule:
         """Run until nothing is in flight and nothing more is to be planned: ``done``,
         ``exhausted`` or ``cancelled``."""
         driver = self.driver
-        for g in self.open_generations():
-            driver.prepare(g)  # what a killed driver planned and never prepared
+        for generation in self.open_generations():
+            driver.prepare(generation)  # what a killed driver planned and never prepared
         self._rewiden()
         delay = 0.05
         while True:
@@ -170,21 +170,25 @@ class AsyncSchedule:
                 changed = self._next_call() or changed
             if self.call is None and not self.open_generations() and not self._more_to_plan():
                 return "exhausted" if self.exhausted else "done"
-            for g in self.open_generations():
-                driver.report_progress(g)
+            for generation in self.open_generations():
+                driver.report_progress(generation)
             driver.touch_lock()
-            n_open = sum(len(driver.state.generations[g].trial_ids) for g in self.open_generations())
+            n_open = sum(
+                len(driver.state.generations[generation].trial_ids) for generation in self.open_generations()
+            )
             delay = next_delay(delay, changed, n_open, driver.executor, ASYNC_STATUS_INTERVAL_S)
             time.sleep(delay)
 
     # ------------------------------------------------------------------ what is in flight
     def open_generations(self) -> list[int]:
         """Generations planned and not done, oldest first."""
-        return [g for g, r in self.driver.state.generations.items() if r.planned and not r.done]
+        return [
+            generation for generation, r in self.driver.state.generations.items() if r.planned and not r.done
+        ]
 
     def _open_trials(self) -> list[TrialRecord]:
-        st = self.driver.state
-        return [t for g in self.open_generations() for t in st.trials_of(g)]
+        state = self.driver.state
+        return [trial for generation in self.open_generations() for trial in state.trials_of(generation)]
 
     def _taken(self) -> tuple[int, int]:
         """(slots taken: trials that run or may start, trials waiting for a slot: planned
@@ -193,20 +197,20 @@ class AsyncSchedule:
         for _sub, unfinished, width in self._submissions():
             in_use += min(unfinished, width)
             waiting += max(0, unfinished - width)
-        waiting += sum(t.state is TrialState.PLANNED for t in self._open_trials())
+        waiting += sum(trial.state is TrialState.PLANNED for trial in self._open_trials())
         return in_use, waiting
 
     def _submissions(self) -> list[tuple[SubmissionRecord, int, int]]:
         """(submission, its trials in flight, its width) of every submission with trials in
         flight, oldest first."""
-        st = self.driver.state
+        state = self.driver.state
         count: dict[str, int] = {}
-        for t in self._open_trials():
-            if t.state in IN_FLIGHT and t.token:
-                count[t.token] = count.get(t.token, 0) + 1
+        for trial in self._open_trials():
+            if trial.state in IN_FLIGHT and trial.token:
+                count[trial.token] = count.get(trial.token, 0) + 1
         out = []
         for token, n in count.items():
-            sub = st.submissions.get(token)
+            sub = state.submissions.get(token)
             if sub is not None:
                 out.append((sub, n, sub.width or len(sub.trial_ids)))
         return sorted(out, key=lambda x: x[0].at)
@@ -265,19 +269,19 @@ class AsyncSchedule:
         """Each generation's planned trials, as one submission, oldest first: narrowed to the
         free slots the moment one is free, where the executor can widen it later; else once all
         of them fit (or nothing else is in flight: a confirmation may be wider than the slots)."""
-        driver, st = self.driver, self.driver.state
+        driver, state = self.driver, self.driver.state
         in_use, _ = self._taken()
         narrow = driver.executor.can_widen
         submitted = False
-        for g in self.open_generations():
-            planned = [t for t in st.trials_of(g) if t.state is TrialState.PLANNED]
+        for generation in self.open_generations():
+            planned = [trial for trial in state.trials_of(generation) if trial.state is TrialState.PLANNED]
             if not planned:
                 continue
             free = self.slots - in_use
             if in_use and (free < 1 if narrow else free < len(planned)):
                 break  # oldest first: a younger generation does not overtake it
             width = min(len(planned), max(free, 1)) if narrow else len(planned)
-            driver.submit(g, planned, width)  # all of them: not narrowed (Submissions.submit)
+            driver.submit(generation, planned, width)  # all of them: not narrowed (Submissions.submit)
             in_use += width
             submitted = True
         return submitted
@@ -285,7 +289,7 @@ class AsyncSchedule:
     def _reconcile(self) -> bool:
         """The open trials of every generation in flight, as the sync loop's ``wait`` does."""
         driver = self.driver
-        open_trials = [t for t in self._open_trials() if t.state in IN_FLIGHT]
+        open_trials = [trial for trial in self._open_trials() if trial.state in IN_FLIGHT]
         if not open_trials:
             return False
         events = driver.reconciler.reconcile(driver.state, open_trials)
@@ -314,61 +318,65 @@ class AsyncSchedule:
 
     def _ripe(self) -> list[int]:
         """Generations whose trials all ended, oldest first (analyzed ones are closed here)."""
-        driver, st, out = self.driver, self.driver.state, []
-        for g in self.open_generations():
-            if all(t.state.is_finished() for t in st.trials_of(g)):
-                if st.generations[g].analyzed:  # by a driver that died before generation_done
-                    driver.record(GenerationDone(generation=g))
+        driver, state, out = self.driver, self.driver.state, []
+        for generation in self.open_generations():
+            if all(trial.state.is_finished() for trial in state.trials_of(generation)):
+                if state.generations[generation].analyzed:  # by a driver that died before generation_done
+                    driver.record(GenerationDone(generation=generation))
                 else:
-                    out.append(g)
+                    out.append(generation)
         return out
 
-    def _analyze(self, g: int) -> bool:
+    def _analyze(self, generation: int) -> bool:
         driver = self.driver
         driver.gather()
-        ctx = driver.planning.analysis_context(g, plan_for=self._next_unplanned())
+        ctx = driver.planning.analysis_context(generation, plan_for=self._next_unplanned())
         self._fresh_for = ctx.plan_for if driver.planner.costly else None
-        self.call = _Call("analysis", g, lambda _reporter: driver.planning.run_analysis(ctx))
+        self.call = _Call("analysis", generation, lambda _reporter: driver.planning.run_analysis(ctx))
         return True
 
     def _plan_due(self) -> tuple[int, str, int] | None:
         """(generation, kind, size) when the next generation should be planned now."""
-        driver, st, spec = self.driver, self.driver.state, self.driver.spec
-        g = self._next_unplanned()
-        if self.exhausted or (driver.stop_after is not None and g > driver.stop_after):
+        driver, state, spec = self.driver, self.driver.state, self.driver.spec
+        generation = self._next_unplanned()
+        if self.exhausted or (driver.stop_after is not None and generation > driver.stop_after):
             return None
-        kind = next_kind(st, spec, driver.planning.check_stop())
+        kind = next_kind(state, spec, driver.planning.check_stop())
         if kind is None:
             return None
         if kind == CONFIRM:  # it ranks finished configurations: the search in flight ends first
-            searching = any(t.purpose in SEARCH_PURPOSES for t in self._open_trials())
-            return None if searching else (g, CONFIRM, 0)
+            searching = any(trial.purpose in SEARCH_PURPOSES for trial in self._open_trials())
+            return None if searching else (generation, CONFIRM, 0)
         if kind == REPLICATE:  # the search has ended: the candidates' replicates, at once
-            return g, REPLICATE, 0
+            return generation, REPLICATE, 0
         in_use, waiting = self._taken()
         free = self.slots - in_use - waiting
-        if driver.executor.can_widen and (self._fresh_for == g or driver.planner.costly):
+        if driver.executor.can_widen and (self._fresh_for == generation or driver.planner.costly):
             # proposals ready: take them all now; a costly planner plans a batch ahead
-            ahead = self._fresh_for == g or self.slots - waiting >= self.refill
-            return (g, EXPLORE, spec.campaign.batch_trials) if ahead else None
-        latency = 0.0 if self._fresh_for == g else self._latency()  # proposals ready: no call
+            ahead = self._fresh_for == generation or self.slots - waiting >= self.refill
+            return (generation, EXPLORE, spec.campaign.batch_trials) if ahead else None
+        latency = 0.0 if self._fresh_for == generation else self._latency()  # proposals ready: no call
         expected = free + self._ending_within(latency, in_use)
         if expected < self.refill:
             return None
-        return g, EXPLORE, max(min(spec.campaign.batch_trials, int(expected)), len(spec.campaign.seeds))
+        return (
+            generation,
+            EXPLORE,
+            max(min(spec.campaign.batch_trials, int(expected)), len(spec.campaign.seeds)),
+        )
 
-    def _start_plan(self, g: int, kind: str, size: int) -> bool:
+    def _start_plan(self, generation: int, kind: str, size: int) -> bool:
         driver = self.driver
         if kind in (CONFIRM, REPLICATE):
-            driver.planning.start(g, kind)
-            driver.prepare(g)
+            driver.planning.start(generation, kind)
+            driver.prepare(generation)
             return True
-        req = self.request = driver.planning.start(g, EXPLORE, size)
+        req = self.request = driver.planning.start(generation, EXPLORE, size)
         assert req is not None
-        self._timed = self._fresh_for != g  # a round trip, not proposals an analysis made
+        self._timed = self._fresh_for != generation  # a round trip, not proposals an analysis made
         self._fresh_for = None
         self.call = _Call(
-            "plan", g, lambda reporter: req.ask(driver.planner, driver.fallback_planner, reporter)
+            "plan", generation, lambda reporter: req.ask(driver.planner, driver.fallback_planner, reporter)
         )
         return True
 
@@ -381,7 +389,7 @@ class AsyncSchedule:
     def _next_unplanned(self) -> int:
         """The generation to plan next: one a dead driver began planning, else a new one."""
         gens = self.driver.state.generations
-        started = [g for g, r in gens.items() if r.planning and not r.planned]
+        started = [generation for generation, r in gens.items() if r.planning and not r.planned]
         return min(started) if started else max(gens, default=-1) + 1
 
     # ------------------------------------------------------------------ the latency estimate
@@ -397,27 +405,37 @@ class AsyncSchedule:
         if latency <= 0 or not in_use:
             return 0.0
         self._learn_durations()
-        d, now, expected = self._durations, time.time(), 0.0
+        d, now = self._durations, time.time()
         if not d:
             return 0.0
         ran: list[float] = []
-        for t in self._open_trials():
-            if t.state in IN_FLIGHT:
-                status = self.driver.reconciler.status(t.trial_id)
-                if is_running_for(status, t.token) and status is not None:
+        for trial in self._open_trials():
+            if trial.state in IN_FLIGHT:
+                status = self.driver.reconciler.status(trial.trial_id)
+                if is_running_for(status, trial.token) and status is not None:
                     ran.append(max(0.0, now - float(status.get("started_at") or now)))
         ran += [0.0] * max(0, in_use - len(ran))
-        for out_for in ran[:in_use]:
-            longer = len(d) - bisect.bisect_right(d, out_for)
-            if longer:
-                expected += (bisect.bisect_right(d, out_for + latency) - (len(d) - longer)) / longer
-        return expected
+        return expected_ends(d, ran[:in_use], latency)
 
     def _learn_durations(self) -> None:
         """The run times of the trials that ended (their last attempt's), sorted."""
-        st = self.driver.state
-        ended = [t for t in st.trials.values() if t.state.is_finished() and t.duration_s is not None]
+        trials = self.driver.state.trials.values()
+        ended = [t for t in trials if t.state.is_finished() and t.duration_s is not None]
         if len(ended) == self._ended:
             return
         self._ended = len(ended)
         self._durations = sorted(float(t.duration_s or 0.0) for t in ended)
+
+
+def expected_ends(durations: list[float], ran: list[float], latency: float) -> float:
+    """How many of the trials that have run ``ran`` seconds each are expected to end within
+    ``latency`` more, given the run times of the trials that ended (``durations``, sorted):
+    for each, the share of the longer past runs that ended within ``latency`` of its age."""
+    expected = 0.0
+    for out_for in ran:
+        longer = len(durations) - bisect.bisect_right(durations, out_for)
+        if longer:
+            expected += (
+                bisect.bisect_right(durations, out_for + latency) - (len(durations) - longer)
+            ) / longer
+    return expected

@@ -97,45 +97,49 @@ class Planning:
     def check_stop(self) -> Stop | None:
         """The stop rule that holds now (:mod:`hpc_agent.science.budget`), journaled (``stopped``) the
         first time it holds in this run."""
-        spec, st = self.spec, self.state
-        gpu = self.gpu.hours(st) if spec.stop.max_gpu_hours else 0.0
-        stop = stop_rule(spec, self._used(gpu), explored(st))
-        if stop is not None and st.stopped != stop.rule:
+        spec, state = self.spec, self.state
+        gpu = self.gpu.hours(state) if spec.stop.max_gpu_hours else 0.0
+        stop = stop_rule(spec, self._used(gpu), explored(state))
+        if stop is not None and state.stopped != stop.rule:
             self.record(Stopped(rule=stop.rule, detail=stop.detail))
             if stop.rule != "generations":
                 self.reporter.info(f"the search stops: {stop.detail}")
         return stop
 
-    def start(self, g: int, kind: str, size: int | None = None) -> PlanRequest | None:
+    def start(self, generation: int, kind: str, size: int | None = None) -> PlanRequest | None:
         """Begin planning generation g (``planning``): a confirmation or replicate generation is
         planned at once (None); otherwise what the planner is to be asked, for the slots the
         candidates' replicates, the noise runs and the control leave."""
-        spec, st = self.spec, self.state
+        spec, state = self.spec, self.state
         if kind in (CONFIRM, REPLICATE):
-            self.record(PlanningStarted(generation=g, planner=kind))
-            planned = confirm_trials(st, spec, g) if kind == CONFIRM else replicate_trials(st, spec, g)
-            self._planned(g, kind, planned, "", "")
+            self.record(PlanningStarted(generation=generation, planner=kind))
+            planned = (
+                confirm_trials(state, spec, generation)
+                if kind == CONFIRM
+                else replicate_trials(state, spec, generation)
+            )
+            self._planned(generation, kind, planned, "", "")
             return None
-        seen = history_keys(st)
-        head = baseline(spec, g, seen)
+        seen = history_keys(state)
+        head = baseline(spec, generation, seen)
         room = spec.campaign.batch_trials if size is None else size
         limit = trial_limit(spec)
         if limit:
-            room = min(room, limit - len(search_trials(st)))
-        replicates = replicate_trials(st, spec, g, room=room) if spec.rigor.replicate else ()
-        first = noise_seeds(st, spec, g)
+            room = min(room, limit - len(search_trials(state)))
+        replicates = replicate_trials(state, spec, generation, room=room) if spec.rigor.replicate else ()
+        first = noise_seeds(state, spec, generation)
         seeds = len(spec.campaign.seeds)
         slots = (room - len(replicates) - max(0, len(first) - seeds)) // seeds
-        controls = slots >= 2 and bool(control_trials(st, spec, g, 0))  # a control takes a slot
+        controls = slots >= 2 and bool(control_trials(state, spec, generation, 0))  # a control takes a slot
         planner_name = self.planner.describe()
-        self.record(PlanningStarted(generation=g, planner=planner_name))
-        ctx = self._context(g, max(0, slots - len(head) - controls), seen)
-        return PlanRequest(g, planner_name, ctx, tuple(head), controls, replicates, first)
+        self.record(PlanningStarted(generation=generation, planner=planner_name))
+        ctx = self._context(generation, max(0, slots - len(head) - controls), seen)
+        return PlanRequest(generation, planner_name, ctx, tuple(head), controls, replicates, first)
 
     def finish(self, req: PlanRequest, plan: Plan) -> bool:
         """Generation ``req.generation`` planned with ``plan`` (``planned``); False when
         nothing is left to propose."""
-        spec, g = self.spec, req.generation
+        spec, generation = self.spec, req.generation
         notes = [plan.note]
         proposals = list(req.head) + fresh(
             validated(spec, plan.proposals, notes), set(req.ctx.extra_seen), notes
@@ -145,53 +149,56 @@ class Planning:
             return self._champion_controls(req, note)
         if not proposals and not req.replicates:
             self.reporter.warn(
-                f"generation {g}: nothing left to propose ({note or 'the planner proposed nothing'}); "
-                "the campaign ends here"
+                f"generation {generation}: nothing left to propose "
+                f"({note or 'the planner proposed nothing'}); the campaign ends here"
             )
             return False
         planned = req.replicates + trials(
-            g, proposals, spec.campaign.seeds, len(req.replicates), req.first_seeds
+            generation, proposals, spec.campaign.seeds, len(req.replicates), req.first_seeds
         )
         if req.controls and proposals:
-            planned += control_trials(self.state, spec, g, len(planned))
-        return self._planned(g, req.planner, planned, note, plan.rationale)
+            planned += control_trials(self.state, spec, generation, len(planned))
+        return self._planned(generation, req.planner, planned, note, plan.rationale)
 
     def _champion_controls(self, req: PlanRequest, note: str) -> bool:
         """A code-first generation with no code change to run: the champion's code again
         (:func:`hpc_agent.loop.propose.champion_controls`), said in the plan's note and on the terminal;
         False (the campaign ends) when there is nothing to run again either."""
-        g, why = req.generation, note or f"{req.planner} proposed no code change"
-        planned = champion_controls(self.state, self.spec, g, max(1, req.ctx.n + req.controls), why)
+        generation, why = req.generation, note or f"{req.planner} proposed no code change"
+        planned = champion_controls(self.state, self.spec, generation, max(1, req.ctx.n + req.controls), why)
         if not planned:
             self.reporter.warn(
-                f"generation {g}: no code change to run ({why}) and no configuration that completed to run "
-                "again; the campaign ends here"
+                f"generation {generation}: no code change to run ({why}) and no configuration that "
+                "completed to run again; the campaign ends here"
             )
             return False
         note = f"no code change to run ({why}): {len(planned)} control(s) of {planned[0].config}"
-        return self._planned(g, req.planner, planned, note, "")
+        return self._planned(generation, req.planner, planned, note, "")
 
-    def _planned(self, g: int, planner: str, planned: tuple[PlannedTrial, ...], note: str, why: str) -> bool:
-        plan_json = {"generation": g, "planner": planner, "note": note, "rationale": why}
+    def _planned(
+        self, generation: int, planner: str, planned: tuple[PlannedTrial, ...], note: str, why: str
+    ) -> bool:
+        plan_json = {"generation": generation, "planner": planner, "note": note, "rationale": why}
         atomic_write_text(
-            self.paths.plan(g), dumps_listing(plan_json, "trials", [t.to_dict() for t in planned])
+            self.paths.plan(generation),
+            dumps_listing(plan_json, "trials", [trial.to_dict() for trial in planned]),
         )
-        self.record(Planned(generation=g, planner=planner, note=note, trials=planned))
+        self.record(Planned(generation=generation, planner=planner, note=note, trials=planned))
         if note:
-            self.reporter.info(f"generation {g}: {note}")
+            self.reporter.info(f"generation {generation}: {note}")
         return True
 
-    def _context(self, g: int, n: int, seen: set[str]) -> PlanContext:
-        spec, st = self.spec, self.state
-        history = tuple(c for c in st.configs() if not c.purpose)  # confirmations: another budget
+    def _context(self, generation: int, n: int, seen: set[str]) -> PlanContext:
+        spec, state = self.spec, self.state
+        history = tuple(c for c in state.configs() if not c.purpose)  # confirmations: another budget
         return PlanContext(
             spec=spec,
-            generation=g,
+            generation=generation,
             n=n,
             history=history,
-            champion=st.champion(spec.campaign.mode),
-            analyses=tuple(analyses_before(self.paths, self.state, g, self._analyses)),
-            generations_left=generations_left(st, spec, g),
+            champion=state.champion(spec.campaign.mode),
+            analyses=tuple(analyses_before(self.paths, self.state, generation, self._analyses)),
+            generations_left=generations_left(state, spec, generation),
             results_dir=self.paths.root,
             seed=spec.campaign.seed,
             extra_seen=frozenset(seen),
@@ -214,27 +221,27 @@ class Planning:
         return replace(self._used_at[1], hours=hours_since_start(self.state))
 
     # ------------------------------------------------------------------ analyses
-    def analysis_context(self, g: int, plan_for: int | None = None) -> AnalysisContext:
+    def analysis_context(self, generation: int, plan_for: int | None = None) -> AnalysisContext:
         """What the analysis of generation g is given (a copy of the state: an async schedule
         analyzes on the planner's thread while the loop goes on). ``plan_for``: the generation
         its proposals are for, when the next one is the search's (default: g + 1)."""
         import polars as pl  # the driver loads Polars for the analysis, not to plan or poll
 
-        spec, st = self.spec, self.state
+        spec, state = self.spec, self.state
         holdout = list(spec.campaign.holdout_metrics)
         table = pl.read_parquet(self.paths.trials_table).drop(holdout, strict=False)  # never shown
-        analyses = tuple(analyses_before(self.paths, st, g, self._analyses))
-        nxt = plan_for if plan_for is not None else g + 1
-        plans = nxt not in st.generations and next_kind(st, spec, self.check_stop()) == EXPLORE
+        analyses = tuple(analyses_before(self.paths, state, generation, self._analyses))
+        nxt = plan_for if plan_for is not None else generation + 1
+        plans = nxt not in state.generations and next_kind(state, spec, self.check_stop()) == EXPLORE
         return AnalysisContext(
             spec,
-            g,
-            st.snapshot(),
+            generation,
+            state.snapshot(),
             table,
             analyses,
             self.paths.root,
             plan_for=nxt if plans else None,
-            generations_left=generations_left(st, spec, nxt),
+            generations_left=generations_left(state, spec, nxt),
             budget=self.budget_text(),
         )
 
@@ -248,10 +255,12 @@ class Planning:
             text, fallback = deterministic_analysis(ctx), f"analysis by {author} failed ({e})"
         return text, fallback, author
 
-    def write_analysis(self, g: int, text: str, fallback: str, author: str) -> None:
+    def write_analysis(self, generation: int, text: str, fallback: str, author: str) -> None:
         """analysis.md of generation g, and ``analyzed``."""
         if fallback.startswith(f"analysis by {author} failed"):
             self.reporter.warn(f"{fallback}; writing the deterministic one")
-        atomic_write_text(self.paths.analysis(g), text.rstrip() + "\n")
-        self.record(Analyzed(generation=g, author="deterministic" if fallback else author, fallback=fallback))
-        self.reporter.generation_done(g, text)
+        atomic_write_text(self.paths.analysis(generation), text.rstrip() + "\n")
+        self.record(
+            Analyzed(generation=generation, author="deterministic" if fallback else author, fallback=fallback)
+        )
+        self.reporter.generation_done(generation, text)

@@ -35,7 +35,7 @@ def base_files(paths: ResultsPaths, exp: ExperimentSection) -> dict[str, str]:
 
 def prepare_trial(
     paths: ResultsPaths,
-    t: TrialRecord,
+    trial: TrialRecord,
     exp: ExperimentSection,
     base: Mapping[str, str],
     unset_env: Sequence[str],
@@ -45,7 +45,7 @@ def prepare_trial(
     """Write one trial's folder, unless it is already prepared (``entries``: the workdir's,
     :func:`hpc_agent.edits.patches.workdir_entries`, read once for many trials; ``evaluated``: the
     metrics only the fixed evaluator may report). Its ``checkpoint/`` is the runner's to make."""
-    root = paths.trial_dir(t.trial_id)  # strings, not pathlib: a generation prepares thousands
+    root = paths.trial_dir(trial.trial_id)  # strings, not pathlib: a generation prepares thousands
     try:
         os.mkdir(root)
     except FileExistsError:  # prepared already, or a killed driver's half-written folder
@@ -54,10 +54,10 @@ def prepare_trial(
     except FileNotFoundError:
         os.makedirs(root, exist_ok=True)
     # no reader before launch.json exists (written last, atomically): no temporary file here
-    write_new(f"{root}/{PARAMS}", json.dumps({**dict(t.params), "seed": t.seed}) + "\n")
-    files = parent_files(paths, t, base)
-    if t.patch:
-        patched, errors = apply_patch(files, t.patch, exp.editable)
+    write_new(f"{root}/{PARAMS}", json.dumps({**dict(trial.params), "seed": trial.seed}) + "\n")
+    files = parent_files(paths, trial, base)
+    if trial.patch:
+        patched, errors = apply_patch(files, trial.patch, exp.editable)
         if errors:  # validated when planned; a changed parent could still break it
             atomic_write_text(f"{root}/{PATCH}", "# patch did not apply:\n# " + "\n# ".join(errors) + "\n")
         else:
@@ -65,28 +65,28 @@ def prepare_trial(
             files = patched
     build_code_dir(Path(exp.workdir), files, f"{root}/{CODE}", skip=[paths.root], entries=entries)
     Launch(
-        trial=t.trial_id,
-        command=fill_command(exp.command, t.params, t.seed),
-        time_budget_s=exp.time_budget_s * t.budget_multiplier,
+        trial=trial.trial_id,
+        command=fill_command(exp.command, trial.params, trial.seed),
+        time_budget_s=exp.time_budget_s * trial.budget_multiplier,
         env=dict(exp.env),
         kill_grace_s=exp.kill_grace_s,
-        seed=t.seed,
+        seed=trial.seed,
         unset_env=tuple(unset_env),
-        fidelity=t.budget_multiplier,
+        fidelity=trial.budget_multiplier,
         parse=dict(exp.parse),
         parse_stderr=exp.parse_stderr,
-        evaluate=fill_command(exp.evaluate, t.params, t.seed) if exp.evaluate else (),
+        evaluate=fill_command(exp.evaluate, trial.params, trial.seed) if exp.evaluate else (),
         evaluate_cwd=os.path.relpath(paths.evaluator, root) if exp.evaluate else "",
         evaluate_time_s=exp.evaluate_time_s,
         evaluated=evaluated,
     ).write(root)
 
 
-def parent_files(paths: ResultsPaths, t: TrialRecord, base: Mapping[str, str]) -> dict[str, str]:
+def parent_files(paths: ResultsPaths, trial: TrialRecord, base: Mapping[str, str]) -> dict[str, str]:
     """The editable files a trial starts from: its parent's version, else the base."""
-    if not t.parent or not base:
+    if not trial.parent or not base:
         return dict(base)
-    parent_code = paths.trial(t.parent).code
+    parent_code = paths.trial(trial.parent).code
     out = {}
     for name in base:
         try:

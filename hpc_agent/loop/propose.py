@@ -148,8 +148,8 @@ def explored_units(state: CampaignState, spec: CampaignSpec, before: int | None 
         return explored(state, before)
     n = sum(
         1
-        for t in state.trials.values()
-        if t.purpose in SEARCH_PURPOSES and (before is None or t.generation < before)
+        for trial in state.trials.values()
+        if trial.purpose in SEARCH_PURPOSES and (before is None or trial.generation < before)
     )
     return n // spec.campaign.batch_trials
 
@@ -238,8 +238,8 @@ def control_trials(
         return ()  # (a batch of one is the search's alone)
     if champion is None or champion.n_completed != 1:
         return ()
-    runs = [state.trials[t] for t in champion.trial_ids]
-    if any(t.purpose == "control" and not t.state.is_finished() for t in runs):
+    runs = [state.trials[trial] for trial in champion.trial_ids]
+    if any(trial.purpose == "control" and not trial.state.is_finished() for trial in runs):
         return ()
     first = runs[0]
     return (
@@ -247,7 +247,7 @@ def control_trials(
             trial_id=trial_id(generation, start),
             index=start,
             config=champion.config_id,
-            seed=max(t.seed for t in runs) + 1,
+            seed=max(trial.seed for trial in runs) + 1,
             params=dict(champion.params),
             hypothesis=f"control: the champion {champion.config_id} again with a new seed (the noise floor)",
             parent=first.parent,
@@ -271,8 +271,8 @@ def champion_controls(
         target = next((c for c in state.configs() if c.source == "baseline" and c.verdict != "crash"), None)
     if target is None or n <= 0:
         return ()
-    runs = [state.trials[t] for t in target.trial_ids]
-    first, seed = runs[0], max(t.seed for t in runs) + 1
+    runs = [state.trials[trial] for trial in target.trial_ids]
+    first, seed = runs[0], max(trial.seed for trial in runs) + 1
     return tuple(
         PlannedTrial(
             trial_id=trial_id(generation, i),
@@ -296,7 +296,7 @@ def unreplicated(state: CampaignState) -> list[ConfigResult]:
     out = []
     for cid in state.candidates:
         c = state.config(cid)
-        if c is not None and all(state.trials[t].purpose != REPLICATE for t in c.trial_ids):
+        if c is not None and all(state.trials[trial].purpose != REPLICATE for trial in c.trial_ids):
             out.append(c)
     return out
 
@@ -313,8 +313,8 @@ def replicate_trials(
     for c in unreplicated(state):
         if room is not None and len(out) + n > room:
             break
-        runs = [state.trials[t] for t in c.trial_ids]
-        first, top = runs[0], max(t.seed for t in runs)
+        runs = [state.trials[trial] for trial in c.trial_ids]
+        first, top = runs[0], max(trial.seed for trial in runs)
         why = f"replicate: candidate {c.config_id} again with a new seed (a keep is confirmed first)"
         for k in range(n):
             index = start + len(out)

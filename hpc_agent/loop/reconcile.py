@@ -126,18 +126,18 @@ class Reconciler:
         fresh = self._announced(open_trials)
         ended: list[tuple[TrialRecord, dict[str, Any]]] = []
         waiting: list[TrialRecord] = []
-        for t in open_trials:
-            if t.trial_id in fresh:
-                status = self.status(t.trial_id, fresh=True)
+        for trial in open_trials:
+            if trial.trial_id in fresh:
+                status = self.status(trial.trial_id, fresh=True)
             elif sweep:
-                status = self.status(t.trial_id)
+                status = self.status(trial.trial_id)
             else:
-                waiting.append(t)
+                waiting.append(trial)
                 continue
-            if status is not None and ends_attempt(status, t.token):
-                ended.append((t, status))
+            if status is not None and ends_attempt(status, trial.token):
+                ended.append((trial, status))
             else:
-                waiting.append(t)
+                waiting.append(trial)
         gone: list[Gone] = []
         if poll and waiting and now - self._polled_at >= self.executor.poll_interval_s:
             self._polled_at = now
@@ -153,8 +153,8 @@ class Reconciler:
         what the notice said reads every status file when it starts again)."""
         ids = {t.trial_id for t in open_trials}
         out: set[str] = set()
-        for g in {t.generation for t in open_trials}:
-            folder = str(self.paths.ended(g))
+        for generation in {t.generation for t in open_trials}:
+            folder = str(self.paths.ended(generation))
             for name in announced(folder):
                 trial = name.split(".", 1)[0]
                 if trial in ids:  # another's is left for the look that asks about it
@@ -173,84 +173,87 @@ class Reconciler:
         job is gone (seen twice), with what its ending means (one whose status, read again,
         did end the attempt after all joins ``ended``)."""
         by_job: dict[str, list[TrialRecord]] = {}
-        for t in waiting:
-            sub = state.submissions.get(t.token or "")
+        for trial in waiting:
+            sub = state.submissions.get(trial.token or "")
             if sub is None or sub.state != "submitted":
                 continue
-            for j in [t.job_id] if t.job_id else list(sub.job_ids):
-                by_job.setdefault(j, []).append(t)
+            for j in [trial.job_id] if trial.job_id else list(sub.job_ids):
+                by_job.setdefault(j, []).append(trial)
         if not by_job:
             return []
         info = self.executor.poll(list(by_job))
         self.job_info.update(info)
         alive = {
-            t.trial_id for j, ts in by_job.items() if info.get(j, JobStatus(j, "gone")).alive for t in ts
+            trial.trial_id
+            for j, ts in by_job.items()
+            if info.get(j, JobStatus(j, "gone")).alive
+            for trial in ts
         }
-        polled = {t.trial_id for ts in by_job.values() for t in ts}
+        polled = {trial.trial_id for ts in by_job.values() for trial in ts}
         out: list[Gone] = []
-        for t in waiting:
-            if t.trial_id in alive or t.trial_id not in polled:
-                self._gone_seen.pop(t.trial_id, None)
+        for trial in waiting:
+            if trial.trial_id in alive or trial.trial_id not in polled:
+                self._gone_seen.pop(trial.trial_id, None)
                 continue
-            seen = self._gone_seen[t.trial_id] = self._gone_seen.get(t.trial_id, 0) + 1
+            seen = self._gone_seen[trial.trial_id] = self._gone_seen.get(trial.trial_id, 0) + 1
             if seen < GONE_CONFIRMATIONS:
                 continue  # a status file may still be on its way (NFS attribute caches)
-            status = self.status(t.trial_id, fresh=True)
-            if status is not None and ends_attempt(status, t.token):
-                ended.append((t, status))  # it did finish, unannounced
-                self._gone_seen.pop(t.trial_id, None)
+            status = self.status(trial.trial_id, fresh=True)
+            if status is not None and ends_attempt(status, trial.token):
+                ended.append((trial, status))  # it did finish, unannounced
+                self._gone_seen.pop(trial.trial_id, None)
                 continue
-            job = info.get(t.job_id or "") if t.job_id else None
-            out.append((t, *gone_outcome(job, status), status))
-            self._gone_seen.pop(t.trial_id, None)
+            job = info.get(trial.job_id or "") if trial.job_id else None
+            out.append((trial, *gone_outcome(job, status), status))
+            self._gone_seen.pop(trial.trial_id, None)
         return out
 
     def _conclude(
         self, state: CampaignState, ended: Sequence[tuple[TrialRecord, dict[str, Any]]], gone: Sequence[Gone]
     ) -> list[Event]:
         camp, exp = self.spec.campaign, self.spec.experiment
-        files = {t.trial_id: f"{self.paths.trial_dir(t.trial_id)}/{METRICS}" for t, _ in ended}
+        files = {trial.trial_id: f"{self.paths.trial_dir(trial.trial_id)}/{METRICS}" for trial, _ in ended}
         summaries = (
             summarize(files, camp.metric, camp.mode, camp.objective, camp.gathered_metrics) if files else {}
         )
         events: list[Event] = []
-        for t, status in ended:
+        for trial, status in ended:
             raw = str(status["state"])
-            st, objective, metric_reason = outcome(raw, summaries.get(t.trial_id), camp.metric)
+            st, objective, metric_reason = outcome(raw, summaries.get(trial.trial_id), camp.metric)
             reason = metric_reason or str(status.get("reason", ""))
             if state.cancelled and st in ("preempted", "cancelled"):  # `hpc-agent cancel` stopped it
-                events.append(cancelled_by_campaign(t.trial_id))
+                events.append(cancelled_by_campaign(trial.trial_id))
             elif st == "preempted":
-                events.append(interrupted(t, reason, status, st, exp))
+                events.append(interrupted(trial, reason, status, st, exp))
             else:
-                events.append(trial_ended(t, st, objective, reason, status))
-                if t.trial_id in summaries:
-                    self.summaries[t.trial_id] = summaries[t.trial_id]
-        for t, st, reason, last in gone:
+                events.append(trial_ended(trial, st, objective, reason, status))
+                if trial.trial_id in summaries:
+                    self.summaries[trial.trial_id] = summaries[trial.trial_id]
+        for trial, st, reason, last in gone:
             if TrialState(st).is_retryable():
-                events.append(interrupted(t, reason, self._progress_of(t, last), st, exp))
+                events.append(interrupted(trial, reason, self._progress_of(trial, last), st, exp))
             else:
-                events.append(TrialEnded(trial=t.trial_id, state=st, objective=None, reason=reason))
+                events.append(TrialEnded(trial=trial.trial_id, state=st, objective=None, reason=reason))
         return events
 
-    def _progress_of(self, t: TrialRecord, status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    def _progress_of(self, trial: TrialRecord, status: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """A lost attempt's last status, with whether it wrote a checkpoint (nobody else could
         say: its runner died with it)."""
-        if not status or status.get("token") != t.token:
+        if not status or status.get("token") != trial.token:
             return None
         started = status.get("started_at")
         if not isinstance(started, (int, float)):
             return dict(status)
-        advanced = checkpoint_written_since(self.paths.trial(t.trial_id).checkpoint, float(started))
+        advanced = checkpoint_written_since(self.paths.trial(trial.trial_id).checkpoint, float(started))
         return {**status, "interrupted_by": None, "checkpoint_advanced": advanced}
 
 
 def trial_ended(
-    t: TrialRecord, state: str, objective: float | None, reason: str, status: Mapping[str, Any]
+    trial: TrialRecord, state: str, objective: float | None, reason: str, status: Mapping[str, Any]
 ) -> TrialEnded:
     """The end of a trial whose runner wrote its final word."""
     return TrialEnded(
-        trial=t.trial_id,
+        trial=trial.trial_id,
         state=state,
         objective=objective,
         reason=reason,
@@ -275,16 +278,16 @@ def cancelled_by_campaign(trial: str) -> TrialEnded:
 def resumed_after_cancel(state: CampaignState) -> list[Requeued]:
     """Trials stopped by ``hpc-agent cancel`` in an unfinished generation go back to be run."""
     return [
-        Requeued(trial=t.trial_id, reason="resumed after hpc-agent cancel", counted=False)
-        for t in state.trials.values()
-        if t.by_campaign_cancel
-        and t.state is TrialState.CANCELLED
-        and not state.generations[t.generation].done
+        Requeued(trial=trial.trial_id, reason="resumed after hpc-agent cancel", counted=False)
+        for trial in state.trials.values()
+        if trial.by_campaign_cancel
+        and trial.state is TrialState.CANCELLED
+        and not state.generations[trial.generation].done
     ]
 
 
 def interrupted(
-    t: TrialRecord, reason: str, status: Mapping[str, Any] | None, state: str, exp: ExperimentSection
+    trial: TrialRecord, reason: str, status: Mapping[str, Any] | None, state: str, exp: ExperimentSection
 ) -> Event:
     """The event for an interrupted attempt (preempted, stopped for the job's time limit,
     lost): ``requeued``, or ``trial_ended`` once its cap is spent.
@@ -296,15 +299,15 @@ def interrupted(
     by = status.get("interrupted_by")
     progress = bool(status.get("checkpoint_advanced"))
     free = by in TERMINAL_SIGNALS
-    duration = attempt_duration(status, t.token)
+    duration = attempt_duration(status, trial.token)
     if (
         free
-        or (progress and t.progress_requeues < exp.max_progress_requeues)
-        or (not progress and t.retries < exp.max_retries)
+        or (progress and trial.progress_requeues < exp.max_progress_requeues)
+        or (not progress and trial.retries < exp.max_retries)
     ):
         counted = not free and not progress
         return Requeued(
-            trial=t.trial_id,
+            trial=trial.trial_id,
             reason=reason,
             counted=counted,
             progress=progress,
@@ -313,21 +316,21 @@ def interrupted(
         )
     if progress:
         why = (
-            f"{reason} (gave up after {t.progress_requeues} requeue(s) with progress: "
+            f"{reason} (gave up after {trial.progress_requeues} requeue(s) with progress: "
             "raise max_progress_requeues)"
         )
     elif by == TIME_LIMIT:
         state, why = (
             "timeout",
             (
-                f"the trial needs more than the job's time limit and wrote no checkpoint in {t.retries + 1} "
-                "attempt(s): raise timeout_min, or save a checkpoint in hpc_agent.checkpoint_dir() "
-                "and resume from it"
+                "the trial needs more than the job's time limit and wrote no checkpoint in "
+                f"{trial.retries + 1} attempt(s): raise timeout_min, or save a checkpoint in "
+                "hpc_agent.checkpoint_dir() and resume from it"
             ),
         )
     else:
-        why = f"{reason} (gave up after {t.retries} requeue(s))"
-    return TrialEnded(trial=t.trial_id, state=state, objective=None, reason=why, duration_s=duration)
+        why = f"{reason} (gave up after {trial.retries} requeue(s))"
+    return TrialEnded(trial=trial.trial_id, state=state, objective=None, reason=why, duration_s=duration)
 
 
 def gone_outcome(job: JobStatus | None, status: Mapping[str, Any] | None) -> tuple[str, str]:

@@ -40,13 +40,13 @@ def plan_rerun(results: Path, trial: str, seeds: int = 1, budget_multiplier: flo
         _check_idle(state)
         mode = str(state.spec.get("campaign", {}).get("mode", "min"))
         original = state.trials[resolve_trial(state, trial, mode)]
-        g = max(state.generations, default=-1) + 1
+        generation = max(state.generations, default=-1) + 1
         why = f"reproduce {original.trial_id} (config {original.config_id})"
         planned = tuple(
             PlannedTrial(
-                trial_id=trial_id(g, k),
+                trial_id=trial_id(generation, k),
                 index=k,
-                config=trial_id(g, 0),
+                config=trial_id(generation, 0),
                 seed=original.seed + k,
                 params=dict(original.params),
                 hypothesis=why + (f" at {budget_multiplier:g}x the budget" if budget_multiplier != 1 else ""),
@@ -59,22 +59,27 @@ def plan_rerun(results: Path, trial: str, seeds: int = 1, budget_multiplier: flo
             for k in range(seeds)
         )
         atomic_write_json(
-            paths.plan(g),
-            {"generation": g, "planner": RERUN, "note": why, "trials": [t.to_dict() for t in planned]},
+            paths.plan(generation),
+            {
+                "generation": generation,
+                "planner": RERUN,
+                "note": why,
+                "trials": [t.to_dict() for t in planned],
+            },
         )
         Journal(paths.journal).write(
             [
-                PlanningStarted(generation=g, planner=RERUN),
-                Planned(generation=g, planner=RERUN, note=why, trials=planned),
+                PlanningStarted(generation=generation, planner=RERUN),
+                Planned(generation=generation, planner=RERUN, note=why, trials=planned),
             ]
         )
-        return g
+        return generation
     finally:
         lock.release()
 
 
 def _check_idle(state: CampaignState) -> None:
-    unfinished = [g for g, r in state.generations.items() if r.planned and not r.done]
+    unfinished = [generation for generation, r in state.generations.items() if r.planned and not r.done]
     if unfinished:
         raise UserError(
             f"generation {unfinished[0]} of this campaign is not finished: a rerun waits for it",

@@ -37,7 +37,7 @@ class Submissions:
         # the API key is never in a job's environment, whatever its variable is called
         self.secret_env = tuple(dict.fromkeys((*SECRET_ENV_VARS, driver.spec.planner.api_key_env)))
 
-    def submit(self, g: int, planned: Sequence[TrialRecord], width: int = 0) -> None:
+    def submit(self, generation: int, planned: Sequence[TrialRecord], width: int = 0) -> None:
         """Submit these trials of generation g as ONE submission under a new token
         (``submitting``, then ``submitted``), at most ``width`` of them at once until
         widened (0: all). The trials are assigned to it before the executor is called
@@ -46,12 +46,18 @@ class Submissions:
         file less per trial). A refusal is ``submit_failed`` and a UserError (exit 2) naming
         the scheduler's words and the fix; nothing is lost."""
         token = secrets.token_hex(4)
-        again = [t.trial_id for t in planned if t.token is not None]  # held by a submission before
+        again = [
+            trial.trial_id for trial in planned if trial.token is not None
+        ]  # held by a submission before
         width = width if 0 < width < len(planned) else 0
-        req = self._request(g, token, [t.trial_id for t in planned], width)
+        req = self._request(generation, token, [trial.trial_id for trial in planned], width)
         self._write(
             Submitting(
-                generation=g, token=token, trials=req.trial_ids, executor=self.executor.name, width=width
+                generation=generation,
+                token=token,
+                trials=req.trial_ids,
+                executor=self.executor.name,
+                width=width,
             )
         )
         self._assign(again, token)
@@ -63,7 +69,7 @@ class Submissions:
             if e.job_ids:
                 self.executor.cancel(e.job_ids)
             raise UserError(
-                f"the scheduler refused generation {g}'s jobs: {e.message}",
+                f"the scheduler refused generation {generation}'s jobs: {e.message}",
                 fix=e.fix
                 or "fix the profile or [executor] values it names, then run again "
                 "(nothing was lost: the trials are still planned)",
@@ -71,7 +77,7 @@ class Submissions:
             ) from None
         self._write(Submitted(token=token, job_ids=tuple(sub.job_ids), trial_jobs=sub.trial_jobs))
         jobs = self.executor.describe_jobs(sub.job_ids)
-        self.reporter.info(f"generation {g}: submitted {len(planned)} trial(s) as {jobs}")
+        self.reporter.info(f"generation {generation}: submitted {len(planned)} trial(s) as {jobs}")
 
     def widen(self, token: str, width: int, again: bool = False) -> bool:
         """Let up to ``width`` trials of submission ``token`` run at once (``widened`` first,
@@ -91,17 +97,17 @@ class Submissions:
             return False
         return True
 
-    def _request(self, g: int, token: str, ids: Sequence[str], width: int = 0) -> SubmitRequest:
+    def _request(self, generation: int, token: str, ids: Sequence[str], width: int = 0) -> SubmitRequest:
         return SubmitRequest(
             token=token,
-            generation=g,
+            generation=generation,
             campaign=self.spec.name,
             trial_ids=tuple(ids),
-            trial_dirs=tuple(str(self.paths.trial(t).root) for t in ids),
-            queue_dir=str(self.paths.submission(g, token)),
+            trial_dirs=tuple(str(self.paths.trial(trial).root) for trial in ids),
+            queue_dir=str(self.paths.submission(generation, token)),
             submitit_dir=str(self.paths.submitit),
             timeout_min=self.spec.experiment.job_timeout_for(
-                max((self.driver.state.trials[t].budget_multiplier for t in ids), default=1.0)
+                max((self.driver.state.trials[trial].budget_multiplier for trial in ids), default=1.0)
             ),
             scrub_env=self.secret_env,
             width=width,
@@ -137,7 +143,7 @@ class Submissions:
 
     def _find_settled(self, req: SubmitRequest, submitting_at: float, locked_at: float) -> list[str]:
         """``executor.find`` until it finds the jobs or the submission has settled."""
-        later_runs = [t for t in self.driver.state.run_times if t > submitting_at]
+        later_runs = [trial for trial in self.driver.state.run_times if trial > submitting_at]
         died_by = min(later_runs[0] if later_runs else locked_at, submitting_at + SUBMIT_TIMEOUT_S)
         settle_until = died_by + self.executor.settle_s
         found = self.executor.find(req)

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hpc_agent.config.spec import CampaignSpec, RigorSection
-from hpc_agent.store.events import Judged, copy_with
+from hpc_agent.store.events import Verdict, copy_with
 from hpc_agent.store.state import CampaignState, ConfigResult, TrialRecord, TrialState
 
 KEEP, DISCARD, CRASH = "keep", "discard", "crash"
@@ -257,14 +257,14 @@ def _betainc(a: float, b: float, x: float) -> float:
     return front * (f - 1.0) / a
 
 
-def verdicts_due(state: CampaignState, spec: CampaignSpec) -> list[Judged]:
+def verdicts_due(state: CampaignState, spec: CampaignSpec) -> list[Verdict]:
     """The verdicts due now, in the order configurations were planned: first the candidates
     whose replicates have all ended (confirmed or discarded), then every configuration of the
     search that finished and has no verdict yet, each against the champion of its moment (a
     keep makes it the champion for the next). A configuration better than the champion while
     the noise is unknown gets none yet (pending); so does one that would be the reference
     while a configuration planned before it is still running."""
-    out: list[Judged] = []
+    out: list[Verdict] = []
     rule, mode = spec.rigor, spec.campaign.mode
     # the kept champion (not the best-mean fallback of a journal without verdicts: a journal of
     # release 0.1.0 resumed is judged from its first configuration on)
@@ -325,8 +325,8 @@ def _judged(
     se: float | None,
     champion: ConfigResult | None,
     floor: Noise,
-) -> Judged:
-    return Judged(
+) -> Verdict:
+    return Verdict(
         config=c.config_id,
         verdict=verdict,
         reason=reason,

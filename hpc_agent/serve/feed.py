@@ -116,7 +116,7 @@ class Feed:
         st = self.state
         trials = list(_touched(event, st))
         configs = {st.trials[t].config_id for t in trials if t in st.trials}
-        if isinstance(event, ev.Judged):
+        if isinstance(event, ev.Verdict):
             configs.add(event.config)
             if event.verdict == "keep":
                 self._kept.append((event.t, event.config))

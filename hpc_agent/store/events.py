@@ -27,7 +27,7 @@ kind                class            written
                                      turned out never to have reached it
 ``trial_ended``     TrialEnded       a trial's final state, objective and reason
 ``requeued``        Requeued         an interrupted attempt goes back to be submitted
-``verdict``         Judged           a finished configuration: keep, discard, crash or
+``verdict``         Verdict          a finished configuration: keep, discard, crash or
                                      candidate (a second verdict follows its replicate),
                                      and why
 ``analyzed``        Analyzed         generation g's analysis.md is written, by ``author``
@@ -271,7 +271,7 @@ class Analyzed(Event):
 
 
 @dataclass(frozen=True)
-class Judged(Event):
+class Verdict(Event):
     """A finished configuration's verdict under the promotion rule (:mod:`hpc_agent.science.rigor`):
     ``keep`` (the new champion), ``discard`` (worse, within the noise, or not confirmed by its
     replicate), ``crash``, or ``candidate`` (it passed on its screening runs; its replicate's
@@ -392,7 +392,7 @@ EVENTS: dict[str, type[Event]] = {
         PlanningStarted,
         Planned,
         Analyzed,
-        Judged,
+        Verdict,
         GenerationDone,
         Submitting,
         Submitted,

@@ -196,7 +196,7 @@ class StateViews:
             ):
                 self.best[mode] = record
 
-    def judged(self, e: ev.Judged) -> None:
+    def judged(self, e: ev.Verdict) -> None:
         """Configuration ``e.config`` got a verdict: its cached result carries it."""
         at = self.config_at.get(e.config)
         if at is not None:
@@ -214,12 +214,12 @@ class StateViews:
         (what :meth:`CampaignState.settled_unjudged` and :meth:`CampaignState.configs_with_values`
         select by)."""
         unfinished, values = self.tallies.get(record.config_id, (0, 0))
-        for t, sign in ((prev, -1), (record, 1)):
-            if t is None:
+        for trial, sign in ((prev, -1), (record, 1)):
+            if trial is None:
                 continue
-            if t.purpose not in AGAIN and t.state not in _FINISHED:
+            if trial.purpose not in AGAIN and trial.state not in _FINISHED:
                 unfinished += sign
-            if t.state is TrialState.COMPLETED and _finite(t.objective):
+            if trial.state is TrialState.COMPLETED and _finite(trial.objective):
                 values += sign
         self.tallies[record.config_id] = (unfinished, values)  # a tuple: a snapshot shares it
 
@@ -241,7 +241,7 @@ class StateViews:
             config_dirty=set(self.config_dirty),
             unjudged=dict(self.unjudged),
             best=dict(self.best),
-            counts={g: dict(c) for g, c in self.counts.items()},
+            counts={generation: dict(c) for generation, c in self.counts.items()},
             trial_changes=self.trial_changes,
             tallies=dict(self.tallies),
         )
@@ -309,7 +309,7 @@ class CampaignState:
     def trials_of(self, generation: int) -> list[TrialRecord]:
         """The trials of one generation, in plan order."""
         record = self.generations.get(generation)
-        return [self.trials[t] for t in record.trial_ids] if record else []
+        return [self.trials[trial] for trial in record.trial_ids] if record else []
 
     def completed_generations(self) -> int:
         """How many generations are done."""
@@ -345,11 +345,13 @@ class CampaignState:
         views = self.views
         if mode not in views.best:
             done = [
-                t for t in self.trials.values() if t.state is TrialState.COMPLETED and _finite(t.objective)
+                trial
+                for trial in self.trials.values()
+                if trial.state is TrialState.COMPLETED and _finite(trial.objective)
             ]
             sign = 1.0 if mode == "min" else -1.0
             views.best[mode] = min(
-                done, key=lambda t: (sign * (t.objective or 0.0), t.trial_id), default=None
+                done, key=lambda trial: (sign * (trial.objective or 0.0), trial.trial_id), default=None
             )
         return views.best[mode]
 
@@ -390,7 +392,7 @@ class CampaignState:
 
     def _refresh(self, cid: str) -> None:
         views = self.views
-        trials = [self.trials[t] for t in views.trials_by_config[cid]]
+        trials = [self.trials[trial] for trial in views.trials_by_config[cid]]
         views.config_list[views.config_at[cid]] = _config_result(cid, trials, self.verdicts.get(cid))
         views.config_dirty.discard(cid)
 
@@ -400,8 +402,8 @@ class CampaignState:
         keys = self.views.keys
         for cid, trial_ids in self.views.trials_by_config.items():
             if cid not in keys:
-                t = self.trials[trial_ids[0]]
-                keys[cid] = config_key(t.params, t.patch, t.parent)
+                trial = self.trials[trial_ids[0]]
+                keys[cid] = config_key(trial.params, trial.patch, trial.parent)
         return set(keys.values())
 
     def champion(self, mode: str) -> ConfigResult | None:
@@ -455,20 +457,20 @@ def _better(a: TrialRecord, b: TrialRecord, mode: str) -> bool:
 
 def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, Any] | None) -> ConfigResult:
     if len(trials) > 1:
-        trials = sorted(trials, key=lambda t: t.trial_id)
+        trials = sorted(trials, key=lambda trial: trial.trial_id)
     values: list[float] = []
     failed: list[str] = []
     pending = controlled = replicated = False
-    for t in trials:  # one pass: the driver computes this for every trial that ends
-        done = t.state in _FINISHED
-        if t.state is TrialState.COMPLETED:
-            if t.objective is not None and math.isfinite(t.objective):
-                values.append(float(t.objective))
+    for trial in trials:  # one pass: the driver computes this for every trial that ends
+        done = trial.state in _FINISHED
+        if trial.state is TrialState.COMPLETED:
+            if trial.objective is not None and math.isfinite(trial.objective):
+                values.append(float(trial.objective))
         elif done:
-            failed.append(f"{t.trial_id}: {t.state.value}: {t.reason}")
-        if t.purpose == "control":
+            failed.append(f"{trial.trial_id}: {trial.state.value}: {trial.reason}")
+        if trial.purpose == "control":
             controlled = True
-        elif t.purpose == "replicate":
+        elif trial.purpose == "replicate":
             replicated = True
         elif not done:
             pending = True
@@ -482,7 +484,7 @@ def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, An
         source=first.source,
         parent=first.parent,
         patch=first.patch,
-        trial_ids=tuple(t.trial_id for t in trials),
+        trial_ids=tuple(trial.trial_id for trial in trials),
         objective=sum(values) / len(values) if values else None,
         n_completed=len(values),
         pending=pending,
@@ -502,48 +504,48 @@ def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, An
 # ------------------------------------------------------------------------------- the handlers
 
 
-def _on_spec(st: CampaignState, e: ev.CampaignOpened) -> None:
-    st.spec, st.spec_hash, st.identity_hash = e.spec, e.spec_hash, e.identity_hash
-    st.name = e.name or st.name
-    if type(e) is ev.CampaignOpened:
-        st.started_at = e.t
+def _on_spec(state: CampaignState, event: ev.CampaignOpened) -> None:
+    state.spec, state.spec_hash, state.identity_hash = event.spec, event.spec_hash, event.identity_hash
+    state.name = event.name or state.name
+    if type(event) is ev.CampaignOpened:
+        state.started_at = event.t
 
 
-def _on_run(st: CampaignState, e: ev.RunStarted) -> None:
-    st.runs += 1
-    st.run_times = (*st.run_times, e.t)
-    st.cancelled = False
-    st.stopped = st.stopped_detail = ""  # each run judges the stop rules anew (a rule may have changed)
+def _on_run(state: CampaignState, event: ev.RunStarted) -> None:
+    state.runs += 1
+    state.run_times = (*state.run_times, event.t)
+    state.cancelled = False
+    state.stopped = state.stopped_detail = ""  # each run judges the stop rules anew (a rule may have changed)
 
 
-def _on_run_ended(st: CampaignState, e: ev.RunEnded) -> None:
-    st.last_run_end = e.status
+def _on_run_ended(state: CampaignState, event: ev.RunEnded) -> None:
+    state.last_run_end = event.status
 
 
-def _on_cancelled(st: CampaignState, e: ev.Cancelled) -> None:
-    st.cancelled = True
+def _on_cancelled(state: CampaignState, event: ev.Cancelled) -> None:
+    state.cancelled = True
 
 
-def _on_stopped(st: CampaignState, e: ev.Stopped) -> None:
-    st.stopped, st.stopped_detail = e.rule, e.detail
+def _on_stopped(state: CampaignState, event: ev.Stopped) -> None:
+    state.stopped, state.stopped_detail = event.rule, event.detail
 
 
-def _generation(st: CampaignState, g: int) -> GenerationRecord:
-    return st.generations.get(g) or GenerationRecord(g)
+def _generation(state: CampaignState, generation: int) -> GenerationRecord:
+    return state.generations.get(generation) or GenerationRecord(generation)
 
 
-def _on_planning(st: CampaignState, e: ev.PlanningStarted) -> None:
-    st.generations[e.generation] = replace(
-        _generation(st, e.generation), planning=True, planner=e.planner, planning_at=e.t
+def _on_planning(state: CampaignState, event: ev.PlanningStarted) -> None:
+    state.generations[event.generation] = replace(
+        _generation(state, event.generation), planning=True, planner=event.planner, planning_at=event.t
     )
-    st.generations = dict(sorted(st.generations.items()))
+    state.generations = dict(sorted(state.generations.items()))
 
 
-def _on_planned(st: CampaignState, e: ev.Planned) -> None:
-    for p in e.trials:
+def _on_planned(state: CampaignState, event: ev.Planned) -> None:
+    for p in event.trials:
         rec = TrialRecord(
             trial_id=p.trial_id,
-            generation=e.generation,
+            generation=event.generation,
             index=p.index,
             config_id=p.config,
             seed=p.seed,
@@ -556,90 +558,92 @@ def _on_planned(st: CampaignState, e: ev.Planned) -> None:
             of=p.of,
             budget_multiplier=p.budget_multiplier,
         )
-        st.views.planned(rec)
-        st._set_trial(rec)
-    st.generations[e.generation] = replace(
-        _generation(st, e.generation),
+        state.views.planned(rec)
+        state._set_trial(rec)
+    state.generations[event.generation] = replace(
+        _generation(state, event.generation),
         planned=True,
-        planner=e.planner,
-        note=e.note,
-        trial_ids=tuple(p.trial_id for p in e.trials),
-        planned_at=e.t,
+        planner=event.planner,
+        note=event.note,
+        trial_ids=tuple(p.trial_id for p in event.trials),
+        planned_at=event.t,
     )
-    st.generations = dict(sorted(st.generations.items()))
+    state.generations = dict(sorted(state.generations.items()))
 
 
-def _on_submitting(st: CampaignState, e: ev.Submitting) -> None:
-    st.submissions[e.token] = SubmissionRecord(
-        e.token, e.generation, tuple(e.trials), e.executor, at=e.t, width=e.width
+def _on_submitting(state: CampaignState, event: ev.Submitting) -> None:
+    state.submissions[event.token] = SubmissionRecord(
+        event.token, event.generation, tuple(event.trials), event.executor, at=event.t, width=event.width
     )
-    for tid in e.trials:
-        t = st.trials.get(tid)
-        if t is not None:
-            st._set_trial(copy_with(t, state=TrialState.SUBMITTED, token=e.token, attempt=t.attempt + 1))
+    for tid in event.trials:
+        trial = state.trials.get(tid)
+        if trial is not None:
+            state._set_trial(
+                copy_with(trial, state=TrialState.SUBMITTED, token=event.token, attempt=trial.attempt + 1)
+            )
 
 
-def _on_submitted(st: CampaignState, e: ev.Submitted) -> None:
-    sub = st.submissions.get(e.token)
+def _on_submitted(state: CampaignState, event: ev.Submitted) -> None:
+    sub = state.submissions.get(event.token)
     if sub is None:
         return
-    st.submissions[e.token] = replace(
-        sub, state="submitted", job_ids=tuple(e.job_ids), trial_jobs=e.trial_jobs
+    state.submissions[event.token] = replace(
+        sub, state="submitted", job_ids=tuple(event.job_ids), trial_jobs=event.trial_jobs
     )
-    for tid, jid in (e.trial_jobs or {}).items():
-        t = st.trials.get(tid)
-        if t is not None and t.token == e.token:
-            st._set_trial(copy_with(t, job_id=jid))
+    for tid, jid in (event.trial_jobs or {}).items():
+        trial = state.trials.get(tid)
+        if trial is not None and trial.token == event.token:
+            state._set_trial(copy_with(trial, job_id=jid))
 
 
-def _on_widened(st: CampaignState, e: ev.Widened) -> None:
-    sub = st.submissions.get(e.token)
+def _on_widened(state: CampaignState, event: ev.Widened) -> None:
+    sub = state.submissions.get(event.token)
     if sub is not None:
-        st.submissions[e.token] = replace(sub, width=e.width)
+        state.submissions[event.token] = replace(sub, width=event.width)
 
 
-def _on_submit_failed(st: CampaignState, e: ev.SubmitFailed) -> None:
-    sub = st.submissions.get(e.token)
+def _on_submit_failed(state: CampaignState, event: ev.SubmitFailed) -> None:
+    sub = state.submissions.get(event.token)
     if sub is None:
         return
-    st.submissions[e.token] = replace(sub, state="failed", error=e.error)
+    state.submissions[event.token] = replace(sub, state="failed", error=event.error)
     for tid in sub.trial_ids:
-        t = st.trials.get(tid)
-        if t is not None and t.token == e.token and not t.state.is_finished():
-            st._set_trial(copy_with(t, state=TrialState.PLANNED, attempt=t.attempt - 1))
+        trial = state.trials.get(tid)
+        if trial is not None and trial.token == event.token and not trial.state.is_finished():
+            state._set_trial(copy_with(trial, state=TrialState.PLANNED, attempt=trial.attempt - 1))
 
 
-def _on_trial_ended(st: CampaignState, e: ev.TrialEnded) -> None:
-    t = st.trials.get(e.trial)
-    if t is None:
+def _on_trial_ended(state: CampaignState, event: ev.TrialEnded) -> None:
+    trial = state.trials.get(event.trial)
+    if trial is None:
         return
-    st._set_trial(
+    state._set_trial(
         copy_with(
-            t,
-            state=TrialState(e.state),
-            objective=e.objective,
-            reason=e.reason,
-            exit_code=e.exit_code,
-            duration_s=e.duration_s,
-            job_id=e.job_id or t.job_id,
-            ended_at=e.t,
-            by_campaign_cancel=e.by_campaign_cancel,
+            trial,
+            state=TrialState(event.state),
+            objective=event.objective,
+            reason=event.reason,
+            exit_code=event.exit_code,
+            duration_s=event.duration_s,
+            job_id=event.job_id or trial.job_id,
+            ended_at=event.t,
+            by_campaign_cancel=event.by_campaign_cancel,
         )
     )
 
 
-def _on_requeued(st: CampaignState, e: ev.Requeued) -> None:
-    t = st.trials.get(e.trial)
-    if t is None:
+def _on_requeued(state: CampaignState, event: ev.Requeued) -> None:
+    trial = state.trials.get(event.trial)
+    if trial is None:
         return
-    st._set_trial(
+    state._set_trial(
         replace(
-            t,
+            trial,
             state=TrialState.PLANNED,
-            retries=t.retries + (1 if e.counted else 0),
-            progress_requeues=t.progress_requeues + (1 if e.progress else 0),
-            earlier_duration_s=t.earlier_duration_s + float(e.duration_s or 0.0),
-            reason=e.reason,
+            retries=trial.retries + (1 if event.counted else 0),
+            progress_requeues=trial.progress_requeues + (1 if event.progress else 0),
+            earlier_duration_s=trial.earlier_duration_s + float(event.duration_s or 0.0),
+            reason=event.reason,
             objective=None,
             exit_code=None,
             by_campaign_cancel=False,
@@ -647,29 +651,31 @@ def _on_requeued(st: CampaignState, e: ev.Requeued) -> None:
     )
 
 
-def _on_judged(st: CampaignState, e: ev.Judged) -> None:
-    st.verdicts[e.config] = {
-        "verdict": e.verdict,
-        "reason": e.reason,
-        "improvement": e.improvement,
-        "at": e.t,
+def _on_verdict(state: CampaignState, event: ev.Verdict) -> None:
+    state.verdicts[event.config] = {
+        "verdict": event.verdict,
+        "reason": event.reason,
+        "improvement": event.improvement,
+        "at": event.t,
     }
-    st.views.judged(e)
-    if e.verdict == "candidate":
-        st.candidates[e.config] = None
+    state.views.judged(event)
+    if event.verdict == "candidate":
+        state.candidates[event.config] = None
     else:
-        st.candidates.pop(e.config, None)
-    if e.verdict == "keep":
-        st.champion_id = e.config
+        state.candidates.pop(event.config, None)
+    if event.verdict == "keep":
+        state.champion_id = event.config
 
 
-def _on_analyzed(st: CampaignState, e: ev.Analyzed) -> None:
-    st.generations[e.generation] = replace(_generation(st, e.generation), analyzed=True)
+def _on_analyzed(state: CampaignState, event: ev.Analyzed) -> None:
+    state.generations[event.generation] = replace(_generation(state, event.generation), analyzed=True)
 
 
-def _on_generation_done(st: CampaignState, e: ev.GenerationDone) -> None:
-    st.generations[e.generation] = replace(_generation(st, e.generation), done=True, done_at=e.t)
-    st.generations = dict(sorted(st.generations.items()))
+def _on_generation_done(state: CampaignState, event: ev.GenerationDone) -> None:
+    state.generations[event.generation] = replace(
+        _generation(state, event.generation), done=True, done_at=event.t
+    )
+    state.generations = dict(sorted(state.generations.items()))
 
 
 HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
@@ -687,7 +693,7 @@ HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
     ev.SubmitFailed: _on_submit_failed,
     ev.TrialEnded: _on_trial_ended,
     ev.Requeued: _on_requeued,
-    ev.Judged: _on_judged,
+    ev.Verdict: _on_verdict,
     ev.Analyzed: _on_analyzed,
     ev.GenerationDone: _on_generation_done,
 }
@@ -696,11 +702,11 @@ HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
 def replay(records: Iterable[Mapping[str, Any] | Event]) -> CampaignState:
     """The state a whole journal describes (its records, or parsed events). Pure; unknown
     kinds are skipped (a newer hpc-agent may write events an older one does not know)."""
-    st = CampaignState()
+    state = CampaignState()
     for r in records:
         event = r if isinstance(r, Event) else ev.parse(r)
         if event is None:
-            st.events += 1
+            state.events += 1
             continue
-        st.apply(event)
-    return st
+        state.apply(event)
+    return state

@@ -13,11 +13,11 @@ import pytest
 from hpc_agent.errors import CampaignError
 from hpc_agent.store.events import (
     EVENTS,
-    Judged,
     Planned,
     PlannedTrial,
     Requeued,
     TrialEnded,
+    Verdict,
     copy_with,
     parse,
     to_record,
@@ -41,7 +41,7 @@ def test_every_event_round_trips_through_its_record() -> None:
         assert record["v"] >= 1 and record["t"] == 12.346 and record["event"] == event.kind
         again = parse(record)
         assert again is not None and again.fields() == event.fields() and again.t == 12.346
-    assert Judged.kind == "verdict" and EVENTS["verdict"] is Judged  # the name on disk
+    assert Verdict.kind == "verdict" and EVENTS["verdict"] is Verdict  # the name on disk
     assert parse({"event": "from_a_later_version"}) is None
     assert copy_with(planned, note="m").note == "m" and planned.note == "n"
 
