@@ -138,6 +138,15 @@ def test_no_import_circles_counting_type_checking() -> None:
 # The layers: what each folder (or root module) may import from hpc_agent, besides itself.
 # ``hpc_agent`` is the package's __init__ (the tracking API): every import of a module runs it.
 IN_JOB = {"hpc_agent", "hpc_agent.errors", "hpc_agent.track", "hpc_agent.job"}
+BELOW_THE_LOOP = {
+    "hpc_agent.config",
+    "hpc_agent.store",
+    "hpc_agent.edits",
+    "hpc_agent.science",
+    "hpc_agent.llm",
+    "hpc_agent.planners",
+    "hpc_agent.executors",
+}
 LAYERS: dict[str, set[str]] = {
     # what runs inside a job: the standard library only, so that a job starts in milliseconds
     "hpc_agent.job": IN_JOB,
@@ -153,37 +162,13 @@ LAYERS: dict[str, set[str]] = {
     "hpc_agent.planners": IN_JOB
     | {"hpc_agent.config", "hpc_agent.store", "hpc_agent.edits", "hpc_agent.science", "hpc_agent.llm"},
     # the loop drives the planners and the executors; it never imports the outputs
-    "hpc_agent.loop": IN_JOB
-    | {
-        "hpc_agent.config",
-        "hpc_agent.store",
-        "hpc_agent.edits",
-        "hpc_agent.science",
-        "hpc_agent.llm",
-        "hpc_agent.planners",
-        "hpc_agent.executors",
-    },
+    "hpc_agent.loop": IN_JOB | BELOW_THE_LOOP,
     # the outputs only read results: everything but the CLI
-    "hpc_agent.outputs": IN_JOB
-    | {
-        "hpc_agent.config",
-        "hpc_agent.store",
-        "hpc_agent.edits",
-        "hpc_agent.science",
-        "hpc_agent.llm",
-        "hpc_agent.planners",
-        "hpc_agent.executors",
-        "hpc_agent.loop",
-    },
-}
-# the live page reads results as the outputs do; it drives nothing (no loop)
-LAYERS["hpc_agent.serve"] = IN_JOB | {
-    "hpc_agent.config",
-    "hpc_agent.store",
-    "hpc_agent.edits",
-    "hpc_agent.science",
-    "hpc_agent.llm",
-    "hpc_agent.outputs",
+    "hpc_agent.outputs": IN_JOB | BELOW_THE_LOOP | {"hpc_agent.loop"},
+    # the live page reads results as the outputs do; it drives nothing (no loop)
+    "hpc_agent.serve": IN_JOB
+    | (BELOW_THE_LOOP - {"hpc_agent.planners", "hpc_agent.executors"})
+    | {"hpc_agent.outputs"},
 }
 ROOT_MODULES = {
     "hpc_agent",
