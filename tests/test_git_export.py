@@ -10,6 +10,7 @@ and a workdir that is a git repository: the branch starts from the user's commit
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -98,11 +99,14 @@ def campaign(
 
 
 def story(dest: Path, branch: str) -> str:
-    """Each commit of the branch, oldest first: author, message and the change it makes."""
+    """Each commit of the branch, oldest first: author, message and the change it makes. The
+    margin's multiple of the SE (Student's t at the noise's degrees of freedom when it was
+    judged) is written ``k``: how many runs had ended at that moment depends on the lanes'
+    timing, and the rule's own tests check the margin."""
     out = []
     for sha in git(dest, "rev-list", "--reverse", branch).split():
         out.append(git(dest, "show", "--format=author: %an <%ae>%n%n%B", "--patch", sha))
-    return "\n\n=====\n".join(out) + "\n"
+    return re.sub(r"> [0-9.]+ SE \(", "> k SE (", "\n\n=====\n".join(out) + "\n")
 
 
 def test_the_kept_configurations_as_a_branch(campaign: Any, cli_run: Any, tmp_path: Path) -> None:

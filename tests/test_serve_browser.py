@@ -124,7 +124,14 @@ def test_the_page_follows_a_running_campaign(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    camp = make_campaign(script=SLOW_TRAIN, batch_size=2, generations=4, campaign="seeds = 2")
+    # every better configuration kept at once (no replicates): the trial counts below are exact
+    camp = make_campaign(
+        script=SLOW_TRAIN,
+        batch_size=2,
+        generations=4,
+        campaign="seeds = 2",
+        extra="\n[rigor]\nreplicate = false\n",
+    )
     results = tmp_path / "results" / "tiny"
     driver = run_driver(camp, tmp_path)
     serve = None
