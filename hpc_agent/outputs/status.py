@@ -148,15 +148,12 @@ def _spec(state: CampaignState) -> CampaignSpec | None:
 
 def _budget(paths: ResultsPaths, state: CampaignState) -> dict[str, Any]:
     """The budget used and its limits ({} for a spec this version cannot read)."""
-    from hpc_agent.science.budget import GpuMeter, describe, used
+    from hpc_agent.science.budget import GpuMeter, budget_summary
 
     spec = _spec(state)
     if spec is None:
         return {}
-    gpu = GpuMeter(paths).hours(state) if spec.stop.max_gpu_hours else 0.0
-    u = used(state, spec, gpu)
-    limits = {k: v for k, v in asdict(spec.stop).items() if v is not None and (v or k == "target")}
-    return {**u.to_dict(), "limits": limits, "text": describe(spec, u)}
+    return budget_summary(state, spec, GpuMeter(paths).hours(state) if spec.stop.max_gpu_hours else 0.0)
 
 
 def _rigor(state: CampaignState, mode: str) -> dict[str, Any]:

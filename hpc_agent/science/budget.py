@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from hpc_agent.config.spec import CampaignSpec
 from hpc_agent.job.provenance import read_trial_provenance
@@ -203,3 +204,11 @@ class GpuMeter:
                 self._gpus[key] = int(attempts[-1].get("gpu_count") or 0) if attempts else 0
             total += self._gpus[key] * t.total_duration_s / 3600
         return total
+
+
+def budget_summary(state: CampaignState, spec: CampaignSpec, gpu_hours: float) -> dict[str, Any]:
+    """What a campaign used, its ``[stop]`` limits and the sentence that says both, as
+    ``hpc-agent status`` and the live page show them."""
+    u = used(state, spec, gpu_hours)
+    limits = {k: v for k, v in asdict(spec.stop).items() if v is not None and (v or k == "target")}
+    return {**u.to_dict(), "limits": limits, "text": describe(spec, u)}

@@ -192,25 +192,21 @@ class Feed:
 
     def _budget(self) -> dict[str, Any]:
         """The budget used and its limits ({} when the spec cannot be read by this version)."""
-        from hpc_agent.config.spec import spec_from_dict
-        from hpc_agent.errors import SpecError
-        from hpc_agent.science.budget import GpuMeter, describe, used
+        from hpc_agent.config.spec import journaled_spec
+        from hpc_agent.science.budget import GpuMeter, budget_summary
 
         st = self.state
         if self._spec[0] != st.spec_hash:
-            try:
-                self._spec = (st.spec_hash, spec_from_dict(st.spec))
-            except (SpecError, KeyError, TypeError):
+            try:  # as journaled, without checks (as hpc-agent status reads it)
+                self._spec = (st.spec_hash, journaled_spec(st.spec))
+            except (KeyError, TypeError):
                 self._spec = (st.spec_hash, None)
         spec = self._spec[1]
         if spec is None:
             return {}
         if self._gpu is None:
             self._gpu = GpuMeter(self.paths)
-        gpu = self._gpu.hours(st) if spec.stop.max_gpu_hours else 0.0
-        u = used(st, spec, gpu)
-        limits = {k: v for k, v in vars(spec.stop).items() if v is not None and (v or k == "target")}
-        return {**u.to_dict(), "limits": limits, "text": describe(spec, u)}
+        return budget_summary(st, spec, self._gpu.hours(st) if spec.stop.max_gpu_hours else 0.0)
 
     def flight(self) -> tuple[str, list[dict[str, Any]]]:
         """The trials submitted and not ended: job, running or queued (their status file),
