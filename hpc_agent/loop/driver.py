@@ -46,11 +46,11 @@ from hpc_agent.loop.submit import Submissions
 from hpc_agent.planners.base import Planner
 from hpc_agent.science.provenance import write_run_provenance
 from hpc_agent.science.rigor import verdicts_due
+from hpc_agent.store import events as ev
 from hpc_agent.store.events import (
     Event,
     Requeued,
     RunEnded,
-    RunStarted,
     parse,
 )
 from hpc_agent.store.journal import FileLock, Journal
@@ -179,7 +179,7 @@ class Driver:
 
     def _run(self, argv: Sequence[str]) -> RunResult:
         self.record(
-            RunStarted(
+            ev.Run(
                 pid=os.getpid(),
                 host=socket.gethostname(),
                 executor=self.executor.describe(),

@@ -49,7 +49,8 @@ from hpc_agent.science.budget import (
     used,
 )
 from hpc_agent.science.rigor import REPLICATE, noise
-from hpc_agent.store.events import Analyzed, Planned, PlannedTrial, PlanningStarted, Stopped
+from hpc_agent.store import events as ev
+from hpc_agent.store.events import Analyzed, Planned, PlannedTrial, Stopped
 from hpc_agent.store.results import analyses_before
 from hpc_agent.store.state import CampaignState
 
@@ -112,7 +113,7 @@ class Planning:
         candidates' replicates, the noise runs and the control leave."""
         spec, state = self.spec, self.state
         if kind in (CONFIRM, REPLICATE):
-            self.record(PlanningStarted(generation=generation, planner=kind))
+            self.record(ev.Planning(generation=generation, planner=kind))
             planned = (
                 confirm_trials(state, spec, generation)
                 if kind == CONFIRM
@@ -132,7 +133,7 @@ class Planning:
         slots = (room - len(replicates) - max(0, len(first) - seeds)) // seeds
         controls = slots >= 2 and bool(control_trials(state, spec, generation, 0))  # a control takes a slot
         planner_name = self.planner.describe()
-        self.record(PlanningStarted(generation=generation, planner=planner_name))
+        self.record(ev.Planning(generation=generation, planner=planner_name))
         ctx = self._context(generation, max(0, slots - len(head) - controls), seen)
         return PlanRequest(generation, planner_name, ctx, tuple(head), controls, replicates, first)
 

@@ -17,7 +17,8 @@ from hpc_agent.errors import UserError
 from hpc_agent.job.fileio import atomic_write_json
 from hpc_agent.job.trial import trial_id
 from hpc_agent.loop.propose import RERUN
-from hpc_agent.store.events import Planned, PlannedTrial, PlanningStarted
+from hpc_agent.store import events as ev
+from hpc_agent.store.events import Planned, PlannedTrial
 from hpc_agent.store.journal import Journal
 from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.store.results import acquire_driver_lock, load_state, resolve_trial
@@ -69,7 +70,7 @@ def plan_rerun(results: Path, trial: str, seeds: int = 1, budget_multiplier: flo
         )
         Journal(paths.journal).write(
             [
-                PlanningStarted(generation=generation, planner=RERUN),
+                ev.Planning(generation=generation, planner=RERUN),
                 Planned(generation=generation, planner=RERUN, note=why, trials=planned),
             ]
         )

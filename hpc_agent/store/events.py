@@ -7,18 +7,21 @@ an event is one JSON line, ``{"v": 1, "t": <unix time>, "event": <kind>, <its fi
 format of release 0.1.0, which this version reads unchanged (tests/fixtures holds such a
 journal). Fields unknown to a class are ignored and missing ones take their defaults, so a
 journal written by a newer or older hpc-agent still reads; an unknown event kind is skipped
-(:func:`parse` returns None).
+(:func:`parse` returns None). Each class is named as its kind (``verdict`` is
+:class:`Verdict`, ``campaign`` is :class:`Campaign`); where a name meets the loop's own
+(:class:`hpc_agent.loop.campaign.Campaign`), the module is imported as ``ev`` and the event
+written ``ev.Campaign``.
 
 ==================  ===============  ====================================================
 kind                class            written
 ==================  ===============  ====================================================
-``campaign``        CampaignOpened   a new results folder: the resolved spec
-``spec``            SpecChanged      a later run with a changed spec (``forced``: --force)
-``run``             RunStarted       a driver took the folder
+``campaign``        Campaign         a new results folder: the resolved spec
+``spec``            Spec             a later run with a changed spec (``forced``: --force)
+``run``             Run              a driver took the folder
 ``run_ended``       RunEnded         it stopped: done, exhausted, cancelled, interrupted,
                                      failed
 ``cancelled``       Cancelled        ``hpc-agent cancel``
-``planning``        PlanningStarted  before the planner is asked for generation g
+``planning``        Planning         before the planner is asked for generation g
 ``planned``         Planned          its proposals, one ``PlannedTrial`` per trial
 ``submitting``      Submitting       before trials are submitted under a new token
 ``submitted``       Submitted        the scheduler took them: job ids
@@ -109,7 +112,7 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class CampaignOpened(Event):
+class Campaign(Event):
     """A new results folder: the campaign's resolved spec and its two hashes."""
 
     kind: ClassVar[str] = "campaign"
@@ -120,7 +123,7 @@ class CampaignOpened(Event):
 
 
 @dataclass(frozen=True)
-class SpecChanged(CampaignOpened):
+class Spec(Campaign):
     """A later run whose spec differs (``forced``: its identity changed, under ``--force``)."""
 
     kind: ClassVar[str] = "spec"
@@ -128,7 +131,7 @@ class SpecChanged(CampaignOpened):
 
 
 @dataclass(frozen=True)
-class RunStarted(Event):
+class Run(Event):
     """A driver took the results folder: who it is and what it runs with."""
 
     kind: ClassVar[str] = "run"
@@ -229,7 +232,7 @@ class PlannedTrial:
 
 
 @dataclass(frozen=True)
-class PlanningStarted(Event):
+class Planning(Event):
     """The planner is about to be asked for generation ``generation``."""
 
     kind: ClassVar[str] = "planning"
@@ -383,13 +386,13 @@ class Requeued(Event):
 EVENTS: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
-        CampaignOpened,
-        SpecChanged,
-        RunStarted,
+        Campaign,
+        Spec,
+        Run,
         RunEnded,
         Cancelled,
         Stopped,
-        PlanningStarted,
+        Planning,
         Planned,
         Analyzed,
         Verdict,

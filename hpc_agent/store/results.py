@@ -21,7 +21,7 @@ from hpc_agent.config.spec import CampaignSpec, spec_from_dict, to_toml
 from hpc_agent.errors import CampaignError, UserError
 from hpc_agent.job.fileio import atomic_write_text
 from hpc_agent.job.trial import trial_id
-from hpc_agent.store.events import CampaignOpened, SpecChanged
+from hpc_agent.store import events as ev
 from hpc_agent.store.journal import FileLock, Journal, lock_holder, pid_alive
 from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.store.state import CampaignState, replay
@@ -71,13 +71,13 @@ def open_results(spec: CampaignSpec, results: Path, force: bool = False) -> tupl
     ident, full = spec.identity_hash(), spec.spec_hash()
     if not journal.exists():
         results.mkdir(parents=True, exist_ok=True)
-        journal.write([CampaignOpened(name=spec.name, spec=data, spec_hash=full, identity_hash=ident)])
+        journal.write([ev.Campaign(name=spec.name, spec=data, spec_hash=full, identity_hash=ident)])
     else:
         state = replay(journal.iter())
         if state.spec_hash != full and _normalized(state.spec) != data:
             forced = bool(state.identity_hash) and _identity(state) != ident
             journal.write(
-                [SpecChanged(name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=forced)]
+                [ev.Spec(name=spec.name, spec=data, spec_hash=full, identity_hash=ident, forced=forced)]
             )
     atomic_write_text(paths.spec, f"# resolved spec, as run (hpc-agent {__version__})\n" + to_toml(data))
     return journal, messages

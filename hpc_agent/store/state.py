@@ -504,14 +504,14 @@ def _config_result(cid: str, trials: list[TrialRecord], verdict: Mapping[str, An
 # ------------------------------------------------------------------------------- the handlers
 
 
-def _on_spec(state: CampaignState, event: ev.CampaignOpened) -> None:
+def _on_spec(state: CampaignState, event: ev.Campaign) -> None:
     state.spec, state.spec_hash, state.identity_hash = event.spec, event.spec_hash, event.identity_hash
     state.name = event.name or state.name
-    if type(event) is ev.CampaignOpened:
+    if type(event) is ev.Campaign:
         state.started_at = event.t
 
 
-def _on_run(state: CampaignState, event: ev.RunStarted) -> None:
+def _on_run(state: CampaignState, event: ev.Run) -> None:
     state.runs += 1
     state.run_times = (*state.run_times, event.t)
     state.cancelled = False
@@ -534,7 +534,7 @@ def _generation(state: CampaignState, generation: int) -> GenerationRecord:
     return state.generations.get(generation) or GenerationRecord(generation)
 
 
-def _on_planning(state: CampaignState, event: ev.PlanningStarted) -> None:
+def _on_planning(state: CampaignState, event: ev.Planning) -> None:
     state.generations[event.generation] = replace(
         _generation(state, event.generation), planning=True, planner=event.planner, planning_at=event.t
     )
@@ -679,13 +679,13 @@ def _on_generation_done(state: CampaignState, event: ev.GenerationDone) -> None:
 
 
 HANDLERS: dict[type[Event], Callable[[CampaignState, Any], None]] = {
-    ev.CampaignOpened: _on_spec,
-    ev.SpecChanged: _on_spec,
-    ev.RunStarted: _on_run,
+    ev.Campaign: _on_spec,
+    ev.Spec: _on_spec,
+    ev.Run: _on_run,
     ev.RunEnded: _on_run_ended,
     ev.Cancelled: _on_cancelled,
     ev.Stopped: _on_stopped,
-    ev.PlanningStarted: _on_planning,
+    ev.Planning: _on_planning,
     ev.Planned: _on_planned,
     ev.Submitting: _on_submitting,
     ev.Submitted: _on_submitted,

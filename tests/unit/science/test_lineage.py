@@ -7,7 +7,8 @@ from pathlib import Path
 
 from hpc_agent.loop.prepare import base_files, prepare_trial
 from hpc_agent.science.lineage import champion_lineage, lineage
-from hpc_agent.store.events import Planned, PlannedTrial, PlanningStarted
+from hpc_agent.store import events as ev
+from hpc_agent.store.events import Planned, PlannedTrial
 from hpc_agent.store.journal import Journal
 from hpc_agent.store.paths import ResultsPaths
 from hpc_agent.store.results import load_state
@@ -44,7 +45,7 @@ def test_a_patched_child_shows_its_own_diff(finished: Finished, tmp_path: Path) 
         source="llm", patch=(edit,),
     )  # fmt: skip
     Journal(paths.journal).write(
-        [PlanningStarted(generation=2, planner="llm"), Planned(2, "llm", trials=(child,))]
+        [ev.Planning(generation=2, planner="llm"), Planned(2, "llm", trials=(child,))]
     )
     state = load_state(results)
     prepare_trial(

@@ -13,6 +13,7 @@ import pytest
 from hpc_agent.errors import CampaignError
 from hpc_agent.store.events import (
     EVENTS,
+    Event,
     Planned,
     PlannedTrial,
     Requeued,
@@ -44,6 +45,17 @@ def test_every_event_round_trips_through_its_record() -> None:
     assert Verdict.kind == "verdict" and EVENTS["verdict"] is Verdict  # the name on disk
     assert parse({"event": "from_a_later_version"}) is None
     assert copy_with(planned, note="m").note == "m" and planned.note == "n"
+
+
+def test_every_event_class_is_named_as_its_kind_on_disk() -> None:
+    """``trial_ended`` is TrialEnded: a reader of the journal finds the class by its kind."""
+    named = {kind: "".join(word.title() for word in kind.split("_")) for kind in EVENTS}
+    assert {kind: cls.__name__ for kind, cls in EVENTS.items()} == named
+    classes, todo = set(), [Event]
+    while todo:  # every event class, registered or not
+        todo += todo.pop().__subclasses__()
+        classes.update(todo)
+    assert classes == set(EVENTS.values())  # a new class must be registered, under its kind
 
 
 def test_written_events_are_read_back_from_an_offset(tmp_path: Path) -> None:
