@@ -153,7 +153,7 @@ LAYERS: dict[str, set[str]] = {
     "hpc_agent.track": IN_JOB,
     "hpc_agent.slurm_task": IN_JOB,
     "hpc_agent.errors": {"hpc_agent"},
-    "hpc_agent.edits": {"hpc_agent", "hpc_agent.errors"},
+    "hpc_agent.edits": {"hpc_agent", "hpc_agent.errors", "hpc_agent.config"},
     "hpc_agent.llm": {"hpc_agent", "hpc_agent.errors", "hpc_agent.config"},
     "hpc_agent.config": IN_JOB,
     "hpc_agent.store": IN_JOB | {"hpc_agent.config"},

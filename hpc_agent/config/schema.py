@@ -1,6 +1,7 @@
-"""One declaration per input: how campaign.toml's sections, the space's parameters and the
-SLURM profiles are declared and checked, and the one place that turns pydantic's errors into
-the project's messages.
+"""One declaration per input: how campaign.toml's sections, the space's parameters, the SLURM
+profiles, a patch's edits (:mod:`hpc_agent.edits.patches`) and the LLM's reply
+(:mod:`hpc_agent.planners.llm.schema`) are declared and checked, and the one place that turns
+pydantic's errors into the project's messages.
 
 An input is declared once, as a frozen dataclass whose fields carry their type, default and,
 in ``Annotated``, their range (:class:`Range`), their own checks (:class:`Check`) and the
@@ -10,6 +11,9 @@ refused (``extra="forbid"``). Why pydantic: one declaration gives the types, the
 ``extra="forbid"`` and a JSON schema, instead of a hand-written check per key; and why
 dataclasses under it: a results folder's reader (``hpc-agent status``) imports the
 declarations without paying for pydantic, which is imported on the first validation only.
+
+The JSON schema sent to an LLM comes from the same declaration (:func:`json_schema`), in
+the plain form every server that takes a schema takes.
 
 Errors read as they always have: ``error:`` naming the key as its TOML path (``[campaign]
 batch_size = 0``) and the bad value, what was expected, and a ``fix:``; an unknown key lists
@@ -21,8 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from hpc_agent.errors import SpecError, UserError
 
@@ -97,16 +101,23 @@ class Range:
 
 @dataclasses.dataclass(frozen=True)
 class Check:
-    """A field's own check (or, ``before=True``, its conversion of the raw value):
+    """A field's own check (or, ``before=True``, its conversion of the raw value; or,
+    ``plain=True``, the whole of its check: the type then only gives the JSON schema):
     ``fn(value, info)`` returns the value or raises :func:`problem`; ``info.context`` holds
-    ``base`` (the spec's folder), ``info.data`` the fields checked before it."""
+    what the caller of :func:`validated` gave (``base``, the spec's folder), ``info.data`` the
+    fields checked before it."""
 
     fn: Callable[[Any, Any], Any]
     before: bool = False
+    plain: bool = False
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
         from pydantic_core import core_schema
 
+        if self.plain:
+            return core_schema.with_info_plain_validator_function(
+                self.fn, json_schema_input_schema=handler(source)
+            )
         if self.before:
             return core_schema.with_info_before_validator_function(self.fn, handler(source))
         return core_schema.with_info_after_validator_function(self.fn, handler(source))
@@ -114,7 +125,11 @@ class Check:
 
 class Section:
     """The base of a declared table (subclasses are frozen dataclasses). ``_before`` may
-    reshape the raw table (keys that are not fields), ``_after`` checks keys together."""
+    reshape the raw table (keys that are not fields), ``_after`` checks keys together;
+    ``unknown_keys`` says what becomes of a key it does not declare (``"forbid"``: an error naming it;
+    ``"ignore"``: read past, for what a model writes)."""
+
+    unknown_keys: ClassVar[str] = "forbid"
 
     @classmethod
     def valid_keys(cls) -> list[str]:
@@ -170,15 +185,71 @@ def validated(
     except Problem as p:
         raise error(f"{where}{p.text}", fix=p.fix or None) from None
     except ValidationError as e:
-        message, default_fix = _words(section, e.errors(include_url=False), where, sep, fix, keys_in_fix)
+        errors = e.errors(include_url=False)
+        for err in errors:  # a value as the table wrote it (a list, before it became a tuple)
+            if len(err["loc"]) == 1 and err["loc"][0] in table:
+                err["input"] = table[err["loc"][0]]
+        message, default_fix = _words(section, errors, where, sep, fix, keys_in_fix)
         raise error(message, fix=default_fix or None) from None
 
 
-def json_schema(section: type[Section]) -> dict[str, Any]:
-    """The JSON schema of a declaration, from the same one declaration: types, ranges,
-    defaults and ``"additionalProperties": false``."""
-    schema: dict[str, Any] = _model(section).model_json_schema()
-    return schema
+def json_schema(
+    section: type[Section],
+    *,
+    fill: Mapping[str, Mapping[str, Any]] | None = None,
+    enums: Mapping[str, Sequence[Any]] | None = None,
+) -> dict[str, Any]:
+    """The JSON schema of a declaration, from the same one declaration, in the plain form
+    every server that takes a schema takes: nested declarations written in place (no
+    ``$ref``), no titles or defaults, every property required and no other allowed (what is
+    asked for: the check may accept less, as a field's default says).
+
+    ``fill`` gives the schema of a property the declaration leaves open because the campaign
+    decides it, by its dotted path through objects and arrays (``proposals.params``);
+    ``enums`` restricts a property, wherever it occurs, to the values given (``file``: the
+    editable files)."""
+    raw = _model(section).model_json_schema()
+    return _plain(raw, raw.get("$defs", {}), "", fill or {}, enums or {})
+
+
+_KEPT = (  # what a plain schema keeps, in this order (the LLM client strips the bounds strict servers refuse)
+    "type",
+    "enum",
+    "description",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "minItems",
+    "maxItems",
+)
+
+
+def _plain(
+    node: Mapping[str, Any],
+    defs: Mapping[str, Any],
+    path: str,
+    fill: Mapping[str, Mapping[str, Any]],
+    enums: Mapping[str, Sequence[Any]],
+) -> dict[str, Any]:
+    """One node of pydantic's schema in the plain form (see :func:`json_schema`)."""
+    if "$ref" in node:
+        return _plain(defs[node["$ref"].rsplit("/", 1)[-1]], defs, path, fill, enums)
+    if "anyOf" in node:
+        return {"anyOf": [_plain(option, defs, path, fill, enums) for option in node["anyOf"]]}
+    out = {key: node[key] for key in _KEPT if key in node}
+    if "items" in node:
+        out["items"] = _plain(node["items"], defs, path, fill, enums)
+    if "properties" in node:
+        out.pop("description", None)  # a nested declaration's docstring: written for its readers
+        props: dict[str, Any] = {}
+        for name, sub in node["properties"].items():
+            where = f"{path}.{name}" if path else name
+            props[name] = dict(fill[where]) if where in fill else _plain(sub, defs, where, fill, enums)
+            if name in enums:
+                props[name]["enum"] = list(enums[name])
+        out.update(properties=props, required=list(props), additionalProperties=False)
+    return out
 
 
 def _model(section: type[Section]) -> Any:
@@ -187,7 +258,7 @@ def _model(section: type[Section]) -> Any:
         return _MODELS[section]
     from pydantic import ConfigDict, create_model
 
-    config = ConfigDict(strict=True, extra="forbid", frozen=True, hide_input_in_errors=False)
+    config = ConfigDict(strict=True, extra=section.unknown_keys, frozen=True, hide_input_in_errors=False)  # type: ignore[typeddict-item]
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(section):  # type: ignore[arg-type]
         default = ... if f.default is dataclasses.MISSING else f.default

@@ -32,6 +32,7 @@ _SORTED = json.JSONEncoder(sort_keys=True).encode  # json.dumps(sort_keys=True) 
 Scalar = str | int | float | bool
 
 _TYPES = ("float", "int", "choice")
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
 def _is_number(value: object) -> bool:
@@ -83,6 +84,10 @@ class FloatParam:
         scale = ", log scale" if self.log else ""
         step = f", step {self.step:g}" if self.step is not None else ""
         return f"float in [{self.low:g}, {self.high:g}]{scale}{step}"
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of a value (its range in the description, which every server takes)."""
+        return {"type": "number", "description": self.describe()}
 
     def cardinality(self) -> float:
         """How many distinct values (infinite without a step)."""
@@ -139,6 +144,10 @@ class IntParam:
         step = f", step {self.step}" if self.step != 1 else ""
         return f"int in [{self.low}, {self.high}]{scale}{step}"
 
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of a value (its range in the description, which every server takes)."""
+        return {"type": "integer", "description": self.describe()}
+
     def cardinality(self) -> float:
         """How many distinct values."""
         return (self.high - self.low) // self.step + 1
@@ -180,6 +189,14 @@ class ChoiceParam:
     def describe(self) -> str:
         """ "one of ['relu', 'gelu']"."""
         return f"one of {json.dumps(list(self.values))}"
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of a value: one of the choices (typed when they share a type)."""
+        out: dict[str, Any] = {"enum": list(self.values), "description": self.describe()}
+        types = {_JSON_TYPES.get(type(v)) for v in self.values}
+        if len(types) == 1 and None not in types:
+            out["type"] = types.pop()
+        return out
 
     def cardinality(self) -> float:
         """How many choices."""
@@ -233,6 +250,11 @@ class Space:
             elif value is not None:
                 out[p.name] = value
         return out, errors
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of a configuration: every parameter, nothing else."""
+        props = {p.name: p.json_schema() for p in self.params}
+        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
     def contains(self, params: Mapping[str, object]) -> bool:
         """Is this configuration inside the space?"""

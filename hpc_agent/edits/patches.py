@@ -7,14 +7,16 @@ model gets right is measured in docs/benchmarks.md)::
     {"file": "train.py", "content": "<the whole new file>"}                # whole file
     {"file": "train.py", "diff": "@@ -3,1 +3,1 @@\n-a = 1\n+a = 2\n"}       # unified diff
 
-Each ``search`` must occur exactly once in the file as it stands (after the edits before it),
-so an edit is never applied to the wrong place. A diff's hunks are placed by their lines
-(context and removed), not by their line numbers, which models get wrong; the numbers only
-choose between several places. :func:`split_diff` turns a whole unified diff (``--- a/f``,
-``+++ b/f`` headers) into one edit per file. Only files listed in ``[experiment] editable``
-may change; absolute paths and ``..`` are refused. :func:`compile_errors` says which patched
-Python files do not compile (the LLM planner refuses such a patch before it costs a job).
-The user's originals are never touched:
+Each form is declared once (:class:`SearchReplace`, :class:`WholeFile`, :class:`Diff`, with
+:mod:`hpc_agent.config.schema`): the same declaration checks an edit's keys and types and
+gives the JSON schema of the edits the LLM is asked for. Each ``search`` must occur exactly
+once in the file as it stands (after the edits before it), so an edit is never applied to
+the wrong place. A diff's hunks are placed by their lines (context and removed), not by
+their line numbers, which models get wrong; the numbers only choose between several places.
+:func:`split_diff` turns a whole unified diff (``--- a/f``, ``+++ b/f`` headers) into one
+edit per file. Only files listed in ``[experiment] editable`` may change; absolute paths and
+``..`` are refused. :func:`compile_errors` says which patched Python files do not compile
+(the LLM planner refuses such a patch before it costs a job). The user's originals are never touched:
 a trial's ``code/`` folder mirrors the workdir with symbolic links, except for the editable
 files, which are real copies (from the campaign's snapshot, or from the parent trial whose
 code the patch edits, then patched).
@@ -28,18 +30,12 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
-EDIT_KEYS = ("file", "search", "replace")  # the search/replace form (the first, and the default)
-EDIT_FORMS = {  # an edit's form -> its keys
-    "search_replace": ("file", "search", "replace"),
-    "whole_file": ("file", "content"),
-    "diff": ("file", "diff"),
-}
-ALL_EDIT_KEYS = ("file", "search", "replace", "content", "diff")
-_HUNK = re.compile(r"^@@+ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-_HEADERS = ("--- ", "+++ ", "diff --git ", "index ", "new file mode", "deleted file mode", "similarity ")
+from hpc_agent.config.schema import Check, Section, Words, problem, validated
+from hpc_agent.errors import UserError
 
 
 def check_path(name: object, editable: Sequence[str]) -> str | None:
@@ -56,19 +52,95 @@ def check_path(name: object, editable: Sequence[str]) -> str | None:
     return None
 
 
+def _editable(name: Any, info: Any) -> Any:
+    """An edit's ``file``: a relative name listed in ``[experiment] editable`` (the
+    context's ``editable``), normalized (``./train.py`` is ``train.py``)."""
+    bad = check_path(name, info.context["editable"])
+    if bad:
+        raise problem(f": {bad}")
+    return str(PurePosixPath(name))
+
+
+def _filled(key: str, expected: str) -> Check:
+    """The check that text ``key`` is not blank; ``expected`` says what it must be (``{name}``:
+    the edited file)."""
+
+    def check(text: str, info: Any) -> str:
+        if not text.strip():
+            raise problem(f": '{key}' must be {expected.format(name=info.data.get('file', 'the file'))}")
+        return text
+
+    return Check(check)
+
+
+EditableFile = Annotated[str, Check(_editable, before=True)]
+
+
+@dataclass(frozen=True)
+class SearchReplace(Section):
+    """Replace the one occurrence of ``search`` in ``file`` by ``replace``."""
+
+    file: EditableFile
+    search: Annotated[
+        str,
+        _filled("search", "a non-empty string (text copied from {name})"),
+        Words(expects="a non-empty string (text copied from the file)"),
+    ]
+    replace: str
+
+
+@dataclass(frozen=True)
+class WholeFile(Section):
+    """Replace ``file`` by ``content``, the whole of its new text."""
+
+    file: EditableFile
+    content: Annotated[str, _filled("content", "the whole new text of {name}, not empty")]
+
+
+@dataclass(frozen=True)
+class Diff(Section):
+    """Apply ``diff``'s hunks to ``file``, placed by their lines (:func:`apply_diff`)."""
+
+    file: EditableFile
+    diff: Annotated[str, _filled("diff", "a non-empty unified diff (@@ hunks with ' ', '-' and '+' lines)")]
+
+
+Edit = SearchReplace | WholeFile | Diff
+EDIT_FORMS: dict[str, type[Edit]] = {"search_replace": SearchReplace, "whole_file": WholeFile, "diff": Diff}
+EDIT_KEYS = tuple(SearchReplace.valid_keys())  # the first form, and the default
+ALL_EDIT_KEYS = tuple(dict.fromkeys(k for form in EDIT_FORMS.values() for k in form.valid_keys()))
+_HUNK = re.compile(r"^@@+ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_HEADERS = ("--- ", "+++ ", "diff --git ", "index ", "new file mode", "deleted file mode", "similarity ")
+
+
 def edit_form(edit: Mapping[str, Any]) -> str | None:
     """Which form an edit has (a key of :data:`EDIT_FORMS`), by its keys; None for none."""
     keys = set(edit) - {"file"}
-    for form, wanted in EDIT_FORMS.items():
-        if keys == set(wanted) - {"file"}:
+    for form, declared in EDIT_FORMS.items():
+        if keys == set(declared.valid_keys()) - {"file"}:
             return form
     return None
 
 
 def normalize_edit(edit: Mapping[str, Any]) -> dict[str, Any]:
     """The edit with its form's keys only, in their order (as journaled)."""
-    form = edit_form(edit) or "search_replace"
-    return {k: (str(PurePosixPath(str(edit[k]))) if k == "file" else edit[k]) for k in EDIT_FORMS[form]}
+    keys = EDIT_FORMS[edit_form(edit) or "search_replace"].valid_keys()
+    return {k: (str(PurePosixPath(str(edit[k]))) if k == "file" else edit[k]) for k in keys}
+
+
+def read_edit(edit: Any, editable: Sequence[str], where: str = "edit") -> tuple[Edit | None, str]:
+    """``edit`` read into its form's declaration (picked by its keys): (the edit, "") or
+    (None, what is wrong with it, after ``where``)."""
+    if not isinstance(edit, Mapping):
+        return None, f"{where}: expected an object with keys {list(EDIT_KEYS)}"
+    unknown = [k for k in edit if k not in ALL_EDIT_KEYS]
+    form = edit_form(edit)
+    if unknown or form is None:
+        return None, f"{where}: {_form_error(edit, unknown)}"
+    try:
+        return validated(EDIT_FORMS[form], edit, where, context={"editable": editable}, sep=": "), ""
+    except UserError as e:
+        return None, e.message
 
 
 def apply_patch(
@@ -80,60 +152,41 @@ def apply_patch(
     errors: list[str] = []
     if not isinstance(edits, (list, tuple)):
         return dict(files), [f"patch must be a list of edits, got {type(edits).__name__}"]
-    for i, edit in enumerate(edits):
+    for i, raw in enumerate(edits):
         where = f"edit {i + 1}"
-        if not isinstance(edit, Mapping):
-            errors.append(f"{where}: expected an object with keys {list(EDIT_KEYS)}")
+        edit, error = read_edit(raw, editable, where)
+        if edit is None:
+            errors.append(error)
             continue
-        unknown = [k for k in edit if k not in ALL_EDIT_KEYS]
-        form = edit_form(edit)
-        if unknown or form is None:
-            errors.append(f"{where}: {_form_error(edit, unknown)}")
-            continue
-        name = edit.get("file")
-        bad = check_path(name, editable)
-        if bad:
-            errors.append(f"{where}: {bad}")
-            continue
-        name = str(PurePosixPath(str(name)))
-        text = out.get(name)
+        text = out.get(edit.file)
         if text is None:
-            errors.append(f"{where}: {name} has no content to edit")
+            errors.append(f"{where}: {edit.file} has no content to edit")
             continue
-        new, err = _apply_one(form, edit, name, text)
+        new, err = _apply_one(edit, text)
         if err:
             errors.append(f"{where}: {err}")
         else:
-            out[name] = new
+            out[edit.file] = new
     if errors:
         return dict(files), errors
     return out, []
 
 
 def _form_error(edit: Mapping[str, Any], unknown: Sequence[str]) -> str:
-    forms = "; ".join("{" + ", ".join(keys) + "}" for keys in EDIT_FORMS.values())
+    forms = "; ".join("{" + ", ".join(form.valid_keys()) + "}" for form in EDIT_FORMS.values())
     head = f"unknown key(s) {list(unknown)}" if unknown else f"keys {sorted(edit)} mix forms"
     return f"{head}; an edit is one of {forms}"
 
 
-def _apply_one(form: str, edit: Mapping[str, Any], name: str, text: str) -> tuple[str, str]:
+def _apply_one(edit: Edit, text: str) -> tuple[str, str]:
     """(the new text, "") or (text, why the edit does not apply)."""
-    if form == "whole_file":
-        content = edit.get("content")
-        if not isinstance(content, str) or not content.strip():
-            return text, f"'content' must be the whole new text of {name}, not empty"
-        content = unfence(content)
+    name = edit.file
+    if isinstance(edit, WholeFile):
+        content = unfence(edit.content)
         return content if content.endswith("\n") or not text.endswith("\n") else content + "\n", ""
-    if form == "diff":
-        diff = edit.get("diff")
-        if not isinstance(diff, str) or not diff.strip():
-            return text, "'diff' must be a non-empty unified diff (@@ hunks with ' ', '-' and '+' lines)"
-        return apply_diff(text, unfence(diff), name)
-    search, replace = edit.get("search"), edit.get("replace")
-    if not isinstance(search, str) or not search:
-        return text, f"'search' must be a non-empty string (text copied from {name})"
-    if not isinstance(replace, str):
-        return text, "'replace' must be a string"
+    if isinstance(edit, Diff):
+        return apply_diff(text, unfence(edit.diff), name)
+    search, replace = edit.search, edit.replace
     count = text.count(search)
     if count == 0:
         hint = _closest_line(text, search)

@@ -15,7 +15,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hpc_agent.edits.patches import apply_patch, compile_errors, normalize_edit, split_diff
+from hpc_agent.config.schema import json_schema
+from hpc_agent.edits.patches import EDIT_FORMS, apply_patch, compile_errors, normalize_edit, split_diff
 
 WHOLE_FILE_MAX_LINES = 300  # the prompt offers whole-file replacement for files up to this long
 TOKENS_PER_LINE = 12  # a line of code, in tokens, when a reply must hold a whole file
@@ -69,17 +70,11 @@ def whole_file_tokens(workdir: str, editable: Sequence[str], edit_format: str) -
 
 
 def edit_schema(editable: Sequence[str], edit_format: str) -> dict[str, Any]:
-    """The JSON schema of "patch" for the forms asked for."""
+    """The JSON schema of "patch" for the forms asked for, from their declarations
+    (:data:`~hpc_agent.edits.patches.EDIT_FORMS`), each ``file`` one of the editable files."""
     if not editable:
         return {"type": "null"}
-    items = []
-    for form in forms(edit_format):
-        keys = {"search_replace": ("search", "replace"), "whole_file": ("content",), "diff": ("diff",)}[form]
-        props: dict[str, Any] = {"file": {"type": "string", "enum": list(editable)}}
-        props.update({k: {"type": "string"} for k in keys})
-        items.append(
-            {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-        )
+    items = [json_schema(EDIT_FORMS[form], enums={"file": editable}) for form in forms(edit_format)]
     item = items[0] if len(items) == 1 else {"anyOf": items}
     return {"anyOf": [{"type": "array", "items": item}, {"type": "null"}]}
 
@@ -89,7 +84,7 @@ def read_patch(
 ) -> tuple[tuple[dict[str, Any], ...] | None, list[str]]:
     """A proposal's "patch" checked against the champion's ``files``: (the edits as journaled,
     or None for no patch; the errors to send back)."""
-    if raw is None or raw == [] or raw == "" or raw == {}:
+    if raw is None or raw in ([], (), "", {}):
         return None, []
     if isinstance(raw, str):
         split = split_diff(raw)
@@ -101,7 +96,7 @@ def read_patch(
         raw = split
     if isinstance(raw, Mapping):
         raw = [raw]  # one edit, without its list
-    if not isinstance(raw, list):
+    if not isinstance(raw, (list, tuple)):
         return None, [f"expected a list of edits or null, got {type(raw).__name__}"]
     if not editable:
         return None, ["no file is editable in this campaign: set patch to null"]

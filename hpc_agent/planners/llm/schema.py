@@ -1,21 +1,33 @@
 """What a reply must be, and the check of it.
 
-:func:`reply_schema` is the JSON schema sent with ``response_format`` (the strict subset every
-server that takes a schema takes). :class:`Batch` checks each proposal exactly as the campaign
-would (:meth:`Space.validate`, duplicates of past, in-flight and same-batch configurations, the
-patch applied to the champion's files and compiled: :func:`~hpc_agent.planners.llm.edits.read_patch`)
-and keeps
-the valid ones, round after round of repair.
+A reply is declared once (:class:`PlanReply`, :class:`ProposalReply`, :class:`AnalysisReply`,
+with :mod:`hpc_agent.config.schema`, the edits with :mod:`hpc_agent.edits.patches`).
+:func:`reply_schema` is the JSON schema sent with ``response_format``, generated from those
+declarations with what the campaign decides filled in (the search space's parameters, the
+editable files, the edit forms asked for), in the strict subset every server that takes a
+schema takes. :class:`Batch` reads each proposal through the same declaration, then checks
+it exactly as the campaign would (:meth:`Space.validate`, duplicates of past, in-flight and
+same-batch configurations, the patch applied to the champion's files and compiled:
+:func:`~hpc_agent.planners.llm.edits.read_patch`) and keeps the valid ones, round after round
+of repair.
+
+The check reads more than the schema asks for, on purpose: a reply without its envelope (a
+bare list, or one proposal), a proposal without its patch (or, where there is no search space,
+its parameters), keys it does not know (read past), a patch as one unified diff or one edit
+without its list. Models that are
+not decoding under the schema write these, and reading them costs less than a repair round.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from hpc_agent.config.space import ChoiceParam, IntParam
+from hpc_agent.config.schema import Check, Section, Words, json_schema, validated
 from hpc_agent.config.spec import CampaignSpec
+from hpc_agent.edits.patches import Edit
+from hpc_agent.errors import UserError
 from hpc_agent.planners.base import Proposal, config_key
 from hpc_agent.planners.llm.edits import edit_schema, read_patch, whole_file_tokens
 from hpc_agent.planners.llm.prompt import (
@@ -30,6 +42,40 @@ from hpc_agent.planners.llm.prompt import (
 REPLY_TOKENS_ANALYSIS = 800  # the analysis: a few short paragraphs of markdown
 REPLY_TOKENS_PROPOSAL = 150  # a proposal's hypothesis and parameters
 REPLY_TOKENS_PATCH = 350  # a proposal's patch, where files are editable
+
+
+def _read_later(patch: Any, info: Any) -> Any:
+    """A proposal's patch as written: :func:`read_patch` reads it against the champion's files."""
+    return patch
+
+
+@dataclass(frozen=True)
+class ProposalReply(Section):
+    """One experiment as a reply proposes it: why, the parameters, the code change. Keys it does
+    not declare are read past; ``params`` and ``patch`` are filled in by the campaign's
+    schema (:func:`reply_schema`)."""
+
+    unknown_keys: ClassVar[str] = "ignore"
+    hypothesis: str
+    params: Annotated[
+        Mapping[str, Any] | None, Words(expects="an object with every parameter of the search space")
+    ] = None
+    patch: Annotated[tuple[Edit, ...] | None, Check(_read_later, plain=True)] = None
+
+
+@dataclass(frozen=True)
+class PlanReply(Section):
+    """A reply that plans: the analysis of the last generation, the proposals for the next."""
+
+    analysis: str
+    proposals: tuple[ProposalReply, ...]
+
+
+@dataclass(frozen=True)
+class AnalysisReply(Section):
+    """The last generation's reply: its analysis, nothing more to run."""
+
+    analysis: str
 
 
 @dataclass
@@ -113,30 +159,34 @@ class Batch:
             return None, [
                 f"{where}: expected an object with hypothesis, params, patch; got {short(repr(item), 80)}"
             ]
-        hyp = item.get("hypothesis")
-        hypothesis = hyp.strip() if isinstance(hyp, str) else ""
+        said = item.get("hypothesis")
+        if isinstance(said, str) and not is_placeholder(said):
+            where += f" ({short(said.strip(), 60)!r})"  # which proposal, in the model's words
+        try:
+            reply = validated(ProposalReply, item, where, sep=": ")
+        except UserError as e:
+            return None, [e.message]
+        hypothesis = reply.hypothesis.strip()
         if is_placeholder(hypothesis):
             return None, [
                 f'{where}: "hypothesis" is {hypothesis!r}, the placeholder of the reply format; write the '
                 "hypothesis itself: what you change, what you expect, and why"
             ]
-        if hypothesis:
-            where += f" ({short(hypothesis, 60)!r})"
-        raw_params = item.get("params")
+        raw_params = reply.params
         code_first = self.view.spec.code_first
         if code_first and raw_params is None:
             raw_params = {}  # no search space: a proposal is its patch
-        if code_first and item.get("patch") in (None, [], "", {}):
+        if code_first and reply.patch in (None, (), "", {}):
             return None, [
                 f'{where}: "patch" is missing; this campaign has no search space, so every experiment is '
                 "a code change: give a list of edits of the editable files"
             ]
-        if not isinstance(raw_params, Mapping):
+        if raw_params is None:
             return None, [f'{where}: "params" must be an object with every parameter of the search space']
         space = self.view.spec.space
         params, errors = space.validate(raw_params)
         errs = [f"{where}: {e}" for e in errors]
-        patch, patch_errors = self._patch(item.get("patch"))
+        patch, patch_errors = self._patch(reply.patch)
         errs += [f"{where}: patch: {e}" for e in patch_errors]
         if errs:
             return None, errs
@@ -148,7 +198,7 @@ class Batch:
                 f"{where}: {params_json(params)}{' with this patch' if patch else ''} {who}; "
                 "propose something new"
             ]
-        return Proposal(params, hypothesis or "(no hypothesis given)", patch, parent, "llm"), []
+        return Proposal(params, hypothesis, patch, parent, "llm"), []
 
     def _patch(self, raw: Any) -> tuple[tuple[Mapping[str, Any], ...] | None, list[str]]:
         return read_patch(raw, self.files, self.view.spec.experiment.editable)
@@ -189,66 +239,23 @@ def proposals_of(data: Any) -> list[Any] | None:
     return None
 
 
-_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
-
-
 def reply_schema(spec: CampaignSpec, with_proposals: bool = True, n: int | None = None) -> dict[str, Any]:
-    """The JSON schema of a reply: ``{"analysis", "proposals"}`` (``{"analysis"}`` only when no
-    proposals are asked for). Ranges are in descriptions, not keywords, so every server that
-    takes a schema takes it; ``n`` adds ``minItems``/``maxItems`` to the proposals, which a
-    server decoding under the schema (llama.cpp) then honours (the client leaves them out of
-    a strict ``json_schema`` request)."""
-    props = _params_schema(spec)
+    """The JSON schema of a reply (:class:`PlanReply`; :class:`AnalysisReply` when no
+    proposals are asked for), with the campaign's parameters and edits filled in. Ranges are in
+    descriptions, not keywords, so every server that takes a schema takes it; ``n`` adds
+    ``minItems``/``maxItems`` to the proposals, which a server decoding under the schema
+    (llama.cpp) then honours (the client leaves them out of a strict ``json_schema`` request)."""
+    if not with_proposals:  # the last generation's analysis: nothing more will run
+        return json_schema(AnalysisReply)
     patch = edit_schema(spec.experiment.editable, spec.planner.edit_format)
     if spec.code_first and spec.experiment.editable:  # no search space: every proposal is a code change
         patch = {**patch["anyOf"][0], "minItems": 1}
-    proposal = {
-        "type": "object",
-        "properties": {
-            "hypothesis": {"type": "string"},
-            "params": {
-                "type": "object",
-                "properties": props,
-                "required": list(props),
-                "additionalProperties": False,
-            },
-            "patch": patch,
-        },
-        "required": ["hypothesis", "params", "patch"],
-        "additionalProperties": False,
-    }
-    proposals: dict[str, Any] = {"type": "array", "items": proposal}
+    schema = json_schema(
+        PlanReply, fill={"proposals.params": spec.space.json_schema(), "proposals.patch": patch}
+    )
     if n:
-        proposals.update(minItems=n, maxItems=n)
-    if not with_proposals:  # the last generation's analysis: nothing more will run
-        return {
-            "type": "object",
-            "properties": {"analysis": {"type": "string"}},
-            "required": ["analysis"],
-            "additionalProperties": False,
-        }
-    return {
-        "type": "object",
-        "properties": {"analysis": {"type": "string"}, "proposals": proposals},
-        "required": ["analysis", "proposals"],
-        "additionalProperties": False,
-    }
-
-
-def _params_schema(spec: CampaignSpec) -> dict[str, Any]:
-    """One property per search-space parameter, its range in the description."""
-    props: dict[str, Any] = {}
-    for p in spec.space.params:
-        if isinstance(p, ChoiceParam):
-            props[p.name] = {"enum": list(p.values), "description": p.describe()}
-            kinds = {_JSON_TYPES.get(type(v)) for v in p.values}
-            if len(kinds) == 1 and None not in kinds:
-                props[p.name]["type"] = kinds.pop()
-        elif isinstance(p, IntParam):
-            props[p.name] = {"type": "integer", "description": p.describe()}
-        else:
-            props[p.name] = {"type": "number", "description": p.describe()}
-    return props
+        schema["properties"]["proposals"].update(minItems=n, maxItems=n)
+    return schema
 
 
 def reply_tokens(spec: CampaignSpec, n: int) -> int:

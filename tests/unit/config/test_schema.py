@@ -182,7 +182,8 @@ def test_the_profile_is_one_declaration_too() -> None:
 
 def test_the_json_schema_comes_from_the_same_declaration() -> None:
     schema = json_schema(CampaignSection)
-    assert schema["additionalProperties"] is False and set(schema["required"]) == {"name", "metric"}
+    assert schema["additionalProperties"] is False and schema["required"] == list(schema["properties"])
+    assert "title" not in schema and "default" not in schema["properties"]["batch_size"]
     assert schema["properties"]["batch_size"]["minimum"] == 1
     assert schema["properties"]["mode"]["enum"] == ["min", "max"]
     assert (

@@ -55,6 +55,78 @@ def test_the_reply_schema_and_its_size(finished: Finished) -> None:
     assert proposals_of({"params": {"x": 1}}) == [{"params": {"x": 1}}] and proposals_of("no") is None
 
 
+GOLDEN = Path(__file__).parents[2] / "golden" / "reply_schema"
+EXAMPLES = Path(__file__).parents[3] / "examples"
+
+
+def golden_case(name: str) -> dict[str, object]:
+    """The reply schema of one golden case: an example's spec, varied as the name says."""
+    from hpc_agent.config.space import Space
+    from hpc_agent.config.spec import load_spec
+
+    if name == "choices":  # every kind of parameter, choices of every type
+        spec = load_spec(EXAMPLES / "quickstart" / "campaign.toml")
+        space = Space.from_dict(
+            {
+                "ints": {"type": "choice", "values": [1, 2, 4]},
+                "floats": {"type": "choice", "values": [0.1, 0.5]},
+                "flag": {"type": "choice", "values": [True, False]},
+                "mixed": {"type": "choice", "values": [1, "a"]},
+                "depth": {"type": "int", "low": 1, "high": 8},
+                "lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+            }
+        )
+        return reply_schema(replace(spec, space=space), n=1)
+    example, _, variant = (
+        name.partition("-")
+        if not name.startswith("nanolm-code")
+        else (
+            "nanolm-code",
+            "",
+            name[len("nanolm-code-") :],
+        )
+    )
+    spec = load_spec(EXAMPLES / example / "campaign.toml")
+    if variant == "n3":
+        return reply_schema(spec, n=3)
+    if variant == "analysis":
+        return reply_schema(spec, with_proposals=False)
+    if variant == "noedit":
+        return reply_schema(replace(spec, experiment=replace(spec.experiment, editable=())))
+    if variant:
+        return reply_schema(replace(spec, planner=replace(spec.planner, edit_format=variant)), n=2)
+    return reply_schema(spec)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in GOLDEN.glob("*.json")))
+def test_the_reply_schema_is_the_one_the_servers_were_proven_with(name: str) -> None:
+    """Generated from the declarations, the schema is byte for byte the one written by hand
+    before them (tests/golden/reply_schema, written by that code), which the real llama.cpp
+    server's tests proved: the request a server gets has not changed."""
+    assert json.dumps(golden_case(name), indent=1) + "\n" == (GOLDEN / f"{name}.json").read_text()
+
+
+def test_a_proposal_is_read_through_its_declaration(finished: Finished) -> None:
+    """Its types are checked by the declaration, the error naming the key and the value;
+    keys it does not declare are read past, as a model writes them."""
+    batch = Batch(view(finished, 2))
+    errors = batch.take(
+        [
+            {"hypothesis": "params as a list", "params": [0.3, "a"]},
+            {"hypothesis": 3, "params": {"x": 0.3, "mode": "a"}},
+            {"params": {"x": 0.3, "mode": "a"}},
+            {"hypothesis": "with a note", "params": {"x": 0.29, "mode": "a"}, "confidence": "high"},
+        ]
+    )
+    assert errors[:3] == [
+        "proposal 1 ('params as a list'): params = [0.3, 'a']: expected an object with every parameter "
+        "of the search space",
+        "proposal 2: hypothesis = 3: expected a string",
+        "proposal 3: missing hypothesis",
+    ]
+    assert [dict(p.params) for p in batch.accepted] == [{"x": 0.29, "mode": "a"}]
+
+
 def test_a_batch_takes_the_valid_proposals_and_says_what_is_wrong(finished: Finished) -> None:
     batch = Batch(view(finished, 2))
     old = dict(finished.state.trials["0000-0000"].params)
