@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_agent.config.spec import load_spec, parse_spec, spec_from_dict, to_toml
+from hpc_agent.config.spec import load_spec, parse_spec, spec_from_dict
+from hpc_agent.config.toml import to_toml
 from hpc_agent.errors import SpecError
 
 GOOD = """

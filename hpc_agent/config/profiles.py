@@ -241,18 +241,3 @@ def describe_profiles() -> str:
         "show one: hpc-agent profiles --show NAME   (copy it next to your campaign to adapt it)",
     ]
     return "\n".join(lines) + "\n"
-
-
-def toml_value(value: Any) -> str:
-    """A profile value as TOML (for ``hpc-agent profiles --show``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return repr(value)

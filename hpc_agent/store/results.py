@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from hpc_agent import __version__
-from hpc_agent.config.spec import CampaignSpec, spec_from_dict, to_toml
+from hpc_agent.config.spec import CampaignSpec, spec_from_dict
+from hpc_agent.config.toml import to_toml
 from hpc_agent.errors import CampaignError, UserError
 from hpc_agent.job.fileio import atomic_write_text
 from hpc_agent.job.trial import trial_id

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpc_agent.config.profiles import Profile, load_profile, toml_value
+from hpc_agent.config.profiles import Profile, load_profile
+from hpc_agent.config.toml import toml_value
 from hpc_agent.executors.base import JobStatus
 from hpc_agent.job.runner import SLURM_SIGNAL_RESOLUTION_S
 

@@ -13,7 +13,6 @@ from hpc_agent.config.profiles import (
     load_profile,
     profile_path,
     templates_dirs,
-    toml_value,
 )
 from hpc_agent.errors import UserError
 
@@ -59,9 +58,3 @@ def test_unknown_keys_and_bad_names_are_user_errors(tmp_path: Path) -> None:
         profile_path("nope.toml")
     with pytest.raises(UserError):
         load_profile("", {"cpus_per_task": "many"})
-
-
-def test_toml_value() -> None:
-    assert toml_value(True) == "true" and toml_value('a"b') == '"a\\"b"'
-    assert toml_value(["x", 2]) == '["x", 2]' and toml_value({"k": 1.0}) == "{ k = 1 }"
-    assert toml_value(0.5) == "0.5"

@@ -9,7 +9,8 @@ import pytest
 import tomllib
 from conftest import write_campaign
 
-from hpc_agent.config.spec import load_spec, resolve_spec_path, spec_from_dict, to_toml
+from hpc_agent.config.spec import load_spec, resolve_spec_path, spec_from_dict
+from hpc_agent.config.toml import to_toml
 from hpc_agent.errors import SpecError
 
 
