@@ -208,6 +208,8 @@ def show_profile(name: str) -> str:
         lines += [f"# {line}" for line in profile.description.strip().splitlines()]
     lines.append("")
     for key, value in profile.to_dict().items():
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # as a profile file writes it: mem_gb = 64
         if key != "description":
             lines.append(f"{key} = {toml_value(value)}")
     lines += ["", "# sbatch options of a generation of 50 trials (job limit: timeout_min, else 30 min here):"]
