@@ -154,37 +154,16 @@ class Batch:
         return self.last_errors
 
     def _check(self, item: Any, i: int) -> tuple[Proposal | None, list[str]]:
+        """Proposal ``i`` of a reply, read (:meth:`_read`) and checked as the campaign would
+        check it: in the space, a patch that applies and compiles, not a duplicate."""
         where = f"proposal {i}"
-        if not isinstance(item, Mapping):
-            return None, [
-                f"{where}: expected an object with hypothesis, params, patch; got {short(repr(item), 80)}"
-            ]
-        said = item.get("hypothesis")
-        if isinstance(said, str) and not is_placeholder(said):
-            where += f" ({short(said.strip(), 60)!r})"  # which proposal, in the model's words
-        try:
-            reply = validated(ProposalReply, item, where, sep=": ")
-        except UserError as e:
-            return None, [e.message]
-        hypothesis = reply.hypothesis.strip()
-        if is_placeholder(hypothesis):
-            return None, [
-                f'{where}: "hypothesis" is {hypothesis!r}, the placeholder of the reply format; write the '
-                "hypothesis itself: what you change, what you expect, and why"
-            ]
-        raw_params = reply.params
-        code_first = self.view.spec.code_first
-        if code_first and raw_params is None:
-            raw_params = {}  # no search space: a proposal is its patch
-        if code_first and reply.patch in (None, (), "", {}):
-            return None, [
-                f'{where}: "patch" is missing; this campaign has no search space, so every experiment is '
-                "a code change: give a list of edits of the editable files"
-            ]
-        if raw_params is None:
-            return None, [f'{where}: "params" must be an object with every parameter of the search space']
-        space = self.view.spec.space
-        params, errors = space.validate(raw_params)
+        if isinstance(item, Mapping) and isinstance(item.get("hypothesis"), str):
+            said = item["hypothesis"].strip()
+            where += "" if is_placeholder(said) else f" ({short(said, 60)!r})"  # in the model's words
+        reply, why = self._read(item, where)
+        if reply is None:
+            return None, [f"{where}{why}"]
+        params, errors = self.view.spec.space.validate(reply.params or {})
         errs = [f"{where}: {e}" for e in errors]
         patch, patch_errors = self._patch(reply.patch)
         errs += [f"{where}: patch: {e}" for e in patch_errors]
@@ -198,7 +177,31 @@ class Batch:
                 f"{where}: {params_json(params)}{' with this patch' if patch else ''} {who}; "
                 "propose something new"
             ]
-        return Proposal(params, hypothesis, patch, parent, "llm"), []
+        return Proposal(params, reply.hypothesis.strip(), patch, parent, "llm"), []
+
+    def _read(self, item: Any, where: str) -> tuple[ProposalReply | None, str]:
+        """A proposal read through its declaration: (it, "") or (None, what is wrong, to
+        follow ``where``)."""
+        if not isinstance(item, Mapping):
+            return None, f": expected an object with hypothesis, params, patch; got {short(repr(item), 80)}"
+        try:
+            reply = validated(ProposalReply, item, where, sep=": ")
+        except UserError as e:
+            return None, e.message[len(where) :]
+        code_first = self.view.spec.code_first
+        if is_placeholder(reply.hypothesis):
+            return None, (
+                f': "hypothesis" is {reply.hypothesis.strip()!r}, the placeholder of the reply format; '
+                "write the hypothesis itself: what you change, what you expect, and why"
+            )
+        if code_first and reply.patch in (None, (), "", {}):  # no search space: a proposal is its patch
+            return None, (
+                ': "patch" is missing; this campaign has no search space, so every experiment is a code '
+                "change: give a list of edits of the editable files"
+            )
+        if reply.params is None and not code_first:
+            return None, ': "params" must be an object with every parameter of the search space'
+        return reply, ""
 
     def _patch(self, raw: Any) -> tuple[tuple[Mapping[str, Any], ...] | None, list[str]]:
         return read_patch(raw, self.files, self.view.spec.experiment.editable)
