@@ -126,8 +126,8 @@ class Check:
 class Section:
     """The base of a declared table (subclasses are frozen dataclasses). ``_before`` may
     reshape the raw table (keys that are not fields), ``_after`` checks keys together;
-    ``unknown_keys`` says what becomes of a key it does not declare (``"forbid"``: an error naming it;
-    ``"ignore"``: read past, for what a model writes)."""
+    ``unknown_keys`` says what becomes of a key it does not declare (``"forbid"``: an error
+    naming it; ``"ignore"``: read past, for what a model writes)."""
 
     unknown_keys: ClassVar[str] = "forbid"
 

@@ -14,8 +14,8 @@ of repair.
 The check reads more than the schema asks for, on purpose: a reply without its envelope (a
 bare list, or one proposal), a proposal without its patch (or, where there is no search space,
 its parameters), keys it does not know (read past), a patch as one unified diff or one edit
-without its list. Models that are
-not decoding under the schema write these, and reading them costs less than a repair round.
+without its list. Models that are not decoding under the schema write these, and reading them
+costs less than a repair round.
 """
 
 from __future__ import annotations
