@@ -99,21 +99,27 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return None
 
 
+def tail_bytes(path: str | os.PathLike[str], max_bytes: int, start: int = 0) -> tuple[bytes, bool] | None:
+    """The last ``max_bytes`` of a (possibly huge) file, from byte ``start`` on, and whether
+    the window cut what came before it; None when there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            begin = max(start, size - max_bytes)
+            f.seek(begin)
+            return f.read(), begin > start
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
 def tail_text(
     path: str | os.PathLike[str], max_lines: int = 30, max_bytes: int = 4000, start: int = 0
 ) -> str:
-    """The last lines of a (possibly huge) log file, from byte ``start`` on."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            begin = max(start, size - max_bytes)
-            f.seek(begin)
-            data = f.read()
-    except FileNotFoundError:
+    """The last lines of a (possibly huge) log file, from byte ``start`` on ("" when none)."""
+    tail = tail_bytes(path, max_bytes, start)
+    if tail is None:
         return ""
-    text = data.decode("utf-8", errors="replace")
-    lines = text.splitlines()
-    if begin > start and len(lines) > 1:
+    lines = tail[0].decode("utf-8", errors="replace").splitlines()
+    if tail[1] and len(lines) > 1:
         lines = lines[1:]  # the first line was cut by the byte window
     return "\n".join(lines[-max_lines:])

@@ -22,13 +22,13 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hpc_agent.job.fileio import tail_bytes
 from hpc_agent.job.trial import read_status
 from hpc_agent.science.rigor import noise
 from hpc_agent.store import events as ev
@@ -325,14 +325,8 @@ def flight_row(
 def last_json_line(path: Path, max_bytes: int = TAIL_BYTES) -> dict[str, Any]:
     """The last complete JSON object of a JSONL file, reading only its last ``max_bytes``
     ({} if none)."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return {}
-    for raw in reversed(data.split(b"\n")):
+    tail = tail_bytes(path, max_bytes)
+    for raw in reversed(tail[0].split(b"\n") if tail else []):
         if raw.strip():
             try:
                 obj = json.loads(raw)
@@ -341,18 +335,6 @@ def last_json_line(path: Path, max_bytes: int = TAIL_BYTES) -> dict[str, Any]:
             if isinstance(obj, dict):
                 return obj
     return {}
-
-
-def tail_text(path: Path, lines: int = 40, max_bytes: int = TAIL_BYTES) -> str:
-    """The last ``lines`` lines of a text file, reading only its end ("" when none)."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return ""
-    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
 
 
 # ------------------------------------------------------------------------------- the head

@@ -12,7 +12,8 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from hpc_agent.serve.feed import Feed, _num, config_row, tail_text, trial_row
+from hpc_agent.job.fileio import tail_text
+from hpc_agent.serve.feed import TAIL_BYTES, Feed, _num, config_row, trial_row
 
 MAX_CURVE_POINTS = 2000  # a curve is thinned to this many points for the page
 STDERR_LINES = 60
@@ -51,7 +52,7 @@ def trial_page(feed: Feed, trial_id: str, holdout: bool = False) -> dict[str, An
         "curves": curves,
         "holdout_hidden": sorted(hidden & set(v.curves)) if not holdout else [],
         "metric_problem": v.metric_problem,
-        "stderr_tail": tail_text(tp.stderr, STDERR_LINES),
+        "stderr_tail": tail_text(tp.stderr, STDERR_LINES, TAIL_BYTES),
         "attempts": [dict(a) for a in v.attempts],
         "run": v.run,
         "run_record": {k: x for k, x in (v.run_record or {}).items() if k != "diff"},

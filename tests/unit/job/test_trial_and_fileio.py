@@ -13,6 +13,7 @@ from hpc_agent.job.fileio import (
     dumps_listing,
     read_bytes,
     read_json,
+    tail_bytes,
     tail_text,
     write_new,
 )
@@ -99,3 +100,7 @@ def test_atomic_writes_and_small_reads(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert tail_text(log, max_lines=2).splitlines() == ["line 98", "line 99"]
     assert tail_text(tmp_path / "none") == ""
+    assert tail_text(log, max_bytes=12) == "line 99"  # "8\nline 99\n": the cut first line is dropped
+    assert tail_bytes(log, 8) == (b"line 99\n", True)
+    assert tail_bytes(log, 10**6, start=10) == (log.read_bytes()[10:], False)  # nothing cut before byte 10
+    assert tail_bytes(tmp_path, 8) is None and tail_bytes(tmp_path / "none", 8) is None  # a folder, nothing
